@@ -1,0 +1,22 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "podid",
+		Short:         "Identity for Kubernetes pods without secrets",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		newControllerCommand(),
+		newSTSCommand(),
+		newWebhookCommand(),
+		newAgentCommand(),
+	)
+	return root
+}

@@ -1,0 +1,9 @@
+# Pinned versions shared by every hack/ script. Sourced, not executed.
+# Kubernetes 1.33 is the newest line whose kubelet still runs on a cgroup v1 host
+# without extra flags (1.35 refuses cgroup v1 by default); client libraries match it.
+K8S_VERSION=1.33.4
+ETCD_CLIENT_PORT=12379
+ETCD_PEER_PORT=12380
+# Everything slow and reusable lives here, keyed on the pinned version.
+PODID_CACHE=${PODID_CACHE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.cache}
+K8S_BIN=${K8S_BIN:-$PODID_CACHE/k8s-v$K8S_VERSION/bin}

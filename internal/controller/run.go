@@ -1,0 +1,137 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/podid/podid/internal/binding"
+)
+
+// Options configure a controller process.
+type Options struct {
+	// Rules is the matching policy (namespaced unless ClusterWide).
+	Rules binding.Rules
+	// MetricsAddr and HealthAddr are listen addresses; "0" disables.
+	MetricsAddr string
+	HealthAddr  string
+	// LeaderElection makes replicas safe: only the lease holder reconciles.
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	LeaderElectionID        string
+	LeaseDuration           time.Duration
+	RenewDeadline           time.Duration
+	RetryPeriod             time.Duration
+	// Workers bounds concurrent pod reconciles.
+	Workers int
+	// SyncPeriod is how often every object is reconciled again regardless
+	// of events; with unchanged state that makes no API writes.
+	SyncPeriod time.Duration
+	// Client overrides (tests count writes with it); nil uses the manager's.
+	NewClient client.NewClientFunc
+}
+
+// NewManager assembles a manager with the controller set up, without starting it.
+func NewManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Options) (ctrl.Manager, error) {
+	le := o.LeaderElectionID
+	if le == "" {
+		le = "podid-controller"
+	}
+	var sync *time.Duration
+	if o.SyncPeriod > 0 {
+		sync = &o.SyncPeriod
+	}
+	mopts := ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.HealthAddr,
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              le,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		NewClient:                     o.NewClient,
+		Cache: cache.Options{
+			SyncPeriod: sync,
+			// The controller never writes pods, so it caches only what a
+			// decision reads: a fraction of a full pod's memory at 10k pods.
+			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: trimPod}},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
+	}
+	if o.LeaseDuration > 0 {
+		mopts.LeaseDuration, mopts.RenewDeadline, mopts.RetryPeriod = &o.LeaseDuration, &o.RenewDeadline, &o.RetryPeriod
+	}
+	mgr, err := ctrl.NewManager(cfg, mopts)
+	if err != nil {
+		return nil, fmt.Errorf("could not create manager: %w", err)
+	}
+	m, err := NewMetrics(ctrlmetrics.Registry, mgr.GetCache())
+	if err != nil {
+		// Registering twice in one process (tests with several replicas) is fine.
+		m = nil
+	}
+	if err := Setup(ctx, mgr, Config{
+		Client:                  mgr.GetClient(),
+		Recorder:                mgr.GetEventRecorderFor(FieldManager),
+		Rules:                   o.Rules,
+		Metrics:                 m,
+		MaxConcurrentReconciles: o.Workers,
+	}); err != nil {
+		return nil, err
+	}
+	if o.HealthAddr != "" && o.HealthAddr != "0" {
+		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+			return nil, fmt.Errorf("add healthz: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
+			if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+				return fmt.Errorf("caches not synced")
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("add readyz: %w", err)
+		}
+	}
+	return mgr, nil
+}
+
+// Run runs the controller until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Options) error {
+	mgr, err := NewManager(ctx, cfg, scheme, o)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("controller stopped: %w", err)
+	}
+	return nil
+}
+
+// trimPod keeps the fields the controller reads.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Pod{
+		TypeMeta: p.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp, Generation: p.Generation,
+		},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
+	}, nil
+}

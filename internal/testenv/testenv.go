@@ -1,0 +1,174 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/podid/podid/internal/scheme"
+)
+
+// K8sVersion is the pinned Kubernetes version; hack/versions.sh holds the same
+// value for the scripts (a test keeps the two equal).
+const K8sVersion = "1.33.4"
+
+// Env is a running control plane.
+type Env struct {
+	// Config is an admin (system:masters) client config.
+	Config *rest.Config
+	// Client is a controller-runtime client (no cache) for Config.
+	Client client.Client
+	// Scheme knows the core types and aadpodidentity.k8s.io/v1.
+	Scheme *runtime.Scheme
+	// Env is the underlying envtest environment (users, webhook options).
+	Env *envtest.Environment
+}
+
+// RepoRoot returns the repository root, found from this source file.
+func RepoRoot() string {
+	_, file, _, _ := goruntime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BinDir is where hack/build-k8s.sh puts the Kubernetes binaries.
+func BinDir() string {
+	if d := os.Getenv("K8S_BIN"); d != "" {
+		return d
+	}
+	cache := os.Getenv("PODID_CACHE")
+	if cache == "" {
+		cache = filepath.Join(RepoRoot(), ".cache")
+	}
+	return filepath.Join(cache, "k8s-v"+K8sVersion, "bin")
+}
+
+// Available reports why a control plane cannot start, or "" when it can.
+func Available() string {
+	for _, b := range []string{filepath.Join(BinDir(), "kube-apiserver"), filepath.Join(BinDir(), "kubectl")} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Sprintf("%s missing (run ./hack/test.sh or ./hack/install.sh)", b)
+		}
+	}
+	if _, err := exec.LookPath("etcd"); err != nil {
+		return "etcd not on PATH (apt-get install etcd-server, or run ./hack/install.sh)"
+	}
+	return ""
+}
+
+// Options tune a control plane.
+type Options struct {
+	// APIServerArgs are extra kube-apiserver flags (name → values).
+	APIServerArgs map[string][]string
+	// WebhookInstall is passed to envtest: webhook configurations it installs
+	// and points at a local server it provisions certificates for.
+	WebhookInstall envtest.WebhookInstallOptions
+}
+
+// Start starts etcd and kube-apiserver and installs the CRDs.
+func Start(opts Options) (*Env, error) {
+	if why := Available(); why != "" {
+		return nil, fmt.Errorf("control plane unavailable: %s", why)
+	}
+	etcd, _ := exec.LookPath("etcd")
+	s := scheme.New()
+	e := &envtest.Environment{
+		BinaryAssetsDirectory:    BinDir(),
+		CRDDirectoryPaths:        []string{filepath.Join(RepoRoot(), "deploy", "crds")},
+		ErrorIfCRDPathMissing:    true,
+		Scheme:                   s,
+		WebhookInstallOptions:    opts.WebhookInstall,
+		ControlPlaneStartTimeout: 90 * time.Second,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	e.ControlPlane.Etcd = &envtest.Etcd{Path: etcd}
+	api := e.ControlPlane.GetAPIServer()
+	api.Path = filepath.Join(BinDir(), "kube-apiserver")
+	for k, vs := range opts.APIServerArgs {
+		api.Configure().Set(k, vs...)
+	}
+	cfg, err := e.Start()
+	if err != nil {
+		return nil, fmt.Errorf("start control plane: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 500, 1000
+	c, err := client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		_ = e.Stop()
+		return nil, fmt.Errorf("build client: %w", err)
+	}
+	return &Env{Config: cfg, Client: c, Scheme: s, Env: e}, nil
+}
+
+// Stop stops the control plane and removes its temporary directories.
+func (e *Env) Stop() error {
+	if e == nil {
+		return nil
+	}
+	return e.Env.Stop()
+}
+
+// Need returns e, or skips (fails under PODID_REQUIRE_CLUSTER=1) when no
+// control plane runs for this package.
+func (e *Env) Need(t testing.TB) *Env {
+	t.Helper()
+	if e != nil {
+		return e
+	}
+	why := Available()
+	if why == "" {
+		why = "control plane failed to start (see TestMain output)"
+	}
+	if os.Getenv("PODID_REQUIRE_CLUSTER") == "1" {
+		t.Fatalf("integration test needs a control plane: %s", why)
+	}
+	t.Skipf("SKIPPED: integration test needs a control plane: %s", why)
+	return nil
+}
+
+// Main starts one control plane for the test package, runs the tests and
+// stops it. Use from TestMain: os.Exit(testenv.Main(m, &env, testenv.Options{})).
+// Without binaries the tests run with *env == nil and Need skips them.
+func Main(m *testing.M, env **Env, opts Options) int {
+	if why := Available(); why != "" {
+		fmt.Fprintf(os.Stderr, "\n!!! testenv: integration tests in this package will be SKIPPED: %s\n\n", why)
+		return m.Run()
+	}
+	e, err := Start(opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
+		if os.Getenv("PODID_REQUIRE_CLUSTER") == "1" {
+			return 1
+		}
+		return m.Run()
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
+	}
+	return code
+}
+
+// Namespace creates a fresh namespace for one test and deletes it afterwards.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	ns := &corev1.Namespace{}
+	ns.GenerateName = "t-"
+	if err := e.Client.Create(t.Context(), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = e.Client.Delete(t.Context(), ns)
+	})
+	return ns.Name
+}
