@@ -139,6 +139,7 @@ type AzureIdentityStatus struct {
 }
 
 // AzureIdentity is a cloud identity that pods may be given through bindings.
+// +kubebuilder:metadata:annotations="api-approved.kubernetes.io=unapproved, kept for compatibility with the AAD Pod Identity API (aadpodidentity.k8s.io)"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=azid
@@ -222,6 +223,7 @@ type AzureIdentityBindingStatus struct {
 }
 
 // AzureIdentityBinding grants an AzureIdentity to the pods that carry its selector.
+// +kubebuilder:metadata:annotations="api-approved.kubernetes.io=unapproved, kept for compatibility with the AAD Pod Identity API (aadpodidentity.k8s.io)"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=azidb
@@ -298,6 +300,7 @@ type AzureAssignedIdentityStatus struct {
 // AzureAssignedIdentity is written by podid controller only: the record that pod
 // X in namespace N on node M holds identity I through binding B. It has no
 // status subresource: the controller writes spec and status in one request.
+// +kubebuilder:metadata:annotations="api-approved.kubernetes.io=unapproved, kept for compatibility with the AAD Pod Identity API (aadpodidentity.k8s.io)"
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Namespaced,shortName=azaid
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.pod`
@@ -367,7 +370,7 @@ func (v *LabelValue) UnmarshalJSON(b []byte) error {
 
 // AzurePodIdentityExceptionSpec lists pod labels; a pod in the exception's
 // namespace carrying any one of the pairs is excepted from identity service.
-// +kubebuilder:validation:XValidation:rule="has(self.podLabels) || has(self.PodLabels)",message="podLabels is required"
+// +kubebuilder:validation:MinProperties=1
 type AzurePodIdentityExceptionSpec struct {
 	// +kubebuilder:validation:MaxProperties=64
 	// +optional
@@ -419,6 +422,7 @@ type AzurePodIdentityExceptionStatus struct {
 }
 
 // AzurePodIdentityException exempts matching pods in its namespace from identity service.
+// +kubebuilder:metadata:annotations="api-approved.kubernetes.io=unapproved, kept for compatibility with the AAD Pod Identity API (aadpodidentity.k8s.io)"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=azpie

@@ -34,6 +34,16 @@ const (
 	indexBindingID     = "podid.bindsid"  // AzureIdentityBinding → identity namespace/name
 )
 
+// The controller's RBAC, generated into deploy/controller/role.yaml. It never
+// reads Secrets and writes pods never.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="events.k8s.io",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=aadpodidentity.k8s.io,resources=azureidentities;azureidentitybindings;azurepodidentityexceptions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=aadpodidentity.k8s.io,resources=azureidentities/status;azureidentitybindings/status;azurepodidentityexceptions/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=aadpodidentity.k8s.io,resources=azureassignedidentities,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=podid-system
+
 // Config is what the reconcilers need.
 type Config struct {
 	Client   client.Client // reads from the manager's cache

@@ -39,6 +39,9 @@ type Options struct {
 	// SyncPeriod is how often every object is reconciled again regardless
 	// of events; with unchanged state that makes no API writes.
 	SyncPeriod time.Duration
+	// SeveralInProcess allows more than one manager in this process (tests):
+	// controller names must otherwise be unique per process.
+	SeveralInProcess bool
 	// Client overrides (tests count writes with it); nil uses the manager's.
 	NewClient client.NewClientFunc
 }
@@ -69,6 +72,9 @@ func NewManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o
 			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: trimPod}},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
+	}
+	if o.SeveralInProcess {
+		mopts.Controller.SkipNameValidation = &o.SeveralInProcess
 	}
 	if o.LeaseDuration > 0 {
 		mopts.LeaseDuration, mopts.RenewDeadline, mopts.RetryPeriod = &o.LeaseDuration, &o.RenewDeadline, &o.RetryPeriod

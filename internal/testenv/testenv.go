@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/scheme"
 )
 
@@ -32,6 +34,8 @@ type Env struct {
 	Scheme *runtime.Scheme
 	// Env is the underlying envtest environment (users, webhook options).
 	Env *envtest.Environment
+
+	assets string // directory of binary links, removed by Stop
 }
 
 // RepoRoot returns the repository root, found from this source file.
@@ -80,9 +84,24 @@ func Start(opts Options) (*Env, error) {
 		return nil, fmt.Errorf("control plane unavailable: %s", why)
 	}
 	etcd, _ := exec.LookPath("etcd")
+	// envtest finds all three binaries in one directory; etcd comes from
+	// Debian's package, the others from hack/build-k8s.sh.
+	assets, err := os.MkdirTemp("", "podid-testenv-bin-")
+	if err != nil {
+		return nil, err
+	}
+	for name, target := range map[string]string{
+		"etcd":           etcd,
+		"kube-apiserver": filepath.Join(BinDir(), "kube-apiserver"),
+		"kubectl":        filepath.Join(BinDir(), "kubectl"),
+	} {
+		if err := os.Symlink(target, filepath.Join(assets, name)); err != nil {
+			return nil, fmt.Errorf("link %s: %w", name, err)
+		}
+	}
 	s := scheme.New()
 	e := &envtest.Environment{
-		BinaryAssetsDirectory:    BinDir(),
+		BinaryAssetsDirectory:    assets,
 		CRDDirectoryPaths:        []string{filepath.Join(RepoRoot(), "deploy", "crds")},
 		ErrorIfCRDPathMissing:    true,
 		Scheme:                   s,
@@ -90,23 +109,23 @@ func Start(opts Options) (*Env, error) {
 		ControlPlaneStartTimeout: 90 * time.Second,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
-	e.ControlPlane.Etcd = &envtest.Etcd{Path: etcd}
 	api := e.ControlPlane.GetAPIServer()
-	api.Path = filepath.Join(BinDir(), "kube-apiserver")
 	for k, vs := range opts.APIServerArgs {
 		api.Configure().Set(k, vs...)
 	}
 	cfg, err := e.Start()
 	if err != nil {
+		os.RemoveAll(assets)
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 500, 1000
 	c, err := client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
 		_ = e.Stop()
+		os.RemoveAll(assets)
 		return nil, fmt.Errorf("build client: %w", err)
 	}
-	return &Env{Config: cfg, Client: c, Scheme: s, Env: e}, nil
+	return &Env{Config: cfg, Client: c, Scheme: s, Env: e, assets: assets}, nil
 }
 
 // Stop stops the control plane and removes its temporary directories.
@@ -114,7 +133,9 @@ func (e *Env) Stop() error {
 	if e == nil {
 		return nil
 	}
-	return e.Env.Stop()
+	err := e.Env.Stop()
+	os.RemoveAll(e.assets)
+	return err
 }
 
 // Need returns e, or skips (fails under PODID_REQUIRE_CLUSTER=1) when no
@@ -168,7 +189,16 @@ func (e *Env) Namespace(t testing.TB) string {
 		t.Fatalf("create namespace: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = e.Client.Delete(t.Context(), ns)
+		// No namespace controller runs here, so empty the namespace first;
+		// later tests (cluster-wide ones especially) must not see leftovers.
+		ctx := context.Background()
+		for _, o := range []client.Object{
+			&corev1.Pod{}, &podidv1.AzureIdentity{}, &podidv1.AzureIdentityBinding{},
+			&podidv1.AzurePodIdentityException{}, &podidv1.AzureAssignedIdentity{},
+		} {
+			_ = e.Client.DeleteAllOf(ctx, o, client.InNamespace(ns.Name), client.GracePeriodSeconds(0))
+		}
+		_ = e.Client.Delete(ctx, ns)
 	})
 	return ns.Name
 }
