@@ -1,0 +1,98 @@
+package sts
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// tenantForDocs resolves the tenant segment of a discovery URL; "common" and
+// "organizations" get Entra's {tenantid} placeholder.
+func (s *Server) tenantForDocs(seg string) (string, bool) {
+	switch strings.ToLower(seg) {
+	case "common", "organizations":
+		return "{tenantid}", true
+	}
+	t, ok := s.tenant(seg)
+	return t.ID, ok
+}
+
+func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request, seg string, ver int) {
+	tid, ok := s.tenantForDocs(seg)
+	if !ok {
+		writeOAuthError(w, r, s.cfg.Now(), errTenantNotFound(seg))
+		return
+	}
+	base := s.baseURL(r)
+	host := strings.TrimPrefix(base, "https://")
+	doc := map[string]any{
+		"token_endpoint_auth_methods_supported":  []string{"client_secret_post", "private_key_jwt", "client_secret_basic"},
+		"response_modes_supported":               []string{"query", "fragment", "form_post"},
+		"subject_types_supported":                []string{"pairwise"},
+		"id_token_signing_alg_values_supported":  []string{"RS256"},
+		"response_types_supported":               []string{"code", "id_token", "code id_token", "token id_token", "token"},
+		"scopes_supported":                       []string{"openid", "profile", "email", "offline_access"},
+		"request_uri_parameter_supported":        false,
+		"http_logout_supported":                  true,
+		"frontchannel_logout_supported":          true,
+		"claims_supported":                       []string{"sub", "iss", "aud", "exp", "iat", "nbf", "tid", "oid", "appid", "azp", "roles", "ver", "idtyp"},
+		"tenant_region_scope":                    nil,
+		"cloud_instance_name":                    host,
+		"cloud_graph_host_name":                  host,
+		"msgraph_host":                           host,
+		"grant_types_supported":                  []string{"client_credentials"},
+		"token_endpoint_auth_signing_alg_values": []string{"RS256", "PS256"},
+	}
+	if ver == 2 {
+		doc["issuer"] = base + "/" + tid + "/v2.0"
+		doc["token_endpoint"] = base + "/" + tid + "/oauth2/v2.0/token"
+		doc["authorization_endpoint"] = base + "/" + tid + "/oauth2/v2.0/authorize"
+		doc["device_authorization_endpoint"] = base + "/" + tid + "/oauth2/v2.0/devicecode"
+		doc["end_session_endpoint"] = base + "/" + tid + "/oauth2/v2.0/logout"
+		doc["jwks_uri"] = base + "/" + tid + "/discovery/v2.0/keys"
+	} else {
+		doc["issuer"] = "https://sts.windows.net/" + tid + "/"
+		doc["token_endpoint"] = base + "/" + tid + "/oauth2/token"
+		doc["authorization_endpoint"] = base + "/" + tid + "/oauth2/authorize"
+		doc["end_session_endpoint"] = base + "/" + tid + "/oauth2/logout"
+		doc["jwks_uri"] = base + "/common/discovery/keys"
+	}
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeJSONCacheable(w, doc)
+}
+
+func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeJSONCacheable(w, s.keys.Public())
+}
+
+func (s *Server) serveInstanceDiscovery(w http.ResponseWriter, r *http.Request) {
+	base := s.baseURL(r)
+	host := strings.TrimPrefix(base, "https://")
+	tenant := "common"
+	if ae := r.URL.Query().Get("authorization_endpoint"); ae != "" {
+		if u, err := url.Parse(ae); err == nil {
+			if seg, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/"); seg != "" {
+				tenant = seg
+			}
+		}
+	}
+	writeJSONCacheable(w, map[string]any{
+		"tenant_discovery_endpoint": base + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration",
+		"api-version":               "1.1",
+		"metadata": []map[string]any{{
+			"preferred_network": host,
+			"preferred_cache":   host,
+			"aliases":           []string{host},
+		}},
+	})
+}
+
+// writeJSONCacheable writes public metadata; keys rotate, so caches are short.
+func writeJSONCacheable(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "max-age=300")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(v)
+}

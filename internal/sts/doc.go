@@ -1,0 +1,15 @@
+// Package sts is podid's local, Entra-compatible identity provider: the
+// OAuth 2.0 token endpoint (client secret, certificate assertion, federated
+// assertion; v2 and v1 forms) with Entra's error shapes and AADSTS codes,
+// OIDC discovery and JWKS with rotating signing keys, and an authenticated
+// management API shaped like ARM's Microsoft.ManagedIdentity plus a small
+// REST API for app registrations and role assignments.
+//
+// It serves HTTPS only, with its own CA (real SDKs refuse http authorities).
+// State lives in one bbolt file (see package store). A Server is assembled
+// by New (no I/O); Open loads state and key material; Serve or
+// ListenAndServe block until the context ends.
+//
+// Limits: one process owns the state file (bbolt locks it); there is no
+// user sign-in, only the client-credentials grant; tokens are RS256.
+package sts

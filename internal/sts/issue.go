@@ -1,0 +1,155 @@
+package sts
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/podid/podid/internal/sts/store"
+)
+
+// ARMResource is the canonical Azure Resource Manager resource; the
+// management API accepts tokens for it (and its legacy alias).
+const ARMResource = "https://management.azure.com"
+
+// directory is an immutable, in-memory index of what token issuance reads
+// besides the client itself: resource apps and role assignments. It is
+// rebuilt after every write so the hot path takes no locks and no scans.
+type directory struct {
+	resources map[string]*store.Principal // tenant|normalized resource → app
+	roles     map[string][]string         // tenant|client|normalized resource → roles
+}
+
+type dirHolder struct{ p atomic.Pointer[directory] }
+
+func normResource(r string) string {
+	r = strings.TrimRight(strings.ToLower(r), "/")
+	switch r {
+	case "https://management.core.windows.net":
+		return ARMResource
+	}
+	return r
+}
+
+// reindex rebuilds the directory from the store.
+func (s *Server) reindex() error {
+	ps, err := s.store.Principals("")
+	if err != nil {
+		return fmt.Errorf("index principals: %w", err)
+	}
+	ras, err := s.store.RoleAssignments("")
+	if err != nil {
+		return fmt.Errorf("index role assignments: %w", err)
+	}
+	d := &directory{resources: map[string]*store.Principal{}, roles: map[string][]string{}}
+	for i := range ps {
+		p := &ps[i]
+		if p.Kind != store.KindApplication {
+			continue
+		}
+		for _, u := range p.IdentifierURIs {
+			d.resources[p.TenantID+"|"+normResource(u)] = p
+		}
+		d.resources[p.TenantID+"|"+normResource(p.ClientID)] = p
+		d.resources[p.TenantID+"|"+normResource("api://"+p.ClientID)] = p
+	}
+	for _, ra := range ras {
+		res := normResource(ra.Resource)
+		keys := []string{res}
+		// A role on an app is a role on every name of that app.
+		if app := d.resources[ra.TenantID+"|"+res]; app != nil {
+			keys = keys[:0]
+			for k, v := range d.resources {
+				if v == app {
+					keys = append(keys, strings.TrimPrefix(k, ra.TenantID+"|"))
+				}
+			}
+		}
+		for _, k := range keys {
+			key := ra.TenantID + "|" + ra.Principal + "|" + k
+			if !slices.Contains(d.roles[key], ra.Role) {
+				d.roles[key] = append(d.roles[key], ra.Role)
+			}
+		}
+	}
+	for _, v := range d.roles {
+		slices.Sort(v)
+	}
+	s.dir.p.Store(d)
+	return nil
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// issue mints the access token. Resources registered as apps with
+// accessTokenVersion 2 get v2 tokens (aud = the app's client id); everything
+// else gets Entra's v1 shape (iss https://sts.windows.net/{tid}/, aud = the
+// resource exactly as requested), which is what first-party resources get.
+func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (string, time.Time, error) {
+	signer, err := s.keys.Current()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	d := s.dir.p.Load()
+	tid := req.tenant.ID
+	norm := normResource(req.resource)
+	app := d.resources[tid+"|"+norm]
+	roles := d.roles[tid+"|"+req.client.ClientID+"|"+norm]
+	iat := now.Truncate(time.Second)
+	exp := iat.Add(s.cfg.TokenLifetime)
+	c := accessClaims{
+		Iat: iat.Unix(), Nbf: iat.Add(-5 * time.Minute).Unix(), Exp: exp.Unix(),
+		TID: tid, OID: req.client.ObjectID, Sub: req.client.ObjectID,
+		IDTyp: "app", UTI: randomID(), RH: "0.podid", Roles: roles,
+	}
+	if req.client.Kind == store.KindIdentity {
+		c.XMSMirID = req.client.ResourceID
+	}
+	if app != nil && app.AccessTokenVersion == 2 {
+		c.Ver, c.Iss, c.Aud = "2.0", s.baseURL(r)+"/"+tid+"/v2.0", app.ClientID
+		c.Azp, c.AzpACR = req.client.ClientID, req.acr
+	} else {
+		iss := "https://sts.windows.net/" + tid + "/"
+		c.Ver, c.Iss, c.IDP, c.Aud = "1.0", iss, iss, req.resource
+		c.AppID, c.AppIDACR = req.client.ClientID, req.acr
+	}
+	tok, err := signer.SignJWT(&c)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("sign token: %w", err)
+	}
+	return tok, exp, nil
+}
+
+// accessClaims are the claims of an access token, in Entra's names.
+type accessClaims struct {
+	Aud      string   `json:"aud"`
+	Iss      string   `json:"iss"`
+	Iat      int64    `json:"iat"`
+	Nbf      int64    `json:"nbf"`
+	Exp      int64    `json:"exp"`
+	AppID    string   `json:"appid,omitempty"`
+	AppIDACR string   `json:"appidacr,omitempty"`
+	Azp      string   `json:"azp,omitempty"`
+	AzpACR   string   `json:"azpacr,omitempty"`
+	IDP      string   `json:"idp,omitempty"`
+	IDTyp    string   `json:"idtyp"`
+	OID      string   `json:"oid"`
+	RH       string   `json:"rh"`
+	Roles    []string `json:"roles,omitempty"`
+	Sub      string   `json:"sub"`
+	TID      string   `json:"tid"`
+	UTI      string   `json:"uti"`
+	Ver      string   `json:"ver"`
+	XMSMirID string   `json:"xms_mirid,omitempty"`
+}
+
+func base64URL(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
