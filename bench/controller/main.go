@@ -27,6 +27,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -41,15 +42,16 @@ func main() {
 	namespaces := flag.Int("namespaces", 10, "namespaces to spread them over")
 	podid := flag.String("podid", "", "podid binary (default: build ./cmd/podid)")
 	qps := flag.Int("qps", 1000, "controller --kube-api-qps")
-	workers := flag.Int("workers", 16, "controller --workers")
+	workers := flag.Int("workers", 32, "controller --workers")
+	memLimit := flag.String("gomemlimit", "100MiB", "GOMEMLIMIT of the controller process, as deploy/controller sets it (\"\" for none)")
 	flag.Parse()
-	if err := run(*pods, *bindings, *namespaces, *podid, *qps, *workers); err != nil {
+	if err := run(*pods, *bindings, *namespaces, *podid, *qps, *workers, *memLimit); err != nil {
 		fmt.Fprintln(os.Stderr, "controller-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(nPods, nBindings, nNS int, podid string, qps, workers int) error {
+func run(nPods, nBindings, nNS int, podid string, qps, workers int, memLimit string) error {
 	ctx := context.Background()
 	tmp, err := os.MkdirTemp("", "podid-bench-")
 	if err != nil {
@@ -121,10 +123,11 @@ func run(nPods, nBindings, nNS int, podid string, qps, workers int) error {
 	}); err != nil {
 		return fmt.Errorf("create pods: %w", err)
 	}
+	fmt.Printf("controller: --workers %d --kube-api-qps %d, GOMEMLIMIT=%q\n", workers, qps, memLimit)
 	fmt.Printf("setup: %d namespaces, %d identities + bindings, %d pods created in %v\n", nNS, nBindings, nPods, time.Since(t0).Round(time.Millisecond))
 
 	// Run 1: the controller assigns everything.
-	ctl, err := startController(ctx, podid, kubeconfig, qps, workers)
+	ctl, err := startController(ctx, podid, kubeconfig, qps, workers, memLimit)
 	if err != nil {
 		return err
 	}
@@ -138,17 +141,25 @@ func run(nPods, nBindings, nNS int, podid string, qps, workers int) error {
 		ctl.stop()
 		return err
 	}
+	// Run 1 is over when the first conditions are written too; otherwise
+	// run 2 would finish run 1's work and not be a no-op.
+	if err := waitConditions(ctx, c, nBindings); err != nil {
+		ctl.stop()
+		return err
+	}
+	settled := time.Since(ctl.start)
 	m1, _ := ctl.metrics(ctx)
 	rss1 := ctl.rssMB()
 	ctl.stop()
 	fmt.Printf("full assignment: %d AzureAssignedIdentities %v after controller start (caches synced after %v; %.0f assignments/s after sync)\n",
 		nPods, done.Round(time.Millisecond), ready.Round(time.Millisecond), float64(nPods)/(done-ready).Seconds())
+	fmt.Printf("  all identity/binding conditions written %v after start\n", settled.Round(time.Millisecond))
 	fmt.Printf("  controller API requests during run 1: %s\n", m1.requests())
 	fmt.Printf("  controller RSS at the end of run 1: %.1f MB\n", rss1)
 
 	// Run 2: a restart over unchanged state is a full resync: every pod,
 	// identity and binding is reconciled again. It must write nothing.
-	ctl, err = startController(ctx, podid, kubeconfig, qps, workers)
+	ctl, err = startController(ctx, podid, kubeconfig, qps, workers, memLimit)
 	if err != nil {
 		return err
 	}
@@ -229,6 +240,43 @@ func waitCount(ctx context.Context, c client.Client, n int, start time.Time) (ti
 	}
 }
 
+// waitConditions polls until every identity has Valid and every binding Ready.
+func waitConditions(ctx context.Context, c client.Client, n int) error {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		var ids podidv1.AzureIdentityList
+		var bs podidv1.AzureIdentityBindingList
+		if err := c.List(ctx, &ids); err != nil {
+			return err
+		}
+		if err := c.List(ctx, &bs); err != nil {
+			return err
+		}
+		done := 0
+		for _, i := range ids.Items {
+			if meta.FindStatusCondition(i.Status.Conditions, podidv1.ConditionValid) != nil {
+				done++
+			}
+		}
+		for _, b := range bs.Items {
+			if meta.FindStatusCondition(b.Status.Conditions, podidv1.ConditionReady) != nil {
+				done++
+			}
+		}
+		if done >= 2*n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d conditions after 10 minutes", done, 2*n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 type controllerProc struct {
 	cmd         *exec.Cmd
 	start       time.Time
@@ -245,7 +293,7 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func startController(ctx context.Context, podid, kubeconfig string, qps, workers int) (*controllerProc, error) {
+func startController(ctx context.Context, podid, kubeconfig string, qps, workers int, memLimit string) (*controllerProc, error) {
 	m, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -258,6 +306,7 @@ func startController(ctx context.Context, podid, kubeconfig string, qps, workers
 		"--metrics-addr", m, "--health-addr", h, "--kube-api-qps", strconv.Itoa(qps), "--kube-api-burst", strconv.Itoa(2*qps),
 		"--workers", strconv.Itoa(workers))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimit)
 	p := &controllerProc{cmd: cmd, start: time.Now(), metricsAddr: m, healthAddr: h}
 	if err := cmd.Start(); err != nil {
 		return nil, err

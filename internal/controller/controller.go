@@ -126,7 +126,7 @@ func podsForSelector(ctx context.Context, c client.Reader, ns, sel string) []rec
 		return nil
 	}
 	var pods corev1.PodList
-	opts := []client.ListOption{client.MatchingLabels{podidv1.PodLabelKey: sel}}
+	opts := []client.ListOption{client.MatchingLabels{podidv1.PodLabelKey: sel}, client.UnsafeDisableDeepCopy}
 	if ns != "" {
 		opts = append(opts, client.InNamespace(ns))
 	}
@@ -144,7 +144,7 @@ func podsForSelector(ctx context.Context, c client.Reader, ns, sel string) []rec
 // podsOfAssignments lists the pods of assignments whose index field equals v.
 func podsOfAssignments(ctx context.Context, c client.Reader, index, v string) []reconcile.Request {
 	var l podidv1.AzureAssignedIdentityList
-	if err := c.List(ctx, &l, client.MatchingFields{index: v}); err != nil {
+	if err := c.List(ctx, &l, client.MatchingFields{index: v}, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "list assignments", "index", index)
 		return nil
 	}

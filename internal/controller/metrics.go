@@ -32,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer, cache client.Reader) (*Metrics, error
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		var l podidv1.AzureAssignedIdentityList
-		if err := cache.List(ctx, &l); err != nil {
+		if err := cache.List(ctx, &l, client.UnsafeDisableDeepCopy); err != nil {
 			return -1
 		}
 		return float64(len(l.Items))

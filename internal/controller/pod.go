@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -31,6 +33,52 @@ type PodReconciler struct {
 	Client  client.Client
 	Rules   binding.Rules
 	Metrics *Metrics
+	// created remembers assignments this process created that its cache has
+	// not shown yet, so a pod reconciled again in that window (a burst of
+	// binding events) does not send a create that can only fail with
+	// AlreadyExists. Zero value ready.
+	created expectations
+}
+
+// expectationTTL bounds how long a create is trusted without the cache
+// confirming it; after that the reconcile creates again.
+const expectationTTL = 30 * time.Second
+
+// expectations is a set of assignment names with the time they were created.
+type expectations struct {
+	mu sync.Mutex           // protects m
+	m  map[string]time.Time // assignment namespace/name → creation time
+}
+
+func (e *expectations) add(k string, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = map[string]time.Time{}
+	}
+	e.m[k] = now
+}
+
+// pending reports whether k was created less than expectationTTL ago and not
+// yet observed, and how long that still holds.
+func (e *expectations) pending(k string, now time.Time) (bool, time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t, ok := e.m[k]
+	if !ok {
+		return false, 0
+	}
+	if left := expectationTTL - now.Sub(t); left > 0 {
+		return true, left
+	}
+	delete(e.m, k)
+	return false, 0
+}
+
+func (e *expectations) observed(k string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.m, k)
 }
 
 var _ reconcile.Reconciler = &PodReconciler{}
@@ -38,7 +86,7 @@ var _ reconcile.Reconciler = &PodReconciler{}
 // SetupWithManager watches pods and everything that changes what a pod may hold.
 func (r *PodReconciler) SetupWithManager(mgr manager.Manager, workers int) error {
 	if workers <= 0 {
-		workers = 4
+		workers = 32
 	}
 	c := mgr.GetClient()
 	bindingPods := func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -55,7 +103,7 @@ func (r *PodReconciler) SetupWithManager(mgr manager.Manager, workers int) error
 	identityPods := func(ctx context.Context, o client.Object) []reconcile.Request {
 		id := o.(*podidv1.AzureIdentity)
 		var bl podidv1.AzureIdentityBindingList
-		if err := c.List(ctx, &bl, client.MatchingFields{indexBindingID: key(id.Namespace, id.Name)}); err != nil {
+		if err := c.List(ctx, &bl, client.MatchingFields{indexBindingID: key(id.Namespace, id.Name)}, client.UnsafeDisableDeepCopy); err != nil {
 			log.FromContext(ctx).Error(err, "list bindings for identity")
 		}
 		var reqs []reconcile.Request
@@ -66,7 +114,7 @@ func (r *PodReconciler) SetupWithManager(mgr manager.Manager, workers int) error
 	}
 	exceptionPods := func(ctx context.Context, o client.Object) []reconcile.Request {
 		var pods corev1.PodList
-		if err := c.List(ctx, &pods, client.InNamespace(o.GetNamespace()), client.HasLabels{podidv1.PodLabelKey}); err != nil {
+		if err := c.List(ctx, &pods, client.InNamespace(o.GetNamespace()), client.HasLabels{podidv1.PodLabelKey}, client.UnsafeDisableDeepCopy); err != nil {
 			log.FromContext(ctx).Error(err, "list pods for exception")
 			return nil
 		}
@@ -117,7 +165,7 @@ func relevantPod() predicate.Predicate {
 // Reconcile makes the pod's AzureAssignedIdentities match what it may hold now.
 func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var existing podidv1.AzureAssignedIdentityList
-	if err := r.Client.List(ctx, &existing, client.InNamespace(req.Namespace), client.MatchingFields{indexPodKey: req.String()}); err != nil {
+	if err := r.Client.List(ctx, &existing, client.InNamespace(req.Namespace), client.MatchingFields{indexPodKey: req.String()}, client.UnsafeDisableDeepCopy); err != nil {
 		return reconcile.Result{}, fmt.Errorf("could not list assignments of pod %s: %w", req, err)
 	}
 	var pod corev1.Pod
@@ -137,6 +185,7 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 
 	for i := range existing.Items {
 		cur := &existing.Items[i]
+		r.created.observed(key(cur.Namespace, cur.Name))
 		want, ok := desired[cur.Name]
 		if !ok {
 			if err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID}); err != nil && !apierrors.IsNotFound(err) {
@@ -167,7 +216,15 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		}
 		r.Metrics.write("update")
 	}
+	var requeue time.Duration
 	for _, want := range desired {
+		k := key(want.Namespace, want.Name)
+		if wait, left := r.created.pending(k, time.Now()); wait {
+			// Created moments ago; its watch event brings us back. The requeue
+			// covers an object deleted before our cache ever saw it.
+			requeue = max(requeue, left)
+			continue
+		}
 		if err := r.Client.Create(ctx, want, client.FieldOwner(FieldManager)); err != nil {
 			if apierrors.IsAlreadyExists(err) {
 				// Our cache lags our own earlier write; the watch event will requeue.
@@ -175,10 +232,11 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 			}
 			return reconcile.Result{}, fmt.Errorf("could not create assignment %s/%s: %w", want.Namespace, want.Name, err)
 		}
+		r.created.add(k, time.Now())
 		r.Metrics.write("create")
 		log.FromContext(ctx).V(1).Info("assigned identity", "assignment", want.Name, "identity", want.Spec.AzureIdentityRef.Name)
 	}
-	return reconcile.Result{}, nil
+	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
 // desired computes the assignments pod should have, keyed by object name.
@@ -188,7 +246,7 @@ func (r *PodReconciler) desired(ctx context.Context, pod *corev1.Pod) (map[strin
 		return out, nil
 	}
 	var exl podidv1.AzurePodIdentityExceptionList
-	if err := r.Client.List(ctx, &exl, client.InNamespace(pod.Namespace)); err != nil {
+	if err := r.Client.List(ctx, &exl, client.InNamespace(pod.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("could not list exceptions in %s: %w", pod.Namespace, err)
 	}
 	exceptions := make([]*podidv1.AzurePodIdentityException, len(exl.Items))
@@ -199,7 +257,8 @@ func (r *PodReconciler) desired(ctx context.Context, pod *corev1.Pod) (map[strin
 		return out, nil
 	}
 	var bl podidv1.AzureIdentityBindingList
-	opts := []client.ListOption{client.MatchingFields{indexSelector: pod.Labels[podidv1.PodLabelKey]}}
+	// Cache reads here are never mutated: skip the deep copies (hot path at 10k pods).
+	opts := []client.ListOption{client.MatchingFields{indexSelector: pod.Labels[podidv1.PodLabelKey]}, client.UnsafeDisableDeepCopy}
 	if !r.Rules.ClusterWide {
 		opts = append(opts, client.InNamespace(pod.Namespace))
 	}

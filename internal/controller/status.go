@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -40,8 +41,11 @@ type StatusReconciler struct {
 // SetupWithManager registers one controller per kind.
 func (r *StatusReconciler) SetupWithManager(mgr manager.Manager) error {
 	c := mgr.GetClient()
+	// A few workers each: after a bulk apply, thousands of first conditions
+	// are written and each write waits on the API server.
+	opts := crcontroller.Options{MaxConcurrentReconciles: 4}
 	if err := ctrl.ControllerManagedBy(mgr).Named("identitystatus").
-		For(&podidv1.AzureIdentity{}).
+		For(&podidv1.AzureIdentity{}).WithOptions(opts).
 		Complete(reconcile.Func(r.reconcileIdentity)); err != nil {
 		return err
 	}
@@ -58,7 +62,7 @@ func (r *StatusReconciler) SetupWithManager(mgr manager.Manager) error {
 		return reqs
 	}
 	if err := ctrl.ControllerManagedBy(mgr).Named("bindingstatus").
-		For(&podidv1.AzureIdentityBinding{}).
+		For(&podidv1.AzureIdentityBinding{}).WithOptions(opts).
 		Watches(&podidv1.AzureIdentity{}, handler.EnqueueRequestsFromMapFunc(bindingsOfIdentity)).
 		Complete(reconcile.Func(r.reconcileBinding)); err != nil {
 		return err
@@ -79,7 +83,7 @@ func (r *StatusReconciler) SetupWithManager(mgr manager.Manager) error {
 		return reqs
 	}
 	return ctrl.ControllerManagedBy(mgr).Named("exceptionstatus").
-		For(&podidv1.AzurePodIdentityException{}).
+		For(&podidv1.AzurePodIdentityException{}).WithOptions(opts).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(exceptionsOfPod), ctrl.WithPredicates(relevantPod())).
 		Complete(reconcile.Func(r.reconcileException))
 }
