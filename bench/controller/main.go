@@ -26,9 +26,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -45,6 +47,7 @@ func main() {
 	workers := flag.Int("workers", 32, "controller --workers")
 	memLimit := flag.String("gomemlimit", "100MiB", "GOMEMLIMIT of the controller process, as deploy/controller sets it (\"\" for none)")
 	flag.Parse()
+	ctrl.SetLogger(logr.Discard())
 	if err := run(*pods, *bindings, *namespaces, *podid, *qps, *workers, *memLimit); err != nil {
 		fmt.Fprintln(os.Stderr, "controller-bench:", err)
 		os.Exit(1)
@@ -126,6 +129,36 @@ func run(nPods, nBindings, nNS int, podid string, qps, workers int, memLimit str
 	fmt.Printf("controller: --workers %d --kube-api-qps %d, GOMEMLIMIT=%q\n", workers, qps, memLimit)
 	fmt.Printf("setup: %d namespaces, %d identities + bindings, %d pods created in %v\n", nNS, nBindings, nPods, time.Since(t0).Round(time.Millisecond))
 
+	// Baseline: how fast this API server takes AzureAssignedIdentity creates
+	// from a plain client with as many writers as the controller has workers.
+	// The controller cannot assign faster than this; the ratio says how much
+	// of the time is the controller's own.
+	baseN := min(nPods, 3000)
+	scratch := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench-baseline"}}
+	if err := c.Create(ctx, scratch); err != nil {
+		return err
+	}
+	tb := time.Now()
+	if err := parallel(baseN, workers, func(j int) error {
+		a := &podidv1.AzureAssignedIdentity{
+			ObjectMeta: metav1.ObjectMeta{Namespace: scratch.Name, Name: fmt.Sprintf("baseline-%d", j), Labels: map[string]string{"podid.dev/pod-uid": fmt.Sprintf("uid-%d", j)}},
+			Spec: podidv1.AzureAssignedIdentitySpec{
+				AzureIdentityRef: &podidv1.IdentityRef{Name: "id", Namespace: scratch.Name, Spec: podidv1.AzureIdentitySpec{ClientID: "00000000-0000-0000-0000-000000000000"}},
+				AzureBindingRef:  &podidv1.BindingRef{Name: "b", Namespace: scratch.Name, Spec: podidv1.AzureIdentityBindingSpec{AzureIdentity: "id", Selector: "sel"}},
+				Pod:              fmt.Sprintf("pod-%d", j), PodNamespace: scratch.Name, NodeName: "node-0",
+			},
+			Status: podidv1.AzureAssignedIdentityStatus{Status: podidv1.AssignedIDAssigned},
+		}
+		return c.Create(ctx, a)
+	}); err != nil {
+		return fmt.Errorf("baseline creates: %w", err)
+	}
+	baseRate := float64(baseN) / time.Since(tb).Seconds()
+	if err := c.DeleteAllOf(ctx, &podidv1.AzureAssignedIdentity{}, client.InNamespace(scratch.Name)); err != nil {
+		return err
+	}
+	fmt.Printf("baseline: %d AzureAssignedIdentity creates by a plain client with %d writers: %.0f creates/s\n", baseN, workers, baseRate)
+
 	// Run 1: the controller assigns everything.
 	ctl, err := startController(ctx, podid, kubeconfig, qps, workers, memLimit)
 	if err != nil {
@@ -151,8 +184,9 @@ func run(nPods, nBindings, nNS int, podid string, qps, workers int, memLimit str
 	m1, _ := ctl.metrics(ctx)
 	rss1 := ctl.rssMB()
 	ctl.stop()
-	fmt.Printf("full assignment: %d AzureAssignedIdentities %v after controller start (caches synced after %v; %.0f assignments/s after sync)\n",
-		nPods, done.Round(time.Millisecond), ready.Round(time.Millisecond), float64(nPods)/(done-ready).Seconds())
+	rate := float64(nPods) / (done - ready).Seconds()
+	fmt.Printf("full assignment: %d AzureAssignedIdentities %v after controller start (caches synced after %v; %.0f assignments/s after sync = %.0f%% of the baseline create rate)\n",
+		nPods, done.Round(time.Millisecond), ready.Round(time.Millisecond), rate, 100*rate/baseRate)
 	fmt.Printf("  all identity/binding conditions written %v after start\n", settled.Round(time.Millisecond))
 	fmt.Printf("  controller API requests during run 1: %s\n", m1.requests())
 	fmt.Printf("  controller RSS at the end of run 1: %.1f MB\n", rss1)
@@ -307,6 +341,9 @@ func startController(ctx context.Context, podid, kubeconfig string, qps, workers
 		"--workers", strconv.Itoa(workers))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimit)
+	if d := os.Getenv("BENCH_DEBUG_ADDR"); d != "" {
+		cmd.Args = append(cmd.Args, "--debug-addr", d)
+	}
 	p := &controllerProc{cmd: cmd, start: time.Now(), metricsAddr: m, healthAddr: h}
 	if err := cmd.Start(); err != nil {
 		return nil, err

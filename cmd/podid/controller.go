@@ -56,6 +56,7 @@ matches bindings in its own namespace unless --cluster-wide is given.`,
 	f.BoolVar(&o.Rules.ClusterWide, "cluster-wide", false, "let bindings select pods in every namespace (legacy AAD Pod Identity behaviour); identities annotated aadpodidentity.k8s.io/Behavior=namespaced stay namespaced")
 	f.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", `Prometheus metrics listen address ("0" disables)`)
 	f.StringVar(&o.HealthAddr, "health-addr", ":8081", `/healthz and /readyz listen address ("0" disables)`)
+	f.StringVar(&o.DebugAddr, "debug-addr", "", `net/http/pprof listen address (off by default; keep it on loopback)`)
 	f.BoolVar(&o.LeaderElection, "leader-elect", true, "elect a leader so several replicas are safe")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-elect-namespace", "", "namespace of the lease (default: the pod's namespace)")
 	f.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "lease duration")

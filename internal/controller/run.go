@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,8 @@ type Options struct {
 	// MetricsAddr and HealthAddr are listen addresses; "0" disables.
 	MetricsAddr string
 	HealthAddr  string
+	// DebugAddr serves net/http/pprof on its own listener; "" (default) disables.
+	DebugAddr string
 	// LeaderElection makes replicas safe: only the lease holder reconciles.
 	LeaderElection          bool
 	LeaderElectionNamespace string
@@ -97,6 +100,16 @@ func NewManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o
 	}); err != nil {
 		return nil, err
 	}
+	if o.DebugAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		if err := mgr.Add(debugServer{addr: o.DebugAddr, handler: mux}); err != nil {
+			return nil, fmt.Errorf("add debug server: %w", err)
+		}
+	}
 	if o.HealthAddr != "" && o.HealthAddr != "0" {
 		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 			return nil, fmt.Errorf("add healthz: %w", err)
@@ -140,4 +153,28 @@ func trimPod(obj any) (any, error) {
 		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
 		Status: corev1.PodStatus{Phase: p.Status.Phase},
 	}, nil
+}
+
+// debugServer serves pprof on its own listener, on every replica (leader or not).
+type debugServer struct {
+	addr    string
+	handler http.Handler
+}
+
+func (d debugServer) NeedLeaderElection() bool { return false }
+
+func (d debugServer) Start(ctx context.Context) error {
+	srv := &http.Server{Addr: d.addr, Handler: d.handler, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("debug server: %w", err)
+	case <-ctx.Done():
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+		<-errc
+		return nil
+	}
 }
