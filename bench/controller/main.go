@@ -169,8 +169,17 @@ func run(nPods, nBindings, nNS int, podid string, qps, workers int, memLimit str
 		ctl.stop()
 		return err
 	}
-	done, err := waitCount(ctx, c, nPods, ctl.start)
+	// Poll the controller's own counter, not the API server: listing 10k
+	// objects ten times a second would slow the API server being measured.
+	done, err := ctl.poll(ctx, "assignments", func() bool {
+		m, err := ctl.metrics(ctx)
+		return err == nil && m.sum("podid_controller_assignment_writes_total{", `verb="create"`) >= float64(nPods)
+	})
 	if err != nil {
+		ctl.stop()
+		return err
+	}
+	if err := checkCount(ctx, c, nPods); err != nil {
 		ctl.stop()
 		return err
 	}
@@ -249,29 +258,17 @@ func parallel(n, workers int, f func(int) error) error {
 	return first
 }
 
-// waitCount polls until n AzureAssignedIdentities exist; returns time since start.
-func waitCount(ctx context.Context, c client.Client, n int, start time.Time) (time.Duration, error) {
-	deadline := time.Now().Add(10 * time.Minute)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var l metav1.PartialObjectMetadataList
-		l.SetGroupVersionKind(podidv1.GroupVersion.WithKind("AzureAssignedIdentityList"))
-		if err := c.List(ctx, &l); err != nil {
-			return 0, err
-		}
-		if len(l.Items) >= n {
-			return time.Since(start), nil
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("only %d of %d assignments after 10 minutes", len(l.Items), n)
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-tick.C:
-		}
+// checkCount confirms that n AzureAssignedIdentities exist.
+func checkCount(ctx context.Context, c client.Client, n int) error {
+	var l metav1.PartialObjectMetadataList
+	l.SetGroupVersionKind(podidv1.GroupVersion.WithKind("AzureAssignedIdentityList"))
+	if err := c.List(ctx, &l); err != nil {
+		return err
 	}
+	if len(l.Items) < n {
+		return fmt.Errorf("controller reported %d creates but only %d assignments exist", n, len(l.Items))
+	}
+	return nil
 }
 
 // waitConditions polls until every identity has Valid and every binding Ready.
@@ -306,7 +303,7 @@ func waitConditions(ctx context.Context, c client.Client, n int) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(time.Second):
 		}
 	}
 }
