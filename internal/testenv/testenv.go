@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -160,6 +161,17 @@ func (e *Env) Need(t testing.TB) *Env {
 // stops it. Use from TestMain: os.Exit(testenv.Main(m, &env, testenv.Options{})).
 // Without binaries the tests run with *env == nil and Need skips them.
 func Main(m *testing.M, env **Env, opts Options) int {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	// Fuzzing runs TestMain in every worker process; only fuzz targets run
+	// there and none needs a control plane.
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return m.Run()
+	}
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		return m.Run()
+	}
 	if why := Available(); why != "" {
 		fmt.Fprintf(os.Stderr, "\n!!! testenv: integration tests in this package will be SKIPPED: %s\n\n", why)
 		return m.Run()

@@ -1,0 +1,192 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/podid/podid/internal/servingcert"
+)
+
+// Config is everything Run needs. Zero values get the defaults noted.
+type Config struct {
+	// Kube is the API server connection (ServiceAccount watch, Secret,
+	// MutatingWebhookConfiguration).
+	Kube *rest.Config
+
+	// Addr is the HTTPS listen address (default ":9443").
+	Addr string
+	// ProbeAddr serves /healthz, /readyz and /metrics over plain HTTP
+	// (default ":8081").
+	ProbeAddr string
+	// MinTLSVersion defaults to TLS 1.2.
+	MinTLSVersion uint16
+
+	// AuthorityHost is AZURE_AUTHORITY_HOST (default DefaultAuthorityHost).
+	AuthorityHost string
+	// DefaultTenantID is AZURE_TENANT_ID for ServiceAccounts without a
+	// tenant-id annotation.
+	DefaultTenantID string
+	// MissingServiceAccount defaults to MissingServiceAccountDeny.
+	MissingServiceAccount MissingServiceAccountPolicy
+
+	// Namespace and SecretName name the certificate Secret.
+	Namespace  string
+	SecretName string
+	// WebhookConfigName is the MutatingWebhookConfiguration whose caBundle
+	// is kept in sync (empty: not managed).
+	WebhookConfigName string
+	// CertHosts are the certificate's DNS names / IPs, typically
+	// <service>.<namespace>.svc.
+	CertHosts []string
+	// CertValidity and CertRotateBefore tune rotation (servingcert.Config).
+	CertValidity, CertRotateBefore time.Duration
+
+	// Registry receives the metrics and is served at /metrics (default: a
+	// new registry with the Go and process collectors).
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Kube == nil {
+		errs = append(errs, errors.New("kube config is required"))
+	}
+	if c.Namespace == "" || c.SecretName == "" {
+		errs = append(errs, errors.New("namespace and secret name are required"))
+	}
+	if len(c.CertHosts) == 0 {
+		errs = append(errs, errors.New("at least one certificate host is required"))
+	}
+	if c.AuthorityHost != "" {
+		u, err := url.Parse(c.AuthorityHost)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("authority host %q: must be an https URL", c.AuthorityHost))
+		}
+	}
+	if c.MissingServiceAccount != "" {
+		if _, err := ParseMissingServiceAccountPolicy(string(c.MissingServiceAccount)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.MinTLSVersion != 0 && c.MinTLSVersion != tls.VersionTLS12 && c.MinTLSVersion != tls.VersionTLS13 {
+		errs = append(errs, fmt.Errorf("minimum TLS version %#x: want TLS 1.2 or 1.3", c.MinTLSVersion))
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves the webhook until ctx ends: the ServiceAccount cache, the
+// certificate manager, the HTTPS server (started once the cache has synced
+// and a certificate exists) and the probe/metrics server. The first
+// failure stops everything.
+func Run(ctx context.Context, c Config) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("webhook config: %w", err)
+	}
+	if c.Addr == "" {
+		c.Addr = ":9443"
+	}
+	if c.ProbeAddr == "" {
+		c.ProbeAddr = ":8081"
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := c.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	}
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(c.Kube)
+	if err != nil {
+		return fmt.Errorf("kube client: %w", err)
+	}
+	sas := NewServiceAccountCache(cs)
+	certs := servingcert.New(servingcert.Config{
+		Client:            cs,
+		Namespace:         c.Namespace,
+		SecretName:        c.SecretName,
+		WebhookConfigName: c.WebhookConfigName,
+		Hosts:             c.CertHosts,
+		Validity:          c.CertValidity,
+		RotateBefore:      c.CertRotateBefore,
+		Logger:            log.With("component", "servingcert"),
+	})
+	handler := NewHandler(HandlerConfig{
+		Mutator:               Mutator{AuthorityHost: c.AuthorityHost, DefaultTenantID: c.DefaultTenantID},
+		ServiceAccounts:       sas,
+		MissingServiceAccount: c.MissingServiceAccount,
+		Metrics:               metrics,
+		Logger:                log,
+	})
+	server := NewServer(ServerConfig{
+		Addr:           c.Addr,
+		Handler:        handler,
+		GetCertificate: certs.GetCertificate,
+		MinTLSVersion:  c.MinTLSVersion,
+		Logger:         log,
+	})
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sas.Run(ctx) })
+	g.Go(func() error { return certs.Run(ctx) })
+	g.Go(func() error {
+		if err := sas.WaitForSync(ctx); err != nil {
+			return ignoreCanceled(ctx, err)
+		}
+		if err := certs.WaitReady(ctx); err != nil {
+			return ignoreCanceled(ctx, err)
+		}
+		return server.ListenAndServe(ctx)
+	})
+	g.Go(func() error {
+		return serveProbes(ctx, c.ProbeAddr, reg, func() bool { return sas.HasSynced() && certs.Ready() }, log)
+	})
+	return g.Wait()
+}
+
+func ignoreCanceled(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func serveProbes(ctx context.Context, addr string, g prometheus.Gatherer, ready func() bool, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready: ServiceAccount cache or serving certificate pending", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	return serve(ctx, srv, func() error { return srv.Serve(ln) }, log, "probe", ln.Addr())
+}
