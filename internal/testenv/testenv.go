@@ -2,20 +2,27 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/scheme"
@@ -100,6 +107,22 @@ func Start(opts Options) (*Env, error) {
 			return nil, fmt.Errorf("link %s: %w", name, err)
 		}
 	}
+	// Sign service-account tokens with RSA, as real clusters (and Entra's
+	// federation, which accepts RS256 only) expect; envtest defaults to ES256.
+	// jwks_uri must name the address the API server listens on.
+	keyFile, err := writeRSAKey(filepath.Join(assets, "sa.key"))
+	if err != nil {
+		os.RemoveAll(assets)
+		return nil, err
+	}
+	args := map[string][]string{
+		"external-hostname":                {"127.0.0.1"},
+		"service-account-key-file":         {keyFile},
+		"service-account-signing-key-file": {keyFile},
+	}
+	for k, vs := range opts.APIServerArgs {
+		args[k] = vs
+	}
 	s := scheme.New()
 	e := &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
@@ -111,7 +134,7 @@ func Start(opts Options) (*Env, error) {
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
 	api := e.ControlPlane.GetAPIServer()
-	for k, vs := range opts.APIServerArgs {
+	for k, vs := range args {
 		api.Configure().Set(k, vs...)
 	}
 	cfg, err := e.Start()
@@ -213,4 +236,40 @@ func (e *Env) Namespace(t testing.TB) string {
 		_ = e.Client.Delete(ctx, ns)
 	})
 	return ns.Name
+}
+
+// writeRSAKey writes a new RSA-2048 private key (PKCS#1 PEM) to path.
+func writeRSAKey(path string) (string, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", fmt.Errorf("generate service-account key: %w", err)
+	}
+	b := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return "", fmt.Errorf("write service-account key: %w", err)
+	}
+	return path, nil
+}
+
+// ShippedMutatingWebhook reads a MutatingWebhookConfiguration from deploy/
+// (path relative to the repository root) for WebhookInstallOptions, which
+// rewrites its service reference into https://<local host>:<port>/<path>.
+func ShippedMutatingWebhook(path string) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	p := filepath.Join(RepoRoot(), path)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read shipped webhook configuration: %w", err)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(b, &mwc); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	for i := range mwc.Webhooks {
+		if svc := mwc.Webhooks[i].ClientConfig.Service; svc != nil && svc.Path != nil {
+			// envtest builds the URL as https://host:port/<path>.
+			path := strings.TrimPrefix(*svc.Path, "/")
+			svc.Path = &path
+		}
+	}
+	return &mwc, nil
 }

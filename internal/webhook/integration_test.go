@@ -29,7 +29,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/podid/podid/internal/servingcert"
 	"github.com/podid/podid/internal/testenv"
@@ -51,7 +50,7 @@ const (
 // at a local port. Each test runs webhook.Run there, whose certificate
 // manager takes over the caBundle.
 func TestMain(m *testing.M) {
-	mwc, err := shippedWebhookConfig()
+	mwc, err := testenv.ShippedMutatingWebhook("deploy/webhook/mutatingwebhookconfiguration.yaml")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -60,23 +59,6 @@ func TestMain(m *testing.M) {
 		MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{mwc},
 		LocalServingHost: "127.0.0.1",
 	}}))
-}
-
-func shippedWebhookConfig() (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
-	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "webhook", "mutatingwebhookconfiguration.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	if err := yaml.UnmarshalStrict(b, &mwc); err != nil {
-		return nil, fmt.Errorf("deploy/webhook/mutatingwebhookconfiguration.yaml: %w", err)
-	}
-	for i := range mwc.Webhooks {
-		// envtest builds the URL as https://host:port/<path>.
-		p := strings.TrimPrefix(*mwc.Webhooks[i].ClientConfig.Service.Path, "/")
-		mwc.Webhooks[i].ClientConfig.Service.Path = &p
-	}
-	return &mwc, nil
 }
 
 // startWebhook runs webhook.Run on envtest's webhook port until the test

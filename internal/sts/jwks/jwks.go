@@ -267,7 +267,14 @@ func checkHTTPS(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func getJSON(ctx context.Context, cl *http.Client, raw string, v any) error {
+// Accept headers. kube-apiserver serves its JWKS only as
+// application/jwk-set+json and answers 406 to "Accept: application/json".
+const (
+	acceptDiscovery = "application/json"
+	acceptJWKS      = "application/jwk-set+json, application/json"
+)
+
+func getJSON(ctx context.Context, cl *http.Client, raw, accept string, v any) error {
 	if _, err := checkHTTPS(raw); err != nil {
 		return err
 	}
@@ -275,7 +282,7 @@ func getJSON(ctx context.Context, cl *http.Client, raw string, v any) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrFetch, err)
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	resp, err := cl.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: GET %s: %v", ErrFetch, raw, err)
@@ -310,7 +317,7 @@ func discover(ctx context.Context, cl *http.Client, issuer string) (string, erro
 		discoveryURL = discoveryURL[:len(discoveryURL)-1]
 	}
 	discoveryURL += "/.well-known/openid-configuration"
-	if err := getJSON(ctx, cl, discoveryURL, &doc); err != nil {
+	if err := getJSON(ctx, cl, discoveryURL, acceptDiscovery, &doc); err != nil {
 		return "", err
 	}
 	// OIDC Discovery §4.3: the document must name the issuer it was fetched for.
@@ -329,7 +336,7 @@ func fetchSet(ctx context.Context, cl *http.Client, jwksURL string) (*jose.JSONW
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := getJSON(ctx, cl, jwksURL, &raw); err != nil {
+	if err := getJSON(ctx, cl, jwksURL, acceptJWKS, &raw); err != nil {
 		return nil, err
 	}
 	set := &jose.JSONWebKeySet{}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,7 +46,12 @@ func NewIssuer(t testing.TB) *Issuer {
 	})
 	mux.HandleFunc("GET /openid/v1/jwks", func(w http.ResponseWriter, r *http.Request) {
 		is.hits.Add(1)
-		w.Header().Set("Content-Type", "application/json")
+		// kube-apiserver answers 406 unless the client accepts this type.
+		if !strings.Contains(r.Header.Get("Accept"), "application/jwk-set+json") {
+			http.Error(w, "406: Not Acceptable", http.StatusNotAcceptable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &is.Key.PublicKey, KeyID: is.KID, Algorithm: "RS256", Use: "sig"}}})
 	})
 	is.srv = httptest.NewTLSServer(mux)
