@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Builds podid's container images locally (no registry, no docker) and imports them
+# into the local cluster's containerd (hack/cluster.sh up must have run):
+#
+#   localhost/pause:3.10              the pod sandbox (test/e2e/images/pause)
+#   localhost/podid:dev               the podid binary (./cmd/podid), entrypoint /podid
+#   localhost/podid-testclient:dev    test/e2e/images/testclient + busybox (sh, wget, cat, ...)
+#   localhost/podid-wiclient:dev      test/e2e/images/wiclient (the unmodified Azure SDK), no shell
+#
+#   hack/image.sh [pause|podid|testclient|wiclient]...     (default: all)
+#
+# Each image is a single-layer docker-archive built from a directory; the layer is
+# reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
+# script) did not change is not rebuilt; one whose content did not change is not
+# imported again. Pods use the full name and imagePullPolicy: Never.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ARCH=$(go env GOARCH)
+
+# inputs_key PKG [FILE...]: a digest of everything an image is built from: the Go
+# toolchain, go.mod/go.sum, the module's own packages PKG depends on, FILEs, this script.
+inputs_key() {
+  local pkg=$1; shift
+  (
+    cd "$REPO_ROOT"
+    go version; cat go.mod go.sum "$REPO_ROOT/hack/image.sh"
+    go list -deps -f '{{if .Module}}{{if .Module.Main}}{{.Dir}}{{end}}{{end}}' "$pkg" | sort -u |
+      while read -r d; do find "$d" -maxdepth 1 -type f ! -name '*_test.go' | sort | xargs -r sha256sum; done
+    [ $# -eq 0 ] || sha256sum "$@"
+  ) | sha256sum | cut -d' ' -f1
+}
+
+gobuild() { # OUT PKG
+  (cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags='-s -w' -o "$1" "$2") ||
+    die "go build $2 failed"
+}
+
+busybox_bin() { # prints the path of a static busybox taken from Debian's busybox-static package (not installed)
+  local d=$IMAGES_DIR/busybox
+  if [ ! -x "$d/root/bin/busybox" ]; then
+    rm -rf "$d"; mkdir -p "$d"
+    (cd "$d" && { apt-get download busybox-static >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && apt-get download busybox-static >/dev/null; }; }) ||
+      die "apt-get download busybox-static failed"
+    dpkg-deb -x "$d"/busybox-static_*.deb "$d/root"
+  fi
+  echo "$d/root/bin/busybox"
+}
+
+base_rootfs() { # DIR: /etc/passwd, /tmp and the CA bundle every image gets
+  mkdir -p "$1/etc/ssl/certs" "$1/tmp"
+  chmod 1777 "$1/tmp"
+  printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$1/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\n' >"$1/etc/group"
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/"
+  return 0
+}
+
+# archive REF ROOTFS OUT ENTRYPOINT...: writes a docker-archive ("docker save" format)
+# tarball and prints its config digest, which identifies the image's content.
+archive() {
+  local ref=$1 rootfs=$2 out=$3; shift 3
+  local w; w=$(mktemp -d)
+  tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$rootfs" -cf "$w/layer.tar" .
+  local lsha; lsha=$(sha256sum "$w/layer.tar" | cut -d' ' -f1)
+  mkdir "$w/$lsha"; mv "$w/layer.tar" "$w/$lsha/layer.tar"
+  local ep; ep=$(printf '"%s",' "$@"); ep="[${ep%,}]"
+  printf '{"architecture":"%s","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Entrypoint":%s,"Env":["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],"WorkingDir":"/","User":"0"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"hack/image.sh"}]}' \
+    "$ARCH" "$ep" "$lsha" >"$w/config.json"
+  local csha; csha=$(sha256sum "$w/config.json" | cut -d' ' -f1)
+  mv "$w/config.json" "$w/$csha.json"
+  printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' "$csha" "$ref" "$lsha" >"$w/manifest.json"
+  tar --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$w" -cf "$out.tmp" manifest.json "$csha.json" "$lsha"
+  mv "$out.tmp" "$out"
+  rm -rf "$w"
+  echo "sha256:$csha"
+}
+
+# import REF TAR ID: imports unless containerd already has this exact content.
+import() {
+  local ref=$1 tar=$2 id=$3 stamp=$2.imported
+  ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
+  # The stamp next to the tarball records what was last imported; the image must
+  # also still exist (containerd's store may have been wiped).
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && [ -n "$(ctr_ images ls -q "name==$ref" 2>/dev/null)" ]; then
+    echo "unchanged"; return 0
+  fi
+  ctr_ images import --snapshotter overlayfs "$tar" >/dev/null || die "ctr images import $tar failed"
+  echo "$id" >"$stamp"
+  echo "imported"
+}
+
+build() { # NAME
+  local name=$1 t; t=$(now_ms)
+  local d=$IMAGES_DIR/$name ref pkg extra=() ca=/etc/ssl/certs/ca-certificates.crt
+  case "$name" in
+    pause) ref=localhost/pause:3.10; pkg=./test/e2e/images/pause ;;
+    podid) ref=localhost/podid:dev; pkg=./cmd/podid ;;
+    testclient) ref=localhost/podid-testclient:dev; pkg=./test/e2e/images/testclient; extra=("$(busybox_bin)") ;;
+    wiclient) ref=localhost/podid-wiclient:dev; pkg=./test/e2e/images/wiclient ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient)" ;;
+  esac
+  [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
+  ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
+  local key; key=$(inputs_key "$pkg" "${extra[@]}") || die "cannot list the inputs of $pkg"
+  if [ "$(cat "$d/inputs.key" 2>/dev/null)" = "$key" ] && [ -n "$(ctr_ images ls -q "name==$ref" 2>/dev/null)" ]; then
+    log "image $ref unchanged ($(since "$t"))"; return 0
+  fi
+  rm -rf "$d/rootfs" "$d/inputs.key"; mkdir -p "$d/rootfs"
+  local r=$d/rootfs
+  case "$name" in
+    pause)
+      gobuild "$r/pause" "$pkg"
+      set -- /pause ;;
+    podid)
+      base_rootfs "$r"
+      gobuild "$r/podid" "$pkg"
+      set -- /podid ;;
+    testclient)
+      base_rootfs "$r"
+      gobuild "$r/testclient" "$pkg"
+      local bb=${extra[0]} a
+      mkdir -p "$r/bin"; cp "$bb" "$r/bin/busybox"
+      for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"; done
+      set -- /testclient ;;
+    wiclient)
+      base_rootfs "$r"
+      gobuild "$r/wiclient" "$pkg"
+      set -- /wiclient ;;
+  esac
+  local id; id=$(archive "$ref" "$r" "$d/image.tar" "$@")
+  local what; what=$(import "$ref" "$d/image.tar" "$id")
+  echo "$key" >"$d/inputs.key"
+  log "image $ref $what (${id:7:12}, $(since "$t"))"
+}
+
+[ $# -gt 0 ] || set -- pause podid testclient wiclient
+for n in "$@"; do build "$n"; done

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs everything the local cluster needs: node packages from Debian apt and the
+# Kubernetes binaries built from the Go module proxy at the pinned version.
+# Idempotent; a no-op (well under a second) when everything is present.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+
+# etcd-server: etcd for both the API-server-only harness and the node.
+# containerd, runc, containernetworking-plugins: the container runtime and CNI bridge.
+# iptables, conntrack, iproute2: kube-proxy, kubelet and the node's network plumbing.
+# openssl: the cluster PKI. curl, kmod, procps: health checks, modprobe, sysctl.
+# busybox-static is NOT installed: hack/image.sh extracts it into the test-client image.
+PACKAGES="etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2
+openssl ca-certificates curl kmod procps"
+# shellcheck disable=SC2086
+apt_ensure $PACKAGES
+"$REPO_ROOT/hack/build-k8s.sh" >&2

@@ -1,0 +1,99 @@
+package framework
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// HostServer is an HTTP server on the node, reachable from pods at the bridge or
+// node address, that records every request it answers.
+type HostServer struct {
+	// Port is the port it listens on (all of this machine's addresses).
+	Port int
+
+	mu       sync.Mutex    // protects requests and changed
+	requests []HostRequest // in arrival order
+	changed  chan struct{} // closed and replaced on every request
+}
+
+// HostRequest is what HostServer saw of one request.
+type HostRequest struct {
+	// SourceIP is the client's address as the node saw it (a pod's IP when not NATed).
+	SourceIP string
+	Method   string
+	Path     string
+	Header   http.Header
+}
+
+// StartHostServer starts a HostServer on 0.0.0.0 (every address of this machine:
+// the bridge address exists only on the node) and a free port; it stops when t
+// ends. Each request is answered 200 with "hello <source IP> <path>".
+func StartHostServer(t testing.TB) *HostServer {
+	t.Helper()
+	l, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatalf("host server: %v", err)
+	}
+	s := &HostServer{Port: l.Addr().(*net.TCPAddr).Port, changed: make(chan struct{})}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("host server: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return s
+}
+
+// URL is the server's URL at host (an IP of this machine) with path.
+func (s *HostServer) URL(host, path string) string {
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(s.Port)) + path
+}
+
+func (s *HostServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	s.mu.Lock()
+	s.requests = append(s.requests, HostRequest{SourceIP: ip, Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone()})
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	fmt.Fprintf(w, "hello %s %s\n", ip, r.URL.Path)
+}
+
+// Requests returns the requests seen so far.
+func (s *HostServer) Requests() []HostRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]HostRequest(nil), s.requests...)
+}
+
+// WaitForRequest waits (until ctx ends) for a request to path and returns it.
+func (s *HostServer) WaitForRequest(ctx context.Context, path string) (HostRequest, error) {
+	for {
+		s.mu.Lock()
+		for _, r := range s.requests {
+			if r.Path == path {
+				s.mu.Unlock()
+				return r, nil
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return HostRequest{}, fmt.Errorf("no request for %s on the host server: %w", path, ctx.Err())
+		}
+	}
+}
