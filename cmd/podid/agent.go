@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/podid/podid/internal/agent"
+	"github.com/podid/podid/internal/intercept"
+	"github.com/podid/podid/internal/token"
+)
+
+// agentOptions are the flags of `podid agent`.
+type agentOptions struct {
+	nodeName           string
+	kubeconfig         string
+	listen             string
+	healthAddr         string
+	authority          string
+	authorityCAFile    string
+	allowedAuthorities []string
+	tenantID           string
+	clusterWide        bool
+	serveSecrets       bool
+	confirmTTL         time.Duration
+	maxCachedTokens    int
+	logLevel           string
+
+	interceptOptions
+}
+
+// interceptOptions are the interception flags, shared with `podid agent uninstall-interception`.
+type interceptOptions struct {
+	enabled  bool
+	podCIDRs []string
+	hostIP   string
+	port     int
+	interval time.Duration
+	iptables string
+	hostRoot string
+}
+
+func (o *interceptOptions) addFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringSliceVar(&o.podCIDRs, "pod-cidr", nil, "this node's pod CIDR(s) whose traffic to 169.254.169.254:80 is redirected (repeatable)")
+	f.StringVar(&o.hostIP, "host-ip", os.Getenv("HOST_IP"), "the node address the redirected traffic goes to (default $HOST_IP)")
+	f.IntVar(&o.port, "port", 2579, "the agent's IMDS port (listener and redirect target)")
+	f.StringVar(&o.iptables, "iptables", "iptables", "iptables binary (iptables, iptables-nft or iptables-legacy; must match the node's backend)")
+	f.StringVar(&o.hostRoot, "host-root", "", "run iptables chrooted into this directory (the node's / mounted into the container), so the node's own binary and backend are used")
+}
+
+func (o *interceptOptions) build(log *slog.Logger) (*intercept.Interceptor, error) {
+	host, err := netip.ParseAddr(o.hostIP)
+	if err != nil {
+		return nil, fmt.Errorf("--host-ip %q: %w", o.hostIP, err)
+	}
+	var cidrs []netip.Prefix
+	for _, c := range o.podCIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("--pod-cidr %q: %w", c, err)
+		}
+		cidrs = append(cidrs, p)
+	}
+	cfg := intercept.Config{
+		PodCIDRs: cidrs, Target: netip.AddrPortFrom(host, uint16(o.port)), Interval: o.interval,
+		IPTables: o.iptables, Logger: log,
+	}
+	if o.hostRoot != "" {
+		cfg.Exec = intercept.ChrootExec(o.hostRoot)
+	}
+	return intercept.New(cfg)
+}
+
+func newAgentCommand() *cobra.Command {
+	o := &agentOptions{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Node agent: serves IMDS tokens to the pods on this node",
+		Long: `podid agent answers http://169.254.169.254/metadata/identity/oauth2/token for the
+pods on its node. It resolves the caller's IP to exactly one running pod, decides
+which identity the pod may use (AzureIdentityBinding or workload-identity service
+account) and obtains the token by federation with a service-account token bound to
+that pod, or with the identity's secret or certificate. No identity is attached to
+the node. See docs/agent.md.`,
+		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			return o.validate()
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := o.config()
+			if err != nil {
+				return err
+			}
+			return agent.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME, from the downward API)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
+	f.StringVar(&o.listen, "listen", "", "IMDS listen address (default <host-ip>:<port>, or :<port> without --host-ip)")
+	f.StringVar(&o.healthAddr, "health-addr", ":9102", "address of /healthz, /readyz and /metrics (empty disables)")
+	f.StringVar(&o.authority, "authority", token.DefaultAuthority, "identity provider base URL (Entra ID, or podid sts, e.g. https://sts.podid.svc:8443)")
+	f.StringVar(&o.authorityCAFile, "authority-ca-file", "", "PEM CA bundle trusted for the identity provider, added to the system roots (podid sts's CA)")
+	f.StringSliceVar(&o.allowedAuthorities, "allowed-authority", nil, "further authorities an AzureIdentity's adEndpoint may name (repeatable)")
+	f.StringVar(&o.tenantID, "tenant-id", os.Getenv("AZURE_TENANT_ID"), "tenant for identities that name none (default $AZURE_TENANT_ID)")
+	f.BoolVar(&o.clusterWide, "cluster-wide-bindings", false, "let bindings select pods in other namespaces (legacy AAD Pod Identity behaviour)")
+	f.BoolVar(&o.serveSecrets, "serve-secret-identities", false, "serve type 1/2 identities (needs the opt-in RBAC to read Secrets)")
+	f.DurationVar(&o.confirmTTL, "confirm-ttl", time.Second, "how long a live API-server confirmation that a pod still owns its IP stays valid (bounds the IP-reuse window)")
+	f.IntVar(&o.maxCachedTokens, "max-cached-tokens", 10000, "bound on cached tokens")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&o.enabled, "intercept", true, "install and keep the iptables rules redirecting pod traffic for 169.254.169.254:80 to the agent")
+	f.DurationVar(&o.interval, "intercept-interval", 30*time.Second, "how often the interception rules are re-checked")
+	o.interceptOptions.addFlags(cmd)
+	cmd.AddCommand(newUninstallInterceptionCommand())
+	return cmd
+}
+
+func (o *agentOptions) validate() error {
+	var errs []error
+	if o.nodeName == "" {
+		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
+	}
+	if o.port <= 0 || o.port > 65535 {
+		errs = append(errs, fmt.Errorf("--port %d out of range", o.port))
+	}
+	if o.enabled {
+		if o.hostIP == "" {
+			errs = append(errs, errors.New("--host-ip (or $HOST_IP) is required with --intercept"))
+		}
+		if len(o.podCIDRs) == 0 {
+			errs = append(errs, errors.New("--pod-cidr is required with --intercept"))
+		}
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if o.confirmTTL < 0 {
+		errs = append(errs, errors.New("--confirm-ttl must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: %w", s, err)
+	}
+	return l, nil
+}
+
+func (o *agentOptions) config() (agent.Config, error) {
+	level, _ := parseLevel(o.logLevel)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "agent")
+	// client-go and controller-runtime log through their own global loggers.
+	crlog.SetLogger(logr.FromSlogHandler(log.Handler()))
+	rc, err := restConfig(o.kubeconfig, 50, 100)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	rc.UserAgent = "podid-agent"
+	hc, err := providerClient(o.authorityCAFile)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	listen := o.listen
+	if listen == "" {
+		listen = net.JoinHostPort(o.hostIP, strconv.Itoa(o.port))
+	}
+	cfg := agent.Config{
+		NodeName: o.nodeName, RESTConfig: rc, ListenAddr: listen, HealthAddr: o.healthAddr,
+		Authority: o.authority, AllowedAuthorities: o.allowedAuthorities, ProviderHTTPClient: hc,
+		DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets,
+		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, Logger: log,
+	}
+	if o.enabled {
+		ic, err := o.interceptOptions.build(log)
+		if err != nil {
+			return agent.Config{}, usageError{err}
+		}
+		cfg.Interceptor = ic
+	}
+	return cfg, nil
+}
+
+// providerClient trusts the system roots plus caFile.
+func providerClient(caFile string) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--authority-ca-file: %w", err)
+		}
+		if len(bytes.TrimSpace(pem)) == 0 {
+			// An empty file (the default ConfigMap) means system roots only.
+			return &http.Client{Transport: t, Timeout: 30 * time.Second}, nil
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--authority-ca-file %s holds no PEM certificate", caFile)
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}, nil
+}
+
+func newUninstallInterceptionCommand() *cobra.Command {
+	o := &interceptOptions{}
+	cmd := &cobra.Command{
+		Use:   "uninstall-interception",
+		Short: "Remove the iptables rules the agent installed (pods then reach whatever answers at 169.254.169.254)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.hostIP == "" {
+				o.hostIP = "127.0.0.1" // the target does not matter for removal
+			}
+			if len(o.podCIDRs) == 0 {
+				o.podCIDRs = []string{"0.0.0.0/0"}
+			}
+			ic, err := o.build(slog.Default())
+			if err != nil {
+				return usageError{err}
+			}
+			return ic.Uninstall(cmd.Context())
+		},
+	}
+	o.addFlags(cmd)
+	return cmd
+}

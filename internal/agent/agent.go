@@ -1,0 +1,307 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	podidv1 "github.com/podid/podid/api/v1"
+	"github.com/podid/podid/internal/binding"
+	"github.com/podid/podid/internal/token"
+)
+
+// Interceptor keeps pod traffic to 169.254.169.254 redirected to the agent.
+type Interceptor interface {
+	// Run installs the rules, re-checks them until ctx ends and leaves them in place.
+	Run(ctx context.Context) error
+	// Installed reports whether the rules were in place at the last check.
+	Installed() bool
+}
+
+// Config configures the node agent.
+type Config struct {
+	// NodeName is this node; only its pods are served. Required.
+	NodeName string
+	// RESTConfig reaches the API server as the agent's service account. Required.
+	RESTConfig *rest.Config
+	// ListenAddr is the IMDS listener, the target of the interception rule
+	// (e.g. 10.0.0.4:2579). Required.
+	ListenAddr string
+	// HealthAddr serves /healthz, /readyz and /metrics; empty disables.
+	HealthAddr string
+
+	// Authority is the identity provider; default token.DefaultAuthority.
+	Authority string
+	// AllowedAuthorities are further adEndpoint values an AzureIdentity may use.
+	AllowedAuthorities []string
+	// ProviderHTTPClient reaches the identity provider (with its CA).
+	ProviderHTTPClient *http.Client
+	// DefaultTenantID is used for identities that name no tenant.
+	DefaultTenantID string
+	// ClusterWide lets bindings select pods in other namespaces (legacy mode).
+	ClusterWide bool
+	// ServeSecretIdentities enables types 1 and 2 (the agent then needs RBAC to read Secrets).
+	ServeSecretIdentities bool
+	// ConfirmTTL: how long a live API-server confirmation of a caller stays valid; default 1s.
+	ConfirmTTL time.Duration
+	// MaxCachedTokens bounds the token cache; default 10000.
+	MaxCachedTokens int
+
+	Interceptor Interceptor // nil: the agent does not manage interception
+	Logger      *slog.Logger
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is required"))
+	}
+	if c.RESTConfig == nil {
+		errs = append(errs, errors.New("API server config is required"))
+	}
+	if c.ListenAddr == "" {
+		errs = append(errs, errors.New("listen address is required"))
+	}
+	if c.ConfirmTTL < 0 {
+		errs = append(errs, errors.New("confirm TTL must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Run runs the node agent until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ConfirmTTL == 0 {
+		cfg.ConfirmTTL = time.Second
+	}
+	cs, err := kubernetes.NewForConfig(cfg.RESTConfig)
+	if err != nil {
+		return fmt.Errorf("build Kubernetes client: %w", err)
+	}
+	sch := newScheme()
+	informers, err := crcache.New(cfg.RESTConfig, crcache.Options{
+		Scheme: sch,
+		ByObject: map[client.Object]crcache.ByObject{
+			&corev1.Pod{}:            {Field: fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName), Transform: TrimPod},
+			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
+		},
+		DefaultTransform: crcache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return fmt.Errorf("build informers: %w", err)
+	}
+
+	index := NewPodIndex()
+	metrics := NewMetrics(func() float64 { return float64(index.Len()) })
+	pcfg := token.ProviderConfig{
+		Authority:      cfg.Authority,
+		HTTPClient:     cfg.ProviderHTTPClient,
+		TokenRequester: token.KubeTokenRequester{Client: cs},
+		Logger:         log,
+	}
+	if cfg.ServeSecretIdentities {
+		pcfg.Secrets = token.KubeSecretReader{Client: cs}
+	}
+	provider := token.NewProvider(pcfg)
+	tokens := token.NewCache(token.CacheConfig{
+		Source: provider, MaxEntries: cfg.MaxCachedTokens,
+		OnLookup: metrics.Lookup, OnUpstream: metrics.Upstream, Logger: log,
+	})
+	resolver := &IndexResolver{Index: index, Pods: kubePods{cs}, NodeName: cfg.NodeName, ConfirmTTL: cfg.ConfirmTTL}
+	handler := NewHandler(HandlerConfig{
+		Resolver: resolver,
+		Decider: &BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
+			DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities},
+		Tokens: tokens, Metrics: metrics, Logger: log,
+	})
+
+	podInf, err := informers.GetInformer(ctx, &corev1.Pod{})
+	if err != nil {
+		return fmt.Errorf("pod informer: %w", err)
+	}
+	gone := func(obj any) {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if p, ok := obj.(*corev1.Pod); ok {
+			index.Delete(p.UID)
+			resolver.Forget(p.UID)
+			tokens.ForgetPod(p.UID)
+		}
+	}
+	if _, err := podInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if p, ok := obj.(*corev1.Pod); ok {
+				index.Upsert(p)
+			}
+		},
+		UpdateFunc: func(_, obj any) {
+			if p, ok := obj.(*corev1.Pod); ok {
+				index.Upsert(p)
+				if !live(p) {
+					resolver.Forget(p.UID)
+					tokens.ForgetPod(p.UID)
+				}
+			}
+		},
+		DeleteFunc: gone,
+	}); err != nil {
+		return fmt.Errorf("pod event handler: %w", err)
+	}
+	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &podidv1.AzureIdentity{}, &podidv1.AzureIdentityBinding{}, &podidv1.AzurePodIdentityException{}} {
+		if _, err := informers.GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("informer for %T: %w", obj, err)
+		}
+	}
+
+	var ready atomic.Bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return informers.Start(gctx) })
+	g.Go(func() error {
+		if !informers.WaitForCacheSync(gctx) {
+			return gctx.Err()
+		}
+		ready.Store(true)
+		// The initial LIST of every watched kind is a one-time peak far
+		// above the steady state (trimmed pods): give it back to the OS.
+		debug.FreeOSMemory()
+		log.Info("agent caches synced", "node", cfg.NodeName, "pods", index.Len())
+		return nil
+	})
+	g.Go(func() error { return tokens.Run(gctx) })
+	g.Go(func() error { return refreshHostAddrs(gctx, index, 30*time.Second) })
+	if cfg.Interceptor != nil {
+		g.Go(func() error { return cfg.Interceptor.Run(gctx) })
+	}
+	imds := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 90 * time.Second, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	g.Go(func() error { return serve(gctx, imds, cfg.ListenAddr, log, "imds") })
+	if cfg.HealthAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !ready.Load() || (cfg.Interceptor != nil && !cfg.Interceptor.Installed()) {
+				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok\n"))
+		})
+		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error { return serve(gctx, hs, cfg.HealthAddr, log, "health") })
+	}
+	return g.Wait()
+}
+
+// serve listens on addr and serves until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, s *http.Server, addr string, log *slog.Logger, name string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s listener: %w", name, err)
+	}
+	log.Info("listening", "server", name, "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s server: %w", name, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Shutdown(sctx)
+	<-errc
+	return nil
+}
+
+// refreshHostAddrs keeps the index's view of the node's own addresses current.
+func refreshHostAddrs(ctx context.Context, index *PodIndex, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		addrs, err := net.InterfaceAddrs()
+		if err == nil {
+			var out []netip.Addr
+			for _, a := range addrs {
+				if p, err := netip.ParsePrefix(a.String()); err == nil {
+					out = append(out, p.Addr())
+				}
+			}
+			index.SetHostAddrs(out)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type kubePods struct{ cs kubernetes.Interface }
+
+func (k kubePods) GetPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	return k.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+// TrimPod keeps only what the agent reads from a pod, to bound memory.
+func TrimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
+		},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, ServiceAccountName: p.Spec.ServiceAccountName},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}
+	if v, ok := p.Annotations[DefaultClientIDAnnot]; ok {
+		out.Annotations = map[string]string{DefaultClientIDAnnot: v}
+	}
+	return out, nil
+}
+
+func trimServiceAccount(obj any) (any, error) {
+	sa, ok := obj.(*corev1.ServiceAccount)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa.Name, Namespace: sa.Namespace, UID: sa.UID, ResourceVersion: sa.ResourceVersion}}
+	for _, k := range []string{WIClientIDAnnot, WITenantIDAnnot} {
+		if v, ok := sa.Annotations[k]; ok {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,147 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podid/podid/internal/token"
+)
+
+// loopbackResolver resolves every caller as if it came from podIP, through
+// the real index (benchmarks run over loopback, which the real resolver
+// rightly refuses as a host process).
+type loopbackResolver struct {
+	index *PodIndex
+	podIP netip.Addr
+}
+
+func (r loopbackResolver) Resolve(_ context.Context, _ netip.Addr) (*corev1.Pod, *httpError) {
+	return r.index.lookup(r.podIP)
+}
+
+// benchLoad drives url with c keep-alive clients for d and returns the
+// request rate and latency percentiles.
+func benchLoad(t testing.TB, url string, c int, d time.Duration) (rps float64, p50, p99 time.Duration, errs int64) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // protects all
+		all   []time.Duration
+		nerr  atomic.Int64
+		start = time.Now()
+	)
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
+			defer cl.CloseIdleConnections()
+			lat := make([]time.Duration, 0, 1<<16)
+			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req.Header.Set("Metadata", "true")
+			for time.Since(start) < d {
+				t0 := time.Now()
+				res, err := cl.Do(req)
+				if err != nil {
+					nerr.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					nerr.Add(1)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return 0, 0, 0, nerr.Load()
+	}
+	return float64(len(all)) / el.Seconds(), all[len(all)/2], all[len(all)*99/100], nerr.Load()
+}
+
+// TestLoadCachedTokens measures cached-token serving over loopback HTTP
+// with keep-alive at c=64: the full handler (parsing, index lookup, v1
+// decision on fakes, cache hit, post-check, JSON). PODID_BENCH=1 enables it.
+//
+//	PODID_BENCH=1 go test -run TestLoadCachedTokens -v ./internal/agent/
+func TestLoadCachedTokens(t *testing.T) {
+	if os.Getenv("PODID_BENCH") != "1" {
+		t.Skip("set PODID_BENCH=1 to run the load benchmark")
+	}
+	index := NewPodIndex()
+	for i := range 10000 {
+		ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+		index.Upsert(testPod(fmt.Sprintf("p%d", i), ip.String(), types.UID("uid-"+ip.String())))
+	}
+	podIP := netip.MustParseAddr("10.1.3.7")
+	p, _ := index.lookup(podIP)
+	now := time.Now()
+	cache := token.NewCache(token.CacheConfig{Source: token.SourceFunc(func(context.Context, token.Request) (token.Token, error) {
+		return token.Token{AccessToken: "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", ExpiresOn: now.Add(time.Hour), IssuedAt: now, ClientID: "cid"}, nil
+	})})
+	metrics := NewMetrics(nil)
+	h := NewHandler(HandlerConfig{Resolver: loopbackResolver{index, podIP}, Decider: staticDecider{p.UID: {{ClientID: "cid"}}},
+		Tokens: cache, Metrics: metrics})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	url := "http://" + ln.Addr().String() + tokenURL
+	benchLoad(t, url, 64, time.Second) // warm up
+	rps, p50, p99, errs := benchLoad(t, url, 64, 5*time.Second)
+	t.Logf("cached token, c=64, loopback keep-alive: %.0f req/s, p50 %s, p99 %s, errors %d", rps, p50, p99, errs)
+	if errs > 0 {
+		t.Fatalf("%d errors", errs)
+	}
+}
+
+// BenchmarkHandlerCachedToken is the server-side cost of one cached-token
+// request without the network.
+func BenchmarkHandlerCachedToken(b *testing.B) {
+	index := NewPodIndex()
+	podIP := netip.MustParseAddr("10.1.3.7")
+	index.Upsert(testPod("p", podIP.String(), "uid-p"))
+	now := time.Now()
+	cache := token.NewCache(token.CacheConfig{Source: token.SourceFunc(func(context.Context, token.Request) (token.Token, error) {
+		return token.Token{AccessToken: "x.y.z", ExpiresOn: now.Add(time.Hour), IssuedAt: now, ClientID: "cid"}, nil
+	})})
+	h := NewHandler(HandlerConfig{Resolver: &IndexResolver{Index: index, NodeName: "node1"}, Decider: staticDecider{"uid-p": {{ClientID: "cid"}}}, Tokens: cache})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r := httptest.NewRequest(http.MethodGet, tokenURL, nil)
+			r.RequestURI = tokenURL
+			r.RemoteAddr = "10.1.3.7:40000"
+			r.Header.Set("Metadata", "true")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != 200 {
+				b.Fatal(w.Code, w.Body.String())
+			}
+		}
+	})
+}

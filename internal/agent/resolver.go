@@ -1,0 +1,267 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Resolver maps a caller's source IP to exactly one running pod on this node.
+type Resolver interface {
+	Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod, *httpError)
+}
+
+// PodIndex is an in-memory index of the pods on this node by IP, fed by a
+// pod informer (Upsert/Delete). It holds trimmed pod copies only.
+type PodIndex struct {
+	mu   sync.RWMutex // protects byIP, pods, host
+	byIP map[netip.Addr]map[types.UID]*corev1.Pod
+	pods map[types.UID]*corev1.Pod
+	// host holds the node's own addresses: callers from them are host processes.
+	host map[netip.Addr]bool
+}
+
+// NewPodIndex returns an empty index.
+func NewPodIndex() *PodIndex {
+	return &PodIndex{byIP: map[netip.Addr]map[types.UID]*corev1.Pod{}, pods: map[types.UID]*corev1.Pod{}, host: map[netip.Addr]bool{}}
+}
+
+// SetHostAddrs replaces the node's own addresses.
+func (x *PodIndex) SetHostAddrs(addrs []netip.Addr) {
+	m := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap()] = true
+	}
+	x.mu.Lock()
+	x.host = m
+	x.mu.Unlock()
+}
+
+func podIPs(p *corev1.Pod) []netip.Addr {
+	var out []netip.Addr
+	add := func(s string) {
+		if a, err := netip.ParseAddr(s); err == nil {
+			a = a.Unmap()
+			for _, o := range out {
+				if o == a {
+					return
+				}
+			}
+			out = append(out, a)
+		}
+	}
+	add(p.Status.PodIP)
+	for _, ip := range p.Status.PodIPs {
+		add(ip.IP)
+	}
+	return out
+}
+
+// Upsert adds or replaces a pod.
+func (x *PodIndex) Upsert(p *corev1.Pod) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.removeLocked(p.UID)
+	x.pods[p.UID] = p
+	for _, ip := range podIPs(p) {
+		m := x.byIP[ip]
+		if m == nil {
+			m = map[types.UID]*corev1.Pod{}
+			x.byIP[ip] = m
+		}
+		m[p.UID] = p
+	}
+}
+
+// Delete removes a pod.
+func (x *PodIndex) Delete(uid types.UID) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.removeLocked(uid)
+}
+
+func (x *PodIndex) removeLocked(uid types.UID) {
+	old := x.pods[uid]
+	if old == nil {
+		return
+	}
+	for _, ip := range podIPs(old) {
+		if m := x.byIP[ip]; m != nil {
+			delete(m, uid)
+			if len(m) == 0 {
+				delete(x.byIP, ip)
+			}
+		}
+	}
+	delete(x.pods, uid)
+}
+
+// Len is the number of indexed pods.
+func (x *PodIndex) Len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.pods)
+}
+
+// live reports whether a pod may hold its IP now: not finished, not being deleted.
+func live(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
+}
+
+func deny(status int, outcome, format string, args ...any) *httpError {
+	code := "invalid_request"
+	if status == http.StatusForbidden {
+		code = "access_denied"
+	}
+	return &httpError{status: status, code: code, description: fmt.Sprintf(format, args...), outcome: outcome}
+}
+
+// lookup resolves ip against the index alone.
+func (x *PodIndex) lookup(ip netip.Addr) (*corev1.Pod, *httpError) {
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return nil, deny(http.StatusForbidden, outcomeHostCaller, "caller %s is a process on the node, not a pod: host processes never get pod identities", ip)
+	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.host[ip] {
+		return nil, deny(http.StatusForbidden, outcomeHostCaller, "caller %s is a process on the node, not a pod: host processes never get pod identities", ip)
+	}
+	var found *corev1.Pod
+	n := 0
+	for _, p := range x.byIP[ip] {
+		if p.Spec.HostNetwork {
+			return nil, deny(http.StatusForbidden, outcomeHostCaller, "caller %s shares the node's network (hostNetwork pod %s/%s): such pods never get pod identities", ip, p.Namespace, p.Name)
+		}
+		if !live(p) {
+			continue
+		}
+		found = p
+		n++
+	}
+	switch {
+	case n == 0:
+		// 404: clients retry, and a pod that just started may not be indexed yet.
+		return nil, deny(http.StatusNotFound, outcomeUnknownCaller, "no running pod on this node has IP %s (yet): the caller is not a known pod", ip)
+	case n > 1:
+		return nil, deny(http.StatusNotFound, outcomeAmbiguousCaller, "%d pods on this node claim IP %s: refusing to guess which one is calling", n, ip)
+	}
+	if found.Status.Phase != corev1.PodRunning {
+		return nil, deny(http.StatusNotFound, outcomeUnknownCaller, "pod %s/%s with IP %s is %s, not Running", found.Namespace, found.Name, ip, found.Status.Phase)
+	}
+	return found, nil
+}
+
+// PodGetter reads a pod from the API server (not from a cache).
+type PodGetter interface {
+	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+}
+
+// IndexResolver resolves callers through a PodIndex and, at most every
+// ConfirmTTL per pod, confirms with a live read from the API server that the
+// indexed pod still exists with the same UID, still owns the IP, is running
+// on this node and is not being deleted. The confirmation bounds how long a
+// lagging watch can attribute a reused IP to a pod that is gone.
+type IndexResolver struct {
+	Index    *PodIndex
+	Pods     PodGetter // nil disables confirmation
+	NodeName string
+	// ConfirmTTL is how long a confirmation stays valid; 0 confirms every request.
+	ConfirmTTL time.Duration
+	Now        func() time.Time
+
+	flight singleflight.Group
+	mu     sync.Mutex // protects confirmed
+	// confirmed maps a pod UID to when it was last confirmed and for which IP.
+	confirmed map[types.UID]confirmation
+}
+
+type confirmation struct {
+	at time.Time
+	ip netip.Addr
+}
+
+// Resolve implements Resolver.
+func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod, *httpError) {
+	ip = ip.Unmap()
+	p, herr := r.Index.lookup(ip)
+	if herr != nil || r.Pods == nil {
+		return p, herr
+	}
+	now := r.now()
+	r.mu.Lock()
+	c, ok := r.confirmed[p.UID]
+	r.mu.Unlock()
+	if ok && c.ip == ip && r.ConfirmTTL > 0 && now.Sub(c.at) < r.ConfirmTTL {
+		return p, nil
+	}
+	key := string(p.UID) + "|" + ip.String()
+	v, err, _ := r.flight.Do(key, func() (any, error) {
+		return nil, r.confirm(ctx, p, ip)
+	})
+	_ = v
+	if err != nil {
+		if he, ok := err.(*httpError); ok {
+			return nil, he
+		}
+		return nil, deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot confirm the calling pod with the API server: %v", err)
+	}
+	r.mu.Lock()
+	if r.confirmed == nil {
+		r.confirmed = map[types.UID]confirmation{}
+	}
+	r.confirmed[p.UID] = confirmation{at: now, ip: ip}
+	r.mu.Unlock()
+	return p, nil
+}
+
+// Forget drops a pod's confirmation (call on pod deletion).
+func (r *IndexResolver) Forget(uid types.UID) {
+	r.mu.Lock()
+	delete(r.confirmed, uid)
+	r.mu.Unlock()
+}
+
+func (r *IndexResolver) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *IndexResolver) confirm(ctx context.Context, p *corev1.Pod, ip netip.Addr) error {
+	live, err := r.Pods.GetPod(ctx, p.Namespace, p.Name)
+	stale := func(why string) error {
+		return deny(http.StatusNotFound, outcomeStaleCaller, "IP %s was held by pod %s/%s (uid %s), which %s: the caller may be a new pod reusing the IP; refusing until the agent's view catches up", ip, p.Namespace, p.Name, p.UID, why)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return stale("no longer exists")
+	case err != nil:
+		return err
+	case live.UID != p.UID:
+		return stale("was replaced by another pod with the same name")
+	case live.DeletionTimestamp != nil:
+		return stale("is being deleted")
+	case live.Spec.NodeName != r.NodeName:
+		return stale("is not on this node")
+	case live.Status.Phase != corev1.PodRunning:
+		return stale("is not running")
+	case live.Spec.HostNetwork:
+		return deny(http.StatusForbidden, outcomeHostCaller, "pod %s/%s shares the node's network", p.Namespace, p.Name)
+	}
+	for _, a := range podIPs(live) {
+		if a == ip {
+			return nil
+		}
+	}
+	return stale("no longer has that IP")
+}

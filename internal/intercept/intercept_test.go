@@ -1,0 +1,140 @@
+package intercept
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// requireRoot skips (or, with PODID_REQUIRE_CLUSTER=1, fails) without root,
+// ip and iptables.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "not root"
+	}
+	for _, b := range []string{"ip", "iptables", "iptables-restore"} {
+		if _, err := exec.LookPath(b); err != nil {
+			why = b + " not found"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("PODID_REQUIRE_CLUSTER") == "1" {
+		t.Fatalf("interception test needs root and iptables: %s", why)
+	}
+	t.Skipf("SKIPPED: interception test needs root and iptables: %s", why)
+}
+
+// netnsExec runs every command inside a fresh network namespace, so the
+// test never touches the host's tables.
+func netnsExec(t *testing.T) ExecFunc {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	ns := "podid-ic-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	return func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	}
+}
+
+func TestInstallCheckRepairUninstall(t *testing.T) {
+	requireRoot(t)
+	ex := netnsExec(t)
+	ctx := t.Context()
+	i, err := New(Config{
+		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.MustParsePrefix("10.245.0.0/24")},
+		Target:   netip.MustParseAddrPort("10.0.0.4:2579"),
+		Exec:     ex,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := i.Check(ctx); ok || err != nil {
+		t.Fatalf("check before install: %v %v", ok, err)
+	}
+	for range 3 { // idempotent
+		if err := i.Install(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := i.Check(ctx); !ok || err != nil {
+		t.Fatalf("check after install: %v %v", ok, err)
+	}
+	nat, _ := ex(ctx, nil, "iptables-save", "-t", "nat")
+	if n := strings.Count(string(nat), "-j PODID-IMDS-NAT"); n != 1 {
+		t.Fatalf("%d jumps to the nat chain after repeated installs:\n%s", n, nat)
+	}
+	if !strings.Contains(string(nat), "-s 10.244.0.0/24 -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.4:2579") {
+		t.Fatalf("DNAT rule missing:\n%s", nat)
+	}
+	filter, _ := ex(ctx, nil, "iptables-save", "-t", "filter")
+	if !strings.Contains(string(filter), "-A PODID-IMDS-FILTER -s 10.245.0.0/24 -d 169.254.169.254/32 -j DROP") {
+		t.Fatalf("drop rule missing:\n%s", filter)
+	}
+
+	// Someone deletes a rule, another adds one to our chain: both detected and repaired.
+	if _, err := ex(ctx, nil, "iptables", "-t", "nat", "-D", "PREROUTING", "-m", "comment", "--comment", "podid: pod metadata traffic to the node agent", "-j", "PODID-IMDS-NAT"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := i.Check(ctx); ok {
+		t.Fatal("missing jump not detected")
+	}
+	if err := i.Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ex(ctx, nil, "iptables", "-t", "filter", "-A", "PODID-IMDS-FILTER", "-j", "ACCEPT"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := i.Check(ctx); ok {
+		t.Fatal("foreign rule in podid chain not detected")
+	}
+	if err := i.Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := i.Check(ctx); !ok || err != nil {
+		t.Fatalf("after repair: %v %v", ok, err)
+	}
+
+	// Run keeps the rules after it stops (fail closed).
+	rctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = i.Run(rctx)
+	if ok, _ := i.Check(ctx); !ok {
+		t.Fatal("rules removed when Run stopped")
+	}
+
+	if err := i.Uninstall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := ex(ctx, nil, "iptables-save")
+	if strings.Contains(string(all), "PODID") {
+		t.Fatalf("leftovers after uninstall:\n%s", all)
+	}
+	if err := i.Uninstall(ctx); err != nil {
+		t.Fatalf("second uninstall: %v", err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, c := range []Config{
+		{Target: netip.MustParseAddrPort("10.0.0.4:2579")},
+		{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}, Target: netip.MustParseAddrPort("10.0.0.4:2579")},
+		{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, Target: netip.MustParseAddrPort("10.0.0.4:0")},
+	} {
+		if _, err := New(c); err == nil {
+			t.Fatalf("New(%+v) accepted", c)
+		}
+	}
+}
