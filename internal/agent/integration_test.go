@@ -3,12 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +15,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -57,39 +53,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "1" {
 		os.Exit(runIMDSClient())
 	}
-	for _, a := range os.Args[1:] {
-		// Fuzz workers re-run TestMain: they need no control plane.
-		if strings.HasPrefix(a, "-test.fuzzworker") {
-			os.Exit(m.Run())
-		}
-	}
 	crlog.SetLogger(logr.Discard())
-	// Entra and podid sts accept only RS256 assertions; envtest's default
-	// service-account signing key is ECDSA, so give the API server an RSA key.
-	dir, err := os.MkdirTemp("", "podid-agent-sa-")
-	if err != nil {
-		panic(err)
-	}
-	keyFile, err := writeRSAKey(dir)
-	if err != nil {
-		panic(err)
-	}
-	code := testenv.Main(m, &env, testenv.Options{APIServerArgs: map[string][]string{
-		"service-account-key-file":         {keyFile},
-		"service-account-signing-key-file": {keyFile},
-	}})
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func writeRSAKey(dir string) (string, error) {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, "sa.key")
-	b := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-	return p, os.WriteFile(p, b, 0o600)
+	os.Exit(testenv.Main(m, &env, testenv.Options{}))
 }
 
 // clientResult is what the in-pod client prints.
@@ -135,26 +100,6 @@ func runIMDSClient() int {
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(res)
 	return 0
-}
-
-func requireNetAdmin(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	}
-	for _, b := range []string{"ip", "iptables", "iptables-restore"} {
-		if _, err := exec.LookPath(b); err != nil {
-			why = b + " not found"
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("PODID_REQUIRE_CLUSTER") == "1" {
-		t.Fatalf("integration test needs root, ip and iptables: %s", why)
-	}
-	t.Skipf("SKIPPED: integration test needs root, ip and iptables: %s", why)
 }
 
 func run(t *testing.T, name string, args ...string) {
@@ -305,7 +250,7 @@ func (w *world) appID(tok, resource string) string {
 
 func TestAgentEndToEndWithNetnsPods(t *testing.T) {
 	e := env.Need(t)
-	requireNetAdmin(t)
+	testenv.NeedRoot(t, "ip", "iptables", "iptables-restore")
 	ctx := t.Context()
 	cs, err := kubernetes.NewForConfig(e.Config)
 	if err != nil {

@@ -5,33 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
-)
 
-// requireRoot skips (or, with PODID_REQUIRE_CLUSTER=1, fails) without root,
-// ip and iptables.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	}
-	for _, b := range []string{"ip", "iptables", "iptables-restore"} {
-		if _, err := exec.LookPath(b); err != nil {
-			why = b + " not found"
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("PODID_REQUIRE_CLUSTER") == "1" {
-		t.Fatalf("interception test needs root and iptables: %s", why)
-	}
-	t.Skipf("SKIPPED: interception test needs root and iptables: %s", why)
-}
+	"github.com/podid/podid/internal/testenv"
+)
 
 // netnsExec runs every command inside a fresh network namespace, so the
 // test never touches the host's tables.
@@ -50,7 +29,7 @@ func netnsExec(t *testing.T) ExecFunc {
 }
 
 func TestInstallCheckRepairUninstall(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t, "ip", "iptables", "iptables-restore")
 	ex := netnsExec(t)
 	ctx := t.Context()
 	i, err := New(Config{

@@ -180,6 +180,29 @@ func (e *Env) Need(t testing.TB) *Env {
 	return nil
 }
 
+// NeedRoot skips (fails under PODID_REQUIRE_CLUSTER=1) unless the test runs
+// as root with the given tools on PATH: tests that build network namespaces
+// or program iptables.
+func NeedRoot(t testing.TB, tools ...string) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "not root"
+	}
+	for _, b := range tools {
+		if _, err := exec.LookPath(b); err != nil {
+			why = b + " not found"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("PODID_REQUIRE_CLUSTER") == "1" {
+		t.Fatalf("test needs root and %v: %s", tools, why)
+	}
+	t.Skipf("SKIPPED: test needs root and %v: %s", tools, why)
+}
+
 // Main starts one control plane for the test package, runs the tests and
 // stops it. Use from TestMain: os.Exit(testenv.Main(m, &env, testenv.Options{})).
 // Without binaries the tests run with *env == nil and Need skips them.
