@@ -6,8 +6,9 @@
 #   localhost/podid:dev               the podid binary (./cmd/podid), entrypoint /podid
 #   localhost/podid-testclient:dev    test/e2e/images/testclient + busybox (sh, wget, cat, ...)
 #   localhost/podid-wiclient:dev      test/e2e/images/wiclient (the unmodified Azure SDK), no shell
+#   localhost/podid-miclient:dev      test/e2e/images/miclient (the unmodified Azure SDK, IMDS), no shell
 #
-#   hack/image.sh [pause|podid|testclient|wiclient]...     (default: all)
+#   hack/image.sh [pause|podid|testclient|wiclient|miclient]...     (default: all)
 #
 # Each image is a single-layer docker-archive built from a directory; the layer is
 # reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
@@ -99,7 +100,8 @@ build() { # NAME
     podid) ref=localhost/podid:dev; pkg=./cmd/podid ;;
     testclient) ref=localhost/podid-testclient:dev; pkg=./test/e2e/images/testclient; extra=("$(busybox_bin)") ;;
     wiclient) ref=localhost/podid-wiclient:dev; pkg=./test/e2e/images/wiclient ;;
-    *) die "unknown image $name (pause, podid, testclient, wiclient)" ;;
+    miclient) ref=localhost/podid-miclient:dev; pkg=./test/e2e/images/miclient ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient)" ;;
   esac
   [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
   ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
@@ -128,6 +130,10 @@ build() { # NAME
       base_rootfs "$r"
       gobuild "$r/wiclient" "$pkg"
       set -- /wiclient ;;
+    miclient)
+      base_rootfs "$r"
+      gobuild "$r/miclient" "$pkg"
+      set -- /miclient ;;
   esac
   local id; id=$(archive "$ref" "$r" "$d/image.tar" "$@")
   local what; what=$(import "$ref" "$d/image.tar" "$id")
@@ -135,5 +141,5 @@ build() { # NAME
   log "image $ref $what (${id:7:12}, $(since "$t"))"
 }
 
-[ $# -gt 0 ] || set -- pause podid testclient wiclient
+[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient
 for n in "$@"; do build "$n"; done

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,10 +41,18 @@ func Exec(ctx context.Context, stdin []byte, name string, args ...string) ([]byt
 // lock file are used. It needs CAP_SYS_CHROOT.
 func ChrootExec(root string) ExecFunc {
 	return func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-		cmd := exec.CommandContext(ctx, name, args...)
+		// A bare name must be found in the host's PATH, not the container's:
+		// exec would look it up here, before the chroot, and the agent's
+		// image has no iptables.
+		inside, err := lookPathIn(root, name)
+		if err != nil {
+			return nil, fmt.Errorf("(chroot %s) %w", root, err)
+		}
+		cmd := exec.CommandContext(ctx, inside, args...)
+		cmd.Args[0] = name
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
 		cmd.Dir = "/"
-		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		cmd.Env = []string{"PATH=" + hostPath}
 		if stdin != nil {
 			cmd.Stdin = bytes.NewReader(stdin)
 		}
@@ -52,6 +62,26 @@ func ChrootExec(root string) ExecFunc {
 		}
 		return out, nil
 	}
+}
+
+// hostPath is searched, inside the chroot, for bare command names.
+const hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// lookPathIn returns the path, as seen inside root, of the executable name.
+func lookPathIn(root, name string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(hostPath) {
+		p := filepath.Join(dir, name)
+		// Lstat: the host's links (Debian's /usr/sbin/iptables →
+		// /etc/alternatives/…) are absolute and only resolve inside root.
+		fi, err := os.Lstat(filepath.Join(root, p))
+		if err == nil && (fi.Mode()&os.ModeSymlink != 0 || (fi.Mode().IsRegular() && fi.Mode()&0o111 != 0)) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in %s under %s", name, hostPath, root)
 }
 
 // Config configures the rules.

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -114,6 +116,41 @@ func TestNewValidates(t *testing.T) {
 	} {
 		if _, err := New(c); err == nil {
 			t.Fatalf("New(%+v) accepted", c)
+		}
+	}
+}
+
+func TestLookPathIn(t *testing.T) {
+	root := t.TempDir()
+	mk := func(p string, mode os.FileMode) {
+		t.Helper()
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("usr/sbin/iptables-restore", 0o755)
+	mk("usr/bin/notexec", 0o644)
+	// Debian's alternatives link is absolute: it only resolves inside root.
+	if err := os.Symlink("/etc/alternatives/iptables", filepath.Join(root, "usr/sbin/iptables")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, want string
+		err        bool
+	}{
+		{name: "iptables-restore", want: "/usr/sbin/iptables-restore"},
+		{name: "iptables", want: "/usr/sbin/iptables"},
+		{name: "/opt/x/iptables", want: "/opt/x/iptables"},
+		{name: "notexec", err: true},
+		{name: "missing", err: true},
+	} {
+		got, err := lookPathIn(root, tt.name)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("lookPathIn(%q) = %q, %v; want %q (error %v)", tt.name, got, err, tt.want, tt.err)
 		}
 	}
 }
