@@ -1,0 +1,101 @@
+// Package azclient is the body the e2e workload programs share: each builds
+// one unmodified azidentity credential, and Main asks it for a token until
+// it gets one (every 2 s, each failure printed on one line as
+// "<name>: GetToken failed after Nms: ..."), writes the access token to the
+// -out file (0600; tests read it with exec and verify it), prints
+// "<name>: token acquired" with the token's unverified claims — never the
+// token — and waits for SIGTERM. "<name> cat FILE" prints FILE (the images
+// have no shell).
+package azclient
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+)
+
+// Credential registers the program's own flags on fs and returns the
+// constructor Main calls after parsing them.
+type Credential func(fs *flag.FlagSet) func() (azcore.TokenCredential, error)
+
+// Main runs the program called name and exits.
+func Main(name string, credential Credential) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, name, credential, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, name string, credential Credential, args []string) error {
+	if len(args) > 0 && args[0] == "cat" {
+		if len(args) != 2 {
+			return errors.New("usage: " + name + " cat FILE")
+		}
+		b, err := os.ReadFile(args[1])
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(b)
+		return err
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	scope := fs.String("scope", "https://storage.azure.com/.default", "scope to ask a token for")
+	out := fs.String("out", "/tmp/access-token", "where the access token is written")
+	newCred := credential(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cred, err := newCred()
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		start := time.Now()
+		tk, err := cred.GetToken(tctx, policy.TokenRequestOptions{Scopes: []string{*scope}})
+		cancel()
+		if err == nil {
+			if err := os.WriteFile(*out, []byte(tk.Token), 0o600); err != nil {
+				return fmt.Errorf("write token: %w", err)
+			}
+			fmt.Printf("%s: token acquired expires_on=%s claims=%s\n", name, tk.ExpiresOn.UTC().Format(time.RFC3339), claims(tk.Token))
+			break
+		}
+		fmt.Printf("%s: GetToken failed after %dms: %s\n", name, time.Since(start).Milliseconds(), strings.Join(strings.Fields(err.Error()), " "))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// claims returns the JWT's payload (unverified), or a note.
+func claims(jwt string) string {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return "(not a JWT)"
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "(undecodable)"
+	}
+	return string(b)
+}
