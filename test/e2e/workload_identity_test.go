@@ -538,16 +538,13 @@ func lastLine(s string) string {
 // nodeHasImage reports whether the node lists image among its images.
 func nodeHasImage(ctx context.Context, t *testing.T, c *framework.Cluster, image string) bool {
 	t.Helper()
-	node, err := c.Clientset.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
+	// Ask containerd, not the Node object: the kubelet reports images in its
+	// periodic status update, which lags an import made just before the tests.
+	out, err := exec.CommandContext(ctx, "ctr", "--address", c.CtrAddress, "--namespace", "k8s.io", "images", "ls", "-q").Output()
 	if err != nil {
-		t.Fatalf("get node: %v", err)
+		t.Fatalf("ctr images ls: %v", err)
 	}
-	for _, img := range node.Status.Images {
-		if slices.Contains(img.Names, image) {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(strings.Fields(string(out)), image)
 }
 
 // buildWIClient builds wiclient statically into a directory on the node
