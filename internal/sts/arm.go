@@ -369,19 +369,7 @@ func (s *Server) listIdentities(w http.ResponseWriter, r *http.Request, c *calle
 			items = append(items, identityJSON(&ps[i]))
 		}
 	}
-	pg, next, ae := page(r, s.baseURL(r), items, q)
-	if ae != nil {
-		writeARMError(w, *ae)
-		return
-	}
-	out := map[string]any{"value": pg}
-	if pg == nil {
-		out["value"] = []any{}
-	}
-	if next != nil {
-		out["nextLink"] = *next
-	}
-	writeJSON(w, 200, out)
+	s.writePage(w, r, items, q)
 }
 
 func (s *Server) listFICs(w http.ResponseWriter, r *http.Request, p *store.Principal, q url.Values) {
@@ -389,19 +377,7 @@ func (s *Server) listFICs(w http.ResponseWriter, r *http.Request, p *store.Princ
 	for _, f := range p.FederatedCreds {
 		items = append(items, ficJSON(p, f))
 	}
-	pg, next, ae := page(r, s.baseURL(r), items, q)
-	if ae != nil {
-		writeARMError(w, *ae)
-		return
-	}
-	out := map[string]any{"value": pg}
-	if pg == nil {
-		out["value"] = []any{}
-	}
-	if next != nil {
-		out["nextLink"] = *next
-	}
-	writeJSON(w, 200, out)
+	s.writePage(w, r, items, q)
 }
 
 func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Principal, name string) {
@@ -460,4 +436,22 @@ func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Princ
 	default:
 		writeARMError(w, armError{405, "MethodNotAllowed", "method not allowed"})
 	}
+}
+
+// writePage answers an ARM list request with one page of items and, when
+// more remain, the nextLink armmsi's pager follows.
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, items []map[string]any, q url.Values) {
+	pg, next, ae := page(r, s.baseURL(r), items, q)
+	if ae != nil {
+		writeARMError(w, *ae)
+		return
+	}
+	out := map[string]any{"value": pg}
+	if pg == nil {
+		out["value"] = []any{}
+	}
+	if next != nil {
+		out["nextLink"] = *next
+	}
+	writeJSON(w, 200, out)
 }

@@ -63,12 +63,9 @@ const (
 // TestMain starts one control plane (internal/testenv: etcd + kube-apiserver,
 // podid's CRDs) with the MutatingWebhookConfiguration shipped in
 // deploy/webhook installed by envtest and pointed at a local port, where each
-// test runs webhook.Run in-process.
-//
-// envtest signs service-account tokens with an ECDSA key (ES256), which
-// Entra ID — and so podid sts — refuses (CONTRACTS.md §3: RS256 only). Real
-// clusters (kubeadm, AKS, hack/cluster.sh) use RSA, so the API server gets
-// an RSA signing key here, and an external hostname the JWKS is served at.
+// test runs webhook.Run in-process. testenv gives the API server an RSA
+// service-account key (Entra and podid sts accept RS256 only) and a jwks_uri
+// on the address it listens on.
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
