@@ -25,6 +25,7 @@ type webhookOptions struct {
 	secretName        string
 	serviceName       string
 	webhookConfigName string
+	tokenGuardConfig  string
 	certHosts         []string
 	certValidity      time.Duration
 	certRotateBefore  time.Duration
@@ -62,20 +63,21 @@ func (o *webhookOptions) validate() error {
 		return fmt.Errorf("kube config: %w", err)
 	}
 	o.cfg = webhook.Config{
-		Kube:                  kube,
-		Addr:                  o.addr,
-		ProbeAddr:             o.probeAddr,
-		MinTLSVersion:         minTLS,
-		AuthorityHost:         o.authorityHost,
-		DefaultTenantID:       o.tenantID,
-		MissingServiceAccount: policy,
-		Namespace:             o.namespace,
-		SecretName:            o.secretName,
-		WebhookConfigName:     o.webhookConfigName,
-		CertHosts:             hosts,
-		CertValidity:          o.certValidity,
-		CertRotateBefore:      o.certRotateBefore,
-		Logger:                slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Kube:                        kube,
+		Addr:                        o.addr,
+		ProbeAddr:                   o.probeAddr,
+		MinTLSVersion:               minTLS,
+		AuthorityHost:               o.authorityHost,
+		DefaultTenantID:             o.tenantID,
+		MissingServiceAccount:       policy,
+		Namespace:                   o.namespace,
+		SecretName:                  o.secretName,
+		WebhookConfigName:           o.webhookConfigName,
+		ValidatingWebhookConfigName: o.tokenGuardConfig,
+		CertHosts:                   hosts,
+		CertValidity:                o.certValidity,
+		CertRotateBefore:            o.certRotateBefore,
+		Logger:                      slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
 	return o.cfg.Validate()
 }
@@ -84,7 +86,7 @@ func newWebhookCommand() *cobra.Command {
 	o := &webhookOptions{}
 	cmd := &cobra.Command{
 		Use:   "webhook",
-		Short: "Workload-identity mutating admission webhook (drop-in for azure.workload.identity/*)",
+		Short: "Workload-identity mutating admission webhook (drop-in for azure.workload.identity/*) and the agent token guard",
 		Args:  cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			if err := o.validate(); err != nil {
@@ -112,6 +114,7 @@ func newWebhookCommand() *cobra.Command {
 	f.StringVar(&o.secretName, "cert-secret", "podid-webhook-cert", "Secret holding the webhook's CA and serving certificate")
 	f.StringVar(&o.serviceName, "service-name", "podid-webhook", "Service name; the certificate is issued for <service>.<namespace>.svc (empty: only --cert-host)")
 	f.StringVar(&o.webhookConfigName, "webhook-config", "podid-webhook", "MutatingWebhookConfiguration whose caBundle is kept in sync (empty: not managed)")
+	f.StringVar(&o.tokenGuardConfig, "token-guard-config", "podid-webhook", "ValidatingWebhookConfiguration of the agent token guard (path "+webhook.TokenGuardPath+") whose caBundle is kept in sync (empty: not managed)")
 	f.StringSliceVar(&o.certHosts, "cert-host", nil, "extra DNS names or IPs for the serving certificate")
 	f.DurationVar(&o.certValidity, "cert-validity", 90*24*time.Hour, "serving certificate lifetime (the CA lives 10 times as long)")
 	f.DurationVar(&o.certRotateBefore, "cert-rotate-before", 30*24*time.Hour, "renew the certificate this long before it expires")

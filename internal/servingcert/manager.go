@@ -29,6 +29,9 @@ type Config struct {
 	// WebhookConfigName is the MutatingWebhookConfiguration whose webhooks'
 	// caBundle is kept equal to the CA bundle; empty means none.
 	WebhookConfigName string
+	// ValidatingWebhookConfigName is the same for a
+	// ValidatingWebhookConfiguration; empty means none.
+	ValidatingWebhookConfigName string
 	// Hosts are the DNS names and IP addresses the certificate is for.
 	Hosts []string
 	// Validity of a serving certificate (default 90 days); the CA lives
@@ -288,30 +291,61 @@ func (m *Manager) write(ctx context.Context, secret *corev1.Secret, st state) er
 	return nil
 }
 
-// syncCABundle patches every webhook of the configuration whose caBundle
-// differs; the patch tests each webhook's name so a concurrent edit that
-// reorders webhooks fails instead of patching the wrong one.
+// syncCABundle keeps the caBundle of every webhook in the configured
+// mutating and validating configurations equal to bundle.
 func (m *Manager) syncCABundle(ctx context.Context, bundle []byte) error {
-	if m.cfg.WebhookConfigName == "" {
-		return nil
+	if name := m.cfg.WebhookConfigName; name != "" {
+		api := m.cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+		mwc, err := api.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get MutatingWebhookConfiguration %s: %w", name, err)
+		}
+		names, bundles := make([]string, len(mwc.Webhooks)), make([][]byte, len(mwc.Webhooks))
+		for i, w := range mwc.Webhooks {
+			names[i], bundles[i] = w.Name, w.ClientConfig.CABundle
+		}
+		if err := m.patchCABundle(ctx, "MutatingWebhookConfiguration", name, names, bundles, bundle, func(ctx context.Context, patch []byte) error {
+			_, err := api.Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: "podid-webhook"})
+			return err
+		}); err != nil {
+			return err
+		}
 	}
-	api := m.cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	mwc, err := api.Get(ctx, m.cfg.WebhookConfigName, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get MutatingWebhookConfiguration %s: %w", m.cfg.WebhookConfigName, err)
+	if name := m.cfg.ValidatingWebhookConfigName; name != "" {
+		api := m.cfg.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+		vwc, err := api.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get ValidatingWebhookConfiguration %s: %w", name, err)
+		}
+		names, bundles := make([]string, len(vwc.Webhooks)), make([][]byte, len(vwc.Webhooks))
+		for i, w := range vwc.Webhooks {
+			names[i], bundles[i] = w.Name, w.ClientConfig.CABundle
+		}
+		return m.patchCABundle(ctx, "ValidatingWebhookConfiguration", name, names, bundles, bundle, func(ctx context.Context, patch []byte) error {
+			_, err := api.Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: "podid-webhook"})
+			return err
+		})
 	}
+	return nil
+}
+
+// patchCABundle sends one JSON patch setting the caBundle of every webhook
+// (by index, names[i]) whose current bundle differs; the patch tests each
+// webhook's name so a concurrent edit that reorders webhooks fails instead
+// of patching the wrong one.
+func (m *Manager) patchCABundle(ctx context.Context, kind, name string, names []string, current [][]byte, bundle []byte, send func(context.Context, []byte) error) error {
 	type op struct {
 		Op    string `json:"op"`
 		Path  string `json:"path"`
 		Value any    `json:"value"`
 	}
 	var ops []op
-	for i, w := range mwc.Webhooks {
-		if bytes.Equal(w.ClientConfig.CABundle, bundle) {
+	for i := range names {
+		if bytes.Equal(current[i], bundle) {
 			continue
 		}
 		p := "/webhooks/" + strconv.Itoa(i)
-		ops = append(ops, op{"test", p + "/name", w.Name}, op{"add", p + "/clientConfig/caBundle", bundle})
+		ops = append(ops, op{"test", p + "/name", names[i]}, op{"add", p + "/clientConfig/caBundle", bundle})
 	}
 	if len(ops) == 0 {
 		return nil
@@ -320,9 +354,9 @@ func (m *Manager) syncCABundle(ctx context.Context, bundle []byte) error {
 	if err != nil {
 		return fmt.Errorf("encode caBundle patch: %w", err)
 	}
-	if _, err := api.Patch(ctx, m.cfg.WebhookConfigName, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: "podid-webhook"}); err != nil {
-		return fmt.Errorf("patch caBundle of MutatingWebhookConfiguration %s: %w", m.cfg.WebhookConfigName, err)
+	if err := send(ctx, patch); err != nil {
+		return fmt.Errorf("patch caBundle of %s %s: %w", kind, name, err)
 	}
-	m.cfg.Logger.Info("caBundle updated", "mutatingWebhookConfiguration", m.cfg.WebhookConfigName)
+	m.cfg.Logger.Info("caBundle updated", "kind", kind, "name", name)
 	return nil
 }

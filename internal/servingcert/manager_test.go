@@ -31,12 +31,19 @@ func webhookConfig() *admissionregistrationv1.MutatingWebhookConfiguration {
 	}
 }
 
+func validatingConfig() *admissionregistrationv1.ValidatingWebhookConfiguration {
+	return &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: mwc},
+		Webhooks:   []admissionregistrationv1.ValidatingWebhook{{Name: "token.podid.dev"}},
+	}
+}
+
 func newManager(cs *fake.Clientset, clk *testingclock.FakeClock, hosts ...string) *Manager {
 	if len(hosts) == 0 {
 		hosts = []string{"podid-webhook.podid-system.svc", "127.0.0.1"}
 	}
 	return New(Config{
-		Client: cs, Namespace: ns, SecretName: secret, WebhookConfigName: mwc, Hosts: hosts,
+		Client: cs, Namespace: ns, SecretName: secret, WebhookConfigName: mwc, ValidatingWebhookConfigName: mwc, Hosts: hosts,
 		Validity: 30 * 24 * time.Hour, RotateBefore: 10 * 24 * time.Hour, Resync: time.Hour, Clock: clk,
 	})
 }
@@ -58,10 +65,21 @@ func verify(t *testing.T, cs *fake.Clientset, m *Manager, host string, at time.T
 	if err != nil {
 		t.Fatal(err)
 	}
+	vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(t.Context(), mwc, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
+	bundles := map[string][]byte{}
 	for _, w := range got.Webhooks {
-		if !bytes.Equal(w.ClientConfig.CABundle, got.Webhooks[0].ClientConfig.CABundle) || len(w.ClientConfig.CABundle) == 0 {
-			t.Fatalf("webhook %s caBundle out of sync", w.Name)
+		bundles[w.Name] = w.ClientConfig.CABundle
+	}
+	for _, w := range vwc.Webhooks {
+		bundles[w.Name] = w.ClientConfig.CABundle
+	}
+	for name, b := range bundles {
+		if !bytes.Equal(b, got.Webhooks[0].ClientConfig.CABundle) || len(b) == 0 {
+			t.Fatalf("webhook %s caBundle out of sync", name)
 		}
 	}
 	pool.AppendCertsFromPEM(got.Webhooks[0].ClientConfig.CABundle)
@@ -81,7 +99,7 @@ func writes(cs *fake.Clientset) (n int) {
 }
 
 func TestSyncBootstrapAndIdempotent(t *testing.T) {
-	cs := fake.NewClientset(webhookConfig())
+	cs := fake.NewClientset(webhookConfig(), validatingConfig())
 	clk := testingclock.NewFakeClock(t0)
 	m := newManager(cs, clk)
 	if m.Ready() {
@@ -129,7 +147,7 @@ func TestSyncBootstrapAndIdempotent(t *testing.T) {
 // deploy/webhook ships an empty Secret so RBAC can name it: the manager
 // fills it with update, never create.
 func TestSyncFillsShippedEmptySecret(t *testing.T) {
-	cs := fake.NewClientset(webhookConfig(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns}})
+	cs := fake.NewClientset(webhookConfig(), validatingConfig(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns}})
 	cs.PrependReactor("create", "secrets", func(clienttesting.Action) (bool, runtime.Object, error) {
 		t.Error("secret created although it exists")
 		return true, nil, nil
@@ -142,7 +160,7 @@ func TestSyncFillsShippedEmptySecret(t *testing.T) {
 }
 
 func TestSyncNewHostsReissue(t *testing.T) {
-	cs := fake.NewClientset(webhookConfig())
+	cs := fake.NewClientset(webhookConfig(), validatingConfig())
 	clk := testingclock.NewFakeClock(t0)
 	m := newManager(cs, clk)
 	if _, err := m.Sync(t.Context()); err != nil {
@@ -160,7 +178,7 @@ func TestSyncNewHostsReissue(t *testing.T) {
 }
 
 func TestRunRotates(t *testing.T) {
-	cs := fake.NewClientset(webhookConfig())
+	cs := fake.NewClientset(webhookConfig(), validatingConfig())
 	clk := testingclock.NewFakeClock(t0)
 	m := newManager(cs, clk)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -200,7 +218,7 @@ func TestRunRotates(t *testing.T) {
 }
 
 func TestSyncRenewsCAKeepingOldTrusted(t *testing.T) {
-	cs := fake.NewClientset(webhookConfig())
+	cs := fake.NewClientset(webhookConfig(), validatingConfig())
 	clk := testingclock.NewFakeClock(t0)
 	m := newManager(cs, clk)
 	if _, err := m.Sync(t.Context()); err != nil {
@@ -258,11 +276,18 @@ func TestRunRetriesUntilWebhookConfigExists(t *testing.T) {
 	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, webhookConfig(), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, validatingConfig(), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, clk.HasWaiters)
 	clk.Step(time.Second) // the first retry, well before Resync (1h)
 	waitFor(t, func() bool {
 		got, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, mwc, metav1.GetOptions{})
-		return err == nil && len(got.Webhooks[0].ClientConfig.CABundle) > 0
+		if err != nil || len(got.Webhooks[0].ClientConfig.CABundle) == 0 {
+			return false
+		}
+		v, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, mwc, metav1.GetOptions{})
+		return err == nil && len(v.Webhooks[0].ClientConfig.CABundle) > 0
 	})
 	verify(t, cs, m, "podid-webhook.podid-system.svc", clk.Now())
 }

@@ -274,25 +274,49 @@ func writeRSAKey(path string) (string, error) {
 	return path, nil
 }
 
-// ShippedMutatingWebhook reads a MutatingWebhookConfiguration from deploy/
-// (path relative to the repository root) for WebhookInstallOptions, which
-// rewrites its service reference into https://<local host>:<port>/<path>.
+// ShippedMutatingWebhook reads a MutatingWebhookConfiguration from the
+// repository (path relative to the root) in the form envtest installs:
+// service paths without their leading slash, since envtest builds the URL as
+// https://host:port/<path>.
 func ShippedMutatingWebhook(path string) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	var c admissionregistrationv1.MutatingWebhookConfiguration
+	if err := readShippedWebhook(path, &c); err != nil {
+		return nil, err
+	}
+	for i := range c.Webhooks {
+		envtestPath(&c.Webhooks[i].ClientConfig)
+	}
+	return &c, nil
+}
+
+// ShippedValidatingWebhook is ShippedMutatingWebhook for a
+// ValidatingWebhookConfiguration.
+func ShippedValidatingWebhook(path string) (*admissionregistrationv1.ValidatingWebhookConfiguration, error) {
+	var c admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := readShippedWebhook(path, &c); err != nil {
+		return nil, err
+	}
+	for i := range c.Webhooks {
+		envtestPath(&c.Webhooks[i].ClientConfig)
+	}
+	return &c, nil
+}
+
+func readShippedWebhook(path string, into any) error {
 	p := filepath.Join(RepoRoot(), path)
 	b, err := os.ReadFile(p)
 	if err != nil {
-		return nil, fmt.Errorf("read shipped webhook configuration: %w", err)
+		return fmt.Errorf("read shipped webhook configuration: %w", err)
 	}
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	if err := yaml.UnmarshalStrict(b, &mwc); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+	if err := yaml.UnmarshalStrict(b, into); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
 	}
-	for i := range mwc.Webhooks {
-		if svc := mwc.Webhooks[i].ClientConfig.Service; svc != nil && svc.Path != nil {
-			// envtest builds the URL as https://host:port/<path>.
-			path := strings.TrimPrefix(*svc.Path, "/")
-			svc.Path = &path
-		}
+	return nil
+}
+
+func envtestPath(cc *admissionregistrationv1.WebhookClientConfig) {
+	if svc := cc.Service; svc != nil && svc.Path != nil {
+		path := strings.TrimPrefix(*svc.Path, "/")
+		svc.Path = &path
 	}
-	return &mwc, nil
 }

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,50 +92,62 @@ type RequestError struct {
 func (e *RequestError) Error() string { return e.Msg }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	serveAdmission(w, r, h.metrics, h.log, func(_ context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
+		return h.Review(req)
+	})
+}
+
+// reviewFunc answers one decoded admission request.
+type reviewFunc func(context.Context, *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome)
+
+// serveAdmission is the HTTP envelope every podid admission endpoint
+// shares: POST only, JSON only, bounded body, strictly decoded
+// AdmissionReview, one metric observation per request.
+func serveAdmission(w http.ResponseWriter, r *http.Request, m *Metrics, log *slog.Logger, review reviewFunc) {
 	start := time.Now()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.fail(w, start, &RequestError{http.StatusMethodNotAllowed, "method not allowed: want POST"})
+		fail(w, m, log, start, &RequestError{http.StatusMethodNotAllowed, "method not allowed: want POST"})
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			h.fail(w, start, &RequestError{http.StatusUnsupportedMediaType, "content type must be application/json"})
+			fail(w, m, log, start, &RequestError{http.StatusUnsupportedMediaType, "content type must be application/json"})
 			return
 		}
 	}
 	body, err := readBounded(r.Body, r.ContentLength, MaxRequestBytes)
 	if err != nil {
-		h.fail(w, start, err)
+		fail(w, m, log, start, err)
 		return
 	}
-	review, err := DecodeReview(body)
+	ar, err := DecodeReview(body)
 	if err != nil {
-		h.fail(w, start, err)
+		fail(w, m, log, start, err)
 		return
 	}
-	resp, outcome := h.Review(review.Request)
-	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
+	resp, outcome := review(r.Context(), ar.Request)
+	out := admissionv1.AdmissionReview{TypeMeta: ar.TypeMeta, Response: resp}
 	buf, err := json.Marshal(&out)
 	if err != nil {
-		h.fail(w, start, fmt.Errorf("encode response: %w", err))
+		fail(w, m, log, start, fmt.Errorf("encode response: %w", err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf)
-	h.metrics.observe(outcome, time.Since(start))
+	m.observe(outcome, time.Since(start))
 }
 
-func (h *Handler) fail(w http.ResponseWriter, start time.Time, err error) {
+func fail(w http.ResponseWriter, m *Metrics, log *slog.Logger, start time.Time, err error) {
 	var re *RequestError
 	if errors.As(err, &re) {
 		http.Error(w, re.Msg, re.Status)
-		h.metrics.observe(OutcomeBadRequest, time.Since(start))
+		m.observe(OutcomeBadRequest, time.Since(start))
 		return
 	}
-	h.log.Error("admission request failed", "err", err)
+	log.Error("admission request failed", "err", err)
 	http.Error(w, "internal error", http.StatusInternalServerError)
-	h.metrics.observe(OutcomeError, time.Since(start))
+	m.observe(OutcomeError, time.Since(start))
 }
 
 // readBounded reads at most limit bytes, failing clearly beyond that. size
@@ -257,6 +270,8 @@ func reasonFor(code int32) metav1.StatusReason {
 		return metav1.StatusReasonBadRequest
 	case http.StatusForbidden:
 		return metav1.StatusReasonForbidden
+	case http.StatusServiceUnavailable:
+		return metav1.StatusReasonServiceUnavailable
 	}
 	return metav1.StatusReasonInternalError
 }

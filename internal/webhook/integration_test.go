@@ -55,9 +55,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	vwc, err := testenv.ShippedValidatingWebhook("deploy/webhook/validatingwebhookconfiguration.yaml")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	os.Exit(testenv.Main(m, &env, testenv.Options{WebhookInstall: envtest.WebhookInstallOptions{
-		MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{mwc},
-		LocalServingHost: "127.0.0.1",
+		MutatingWebhooks:   []*admissionregistrationv1.MutatingWebhookConfiguration{mwc},
+		ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{vwc},
+		LocalServingHost:   "127.0.0.1",
 	}}))
 }
 
@@ -84,8 +90,10 @@ func startWebhookWith(t *testing.T, ns string, mod func(*webhook.Config)) {
 		Namespace:         certNS,
 		SecretName:        certSecret,
 		WebhookConfigName: webhookConfig,
-		CertHosts:         []string{o.LocalServingHost, "localhost"},
-		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// As deployed: the same name for the token guard's configuration.
+		ValidatingWebhookConfigName: webhookConfig,
+		CertHosts:                   []string{o.LocalServingHost, "localhost"},
+		Logger:                      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	mod(&cfg)
 	go func() { done <- webhook.Run(ctx, cfg) }()
@@ -624,11 +632,12 @@ func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-// applyManifest creates every object in a deploy/webhook file (replacing
-// objects that exist), as kubectl would for a fresh install.
+// applyManifest creates every object in a manifest file (path relative to
+// the repository root), replacing objects that exist, as kubectl would for
+// a fresh install.
 func applyManifest(t *testing.T, file string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "webhook", file))
+	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,16 +673,9 @@ func TestIntegrationLeastPrivilegeRBAC(t *testing.T) {
 	e := env.Need(t)
 	ns := e.Namespace(t)
 	ensureNamespace(t, certNS)
-	applyManifest(t, "rbac.yaml")
-	applyManifest(t, "secret.yaml") // empty again: forces a fresh bootstrap
-	startWebhookWith(t, ns, func(c *webhook.Config) {
-		kube := rest.CopyConfig(e.Config)
-		kube.Impersonate = rest.ImpersonationConfig{
-			UserName: "system:serviceaccount:" + certNS + ":podid-webhook",
-			Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + certNS, "system:authenticated"},
-		}
-		c.Kube = kube
-	})
+	applyManifest(t, "deploy/webhook/rbac.yaml")
+	applyManifest(t, "deploy/webhook/secret.yaml") // empty again: forces a fresh bootstrap
+	startWebhookWith(t, ns, asWebhookServiceAccount(e))
 	createSA(t, ns, "wi", map[string]string{webhook.ClientIDAnnotation: "client-rbac"})
 	pod := selectedPod("rbac", "wi")
 	if err := createPod(t, ns, pod); err != nil {
@@ -686,5 +688,18 @@ func TestIntegrationLeastPrivilegeRBAC(t *testing.T) {
 	}
 	if len(s.Data[servingcert.KeyCert]) == 0 {
 		t.Error("shipped Secret not filled")
+	}
+}
+
+// asWebhookServiceAccount makes webhook.Run act as the shipped
+// ServiceAccount (impersonated), so only the shipped RBAC applies.
+func asWebhookServiceAccount(e *testenv.Env) func(*webhook.Config) {
+	return func(c *webhook.Config) {
+		kube := rest.CopyConfig(e.Config)
+		kube.Impersonate = rest.ImpersonationConfig{
+			UserName: "system:serviceaccount:" + certNS + ":podid-webhook",
+			Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + certNS, "system:authenticated"},
+		}
+		c.Kube = kube
 	}
 }

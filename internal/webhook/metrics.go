@@ -19,6 +19,8 @@ const (
 	OutcomeInvalid          Outcome = "invalid"            // denied: bad annotation
 	OutcomeBadRequest       Outcome = "bad_request"        // not a valid AdmissionReview
 	OutcomeError            Outcome = "error"              // internal error
+	OutcomeTokenAllowed     Outcome = "token_allowed"      // token guard: agent's TokenRequest admitted
+	OutcomeTokenDenied      Outcome = "token_denied"       // token guard: agent's TokenRequest denied
 )
 
 // Metrics are the webhook's Prometheus collectors. A nil *Metrics records

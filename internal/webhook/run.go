@@ -22,8 +22,8 @@ import (
 
 // Config is everything Run needs. Zero values get the defaults noted.
 type Config struct {
-	// Kube is the API server connection (ServiceAccount watch, Secret,
-	// MutatingWebhookConfiguration).
+	// Kube is the API server connection (ServiceAccount watch, pod reads
+	// of the token guard, Secret, webhook configurations).
 	Kube *rest.Config
 
 	// Addr is the HTTPS listen address (default ":9443").
@@ -48,6 +48,10 @@ type Config struct {
 	// WebhookConfigName is the MutatingWebhookConfiguration whose caBundle
 	// is kept in sync (empty: not managed).
 	WebhookConfigName string
+	// ValidatingWebhookConfigName is the ValidatingWebhookConfiguration of
+	// the agent token guard whose caBundle is kept in sync (empty: not
+	// managed). The guard is served at TokenGuardPath either way.
+	ValidatingWebhookConfigName string
 	// CertHosts are the certificate's DNS names / IPs, typically
 	// <service>.<namespace>.svc.
 	CertHosts []string
@@ -122,14 +126,15 @@ func Run(ctx context.Context, c Config) error {
 	}
 	sas := NewServiceAccountCache(cs)
 	certs := servingcert.New(servingcert.Config{
-		Client:            cs,
-		Namespace:         c.Namespace,
-		SecretName:        c.SecretName,
-		WebhookConfigName: c.WebhookConfigName,
-		Hosts:             c.CertHosts,
-		Validity:          c.CertValidity,
-		RotateBefore:      c.CertRotateBefore,
-		Logger:            log.With("component", "servingcert"),
+		Client:                      cs,
+		Namespace:                   c.Namespace,
+		SecretName:                  c.SecretName,
+		WebhookConfigName:           c.WebhookConfigName,
+		ValidatingWebhookConfigName: c.ValidatingWebhookConfigName,
+		Hosts:                       c.CertHosts,
+		Validity:                    c.CertValidity,
+		RotateBefore:                c.CertRotateBefore,
+		Logger:                      log.With("component", "servingcert"),
 	})
 	handler := NewHandler(HandlerConfig{
 		Mutator:               Mutator{AuthorityHost: c.AuthorityHost, DefaultTenantID: c.DefaultTenantID},
@@ -138,9 +143,11 @@ func Run(ctx context.Context, c Config) error {
 		Metrics:               metrics,
 		Logger:                log,
 	})
+	guard := NewTokenGuard(TokenGuardConfig{Pods: LivePods{Client: cs}, Metrics: metrics, Logger: log})
 	server := NewServer(ServerConfig{
 		Addr:           c.Addr,
 		Handler:        handler,
+		TokenGuard:     guard,
 		GetCertificate: certs.GetCertificate,
 		MinTLSVersion:  c.MinTLSVersion,
 		Logger:         log,

@@ -20,6 +20,8 @@ type ServerConfig struct {
 	Addr string
 	// Handler serves AdmissionReviews at Path.
 	Handler http.Handler
+	// TokenGuard, if set, serves AdmissionReviews at TokenGuardPath.
+	TokenGuard http.Handler
 	// GetCertificate returns the serving certificate.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// MinTLSVersion defaults to TLS 1.2.
@@ -58,6 +60,9 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle(Path, s.cfg.Handler)
+	if s.cfg.TokenGuard != nil {
+		mux.Handle(TokenGuardPath, s.cfg.TokenGuard)
+	}
 	srv := &http.Server{
 		Handler: mux,
 		TLSConfig: &tls.Config{
