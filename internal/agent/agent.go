@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -106,7 +107,6 @@ func Run(ctx context.Context, cfg Config) error {
 	informers, err := crcache.New(cfg.RESTConfig, crcache.Options{
 		Scheme: sch,
 		ByObject: map[client.Object]crcache.ByObject{
-			&corev1.Pod{}:            {Field: fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName), Transform: TrimPod},
 			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
 		},
 		DefaultTransform: crcache.TransformStripManagedFields(),
@@ -139,39 +139,17 @@ func Run(ctx context.Context, cfg Config) error {
 		Tokens: tokens, Metrics: metrics, Logger: log,
 	})
 
-	podInf, err := informers.GetInformer(ctx, &corev1.Pod{})
-	if err != nil {
-		return fmt.Errorf("pod informer: %w", err)
+	index.OnGone = func(uid types.UID) {
+		resolver.Forget(uid)
+		tokens.ForgetPod(uid)
 	}
-	gone := func(obj any) {
-		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		if p, ok := obj.(*corev1.Pod); ok {
-			index.Delete(p.UID)
-			resolver.Forget(p.UID)
-			tokens.ForgetPod(p.UID)
-		}
-	}
-	if _, err := podInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if p, ok := obj.(*corev1.Pod); ok {
-				index.Upsert(p)
-			}
-		},
-		UpdateFunc: func(_, obj any) {
-			if p, ok := obj.(*corev1.Pod); ok {
-				index.Upsert(p)
-				if !live(p) {
-					resolver.Forget(p.UID)
-					tokens.ForgetPod(p.UID)
-				}
-			}
-		},
-		DeleteFunc: gone,
-	}); err != nil {
-		return fmt.Errorf("pod event handler: %w", err)
-	}
+	// Pods of this node go straight from a reflector into the index (no
+	// informer cache: the index is the only copy, compact).
+	pods := toolscache.NewReflectorWithOptions(
+		toolscache.NewFilteredListWatchFromClient(cs.CoreV1().RESTClient(), "pods", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+		}),
+		&corev1.Pod{}, index.Store(), toolscache.ReflectorOptions{Name: "podid-agent-pods"})
 	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &podidv1.AzureIdentity{}, &podidv1.AzureIdentityBinding{}, &podidv1.AzurePodIdentityException{}} {
 		if _, err := informers.GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
@@ -181,8 +159,14 @@ func Run(ctx context.Context, cfg Config) error {
 	var ready atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return informers.Start(gctx) })
+	g.Go(func() error { pods.Run(gctx.Done()); return nil })
 	g.Go(func() error {
 		if !informers.WaitForCacheSync(gctx) {
+			return gctx.Err()
+		}
+		select {
+		case <-index.Synced():
+		case <-gctx.Done():
 			return gctx.Err()
 		}
 		ready.Store(true)
@@ -267,26 +251,6 @@ type kubePods struct{ cs kubernetes.Interface }
 
 func (k kubePods) GetPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 	return k.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-}
-
-// TrimPod keeps only what the agent reads from a pod, to bound memory.
-func TrimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
-		},
-		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, ServiceAccountName: p.Spec.ServiceAccountName},
-		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
-	}
-	if v, ok := p.Annotations[DefaultClientIDAnnot]; ok {
-		out.Annotations = map[string]string{DefaultClientIDAnnot: v}
-	}
-	return out, nil
 }
 
 func trimServiceAccount(obj any) (any, error) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,10 +16,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/podid/podid/internal/token"
 )
@@ -364,18 +367,6 @@ func TestResolverConfirmTTL(t *testing.T) {
 	}
 }
 
-func TestTrimPod(t *testing.T) {
-	p := testPod("a", "10.1.0.5", "uid-a")
-	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "x"}}
-	p.Spec.Containers = []corev1.Container{{Name: "c", Image: "i"}}
-	p.Annotations = map[string]string{"big": strings.Repeat("x", 1000), DefaultClientIDAnnot: "c"}
-	out, _ := TrimPod(p)
-	tp := out.(*corev1.Pod)
-	if len(tp.ManagedFields) != 0 || len(tp.Spec.Containers) != 0 || len(tp.Annotations) != 1 || tp.Status.PodIP != "10.1.0.5" || tp.UID != "uid-a" {
-		t.Fatalf("trimmed pod %+v", tp)
-	}
-}
-
 func BenchmarkResolve(b *testing.B) {
 	index := NewPodIndex()
 	for i := range 10000 {
@@ -391,4 +382,86 @@ func BenchmarkResolve(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The index keeps compact records; what it hands out must carry every
+// field a decision reads, and nothing it did not keep.
+func TestPodIndexRecordRoundTrip(t *testing.T) {
+	now := metav1.Now()
+	p := testPod("a", "10.1.0.5", "uid-a")
+	p.Labels = map[string]string{"aadpodidbinding": "sel", "app": "web", "noaad": "true"}
+	p.Annotations = map[string]string{"big": strings.Repeat("x", 1000), DefaultClientIDAnnot: "cid-1"}
+	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "x"}}
+	p.Spec.Containers = []corev1.Container{{Name: "c", Image: "i"}}
+	p.Spec.ServiceAccountName = "sa"
+	p.Status.PodIPs = []corev1.PodIP{{IP: "10.1.0.5"}, {IP: "fd00::5"}}
+	del := p.DeepCopy()
+	del.DeletionTimestamp = &now
+
+	for _, tt := range []struct {
+		name string
+		in   *corev1.Pod
+	}{{"running", p}, {"being deleted", del}} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := newRecord(tt.in).pod()
+			want := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: tt.in.Name, Namespace: tt.in.Namespace, UID: tt.in.UID, Labels: tt.in.Labels,
+					Annotations: map[string]string{DefaultClientIDAnnot: "cid-1"}, DeletionTimestamp: tt.in.DeletionTimestamp},
+				Spec:   corev1.PodSpec{NodeName: tt.in.Spec.NodeName, ServiceAccountName: "sa"},
+				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.1.0.5", PodIPs: tt.in.Status.PodIPs},
+			}
+			if !equality.Semantic.DeepEqual(got, want) {
+				t.Fatalf("materialised pod differs:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// The reflector's store: a relist (Replace) drops the pods that vanished
+// during a watch gap and reports each, and the pods that turned terminal;
+// Delete accepts a tombstone.
+func TestPodIndexStore(t *testing.T) {
+	x := NewPodIndex()
+	var gone []types.UID
+	x.OnGone = func(uid types.UID) { gone = append(gone, uid) }
+	s := x.Store()
+	select {
+	case <-x.Synced():
+		t.Fatal("synced before the first list")
+	default:
+	}
+	a, b, c := testPod("a", "10.1.0.5", "uid-a"), testPod("b", "10.1.0.6", "uid-b"), testPod("c", "10.1.0.7", "uid-c")
+	if err := s.Replace([]any{a, b, c}, "1"); err != nil {
+		t.Fatal(err)
+	}
+	<-x.Synced()
+	if x.Len() != 3 || len(gone) != 0 {
+		t.Fatalf("after first list: %d pods, gone %v", x.Len(), gone)
+	}
+	doneC := c.DeepCopy()
+	doneC.Status.Phase = corev1.PodSucceeded
+	reused := testPod("a2", "10.1.0.5", "uid-a2") // a's IP, a new pod
+	if err := s.Replace([]any{b, doneC, reused}, "2"); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(gone)
+	if want := []types.UID{"uid-a", "uid-c"}; !slices.Equal(gone, want) {
+		t.Fatalf("gone after relist = %v, want %v", gone, want)
+	}
+	if p, err := x.lookup(netip.MustParseAddr("10.1.0.5")); err != nil || p.UID != "uid-a2" {
+		t.Fatalf("10.1.0.5 resolves to %v (%v), want uid-a2", p, err)
+	}
+	if _, err := x.lookup(netip.MustParseAddr("10.1.0.7")); err == nil {
+		t.Fatal("a finished pod's IP still resolves")
+	}
+	gone = nil
+	if err := s.Delete(toolscache.DeletedFinalStateUnknown{Key: "ns/b", Obj: b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add("not a pod"); err == nil {
+		t.Fatal("a non-pod object was accepted")
+	}
+	if !slices.Equal(gone, []types.UID{"uid-b"}) || x.Len() != 2 {
+		t.Fatalf("after tombstone delete: gone %v, %d pods", gone, x.Len())
+	}
 }
