@@ -45,7 +45,7 @@ func main() {
 	podid := flag.String("podid", "", "podid binary (default: build ./cmd/podid)")
 	qps := flag.Int("qps", 1000, "controller --kube-api-qps")
 	workers := flag.Int("workers", 32, "controller --workers")
-	memLimit := flag.String("gomemlimit", "100MiB", "GOMEMLIMIT of the controller process, as deploy/controller sets it (\"\" for none)")
+	memLimit := flag.String("gomemlimit", "72MiB", "GOMEMLIMIT of the controller process, as deploy/controller sets it (\"\" for none)")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard())
 	if err := run(*pods, *bindings, *namespaces, *podid, *qps, *workers, *memLimit); err != nil {

@@ -85,18 +85,16 @@ func addIndexes(ctx context.Context, mgr ctrl.Manager) error {
 			return []string{key(a.Spec.PodNamespace, a.Spec.Pod)}
 		}},
 		{&podidv1.AzureAssignedIdentity{}, indexAssignBinding, func(o client.Object) []string {
-			a := o.(*podidv1.AzureAssignedIdentity)
-			if a.Spec.AzureBindingRef == nil {
-				return nil
+			if k := assignmentBinding(o.(*podidv1.AzureAssignedIdentity)); k != "" {
+				return []string{k}
 			}
-			return []string{key(a.Spec.AzureBindingRef.Namespace, a.Spec.AzureBindingRef.Name)}
+			return nil
 		}},
 		{&podidv1.AzureAssignedIdentity{}, indexAssignID, func(o client.Object) []string {
-			a := o.(*podidv1.AzureAssignedIdentity)
-			if a.Spec.AzureIdentityRef == nil {
-				return nil
+			if k := assignmentIdentity(o.(*podidv1.AzureAssignedIdentity)); k != "" {
+				return []string{k}
 			}
-			return []string{key(a.Spec.AzureIdentityRef.Namespace, a.Spec.AzureIdentityRef.Name)}
+			return nil
 		}},
 		{&podidv1.AzureIdentityBinding{}, indexSelector, func(o client.Object) []string {
 			if s := o.(*podidv1.AzureIdentityBinding).Spec.Normalized().Selector; s != "" {

@@ -209,8 +209,11 @@ func (r *PodReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 			desired[cur.Name] = want
 			continue
 		}
+		// cur is the cache's trimmed copy: everything but its metadata is
+		// replaced, and its cache-only annotations never reach the server.
 		upd := cur.DeepCopy()
 		upd.Labels, upd.OwnerReferences, upd.Spec, upd.Status = want.Labels, want.OwnerReferences, want.Spec, want.Status
+		upd.Annotations = serverAnnotations(cur.Annotations)
 		if err := r.Client.Update(ctx, upd, client.FieldOwner(FieldManager)); err != nil {
 			return reconcile.Result{}, fmt.Errorf("could not update assignment %s/%s: %w", cur.Namespace, cur.Name, err)
 		}
@@ -339,11 +342,4 @@ func assignment(pod *corev1.Pod, m binding.Match) *podidv1.AzureAssignedIdentity
 		// No node attachment is needed: once recorded, the agent serves it.
 		Status: podidv1.AzureAssignedIdentityStatus{Status: podidv1.AssignedIDAssigned},
 	}
-}
-
-func upToDate(cur, want *podidv1.AzureAssignedIdentity) bool {
-	return equality.Semantic.DeepEqual(cur.Spec, want.Spec) &&
-		equality.Semantic.DeepEqual(cur.Status, want.Status) &&
-		equality.Semantic.DeepEqual(cur.Labels, want.Labels) &&
-		equality.Semantic.DeepEqual(cur.OwnerReferences, want.OwnerReferences)
 }

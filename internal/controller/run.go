@@ -18,6 +18,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
 )
 
@@ -72,7 +73,11 @@ func NewManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o
 			SyncPeriod: sync,
 			// The controller never writes pods, so it caches only what a
 			// decision reads: a fraction of a full pod's memory at 10k pods.
-			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: trimPod}},
+			// Assignments are cached trimmed too (assignment_cache.go).
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}:                    {Transform: trimPod},
+				&podidv1.AzureAssignedIdentity{}: {Transform: trimAssignment},
+			},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 	}
