@@ -115,6 +115,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("build informers: %w", err)
 	}
 
+	if err := RegisterIndexes(ctx, informers); err != nil {
+		return err
+	}
 	index := NewPodIndex()
 	metrics := NewMetrics(func() float64 { return float64(index.Len()) })
 	pcfg := token.ProviderConfig{

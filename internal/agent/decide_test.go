@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	podidv1 "github.com/podid/podid/api/v1"
+	"github.com/podid/podid/internal/token"
+)
+
+// newIndexedReader is a fake client with n identities and bindings in
+// namespace "ns" and the field indexes RegisterIndexes adds to the agent's
+// cache.
+func newIndexedReader(t testing.TB, n int) client.Reader {
+	t.Helper()
+	b := fake.NewClientBuilder().WithScheme(newScheme())
+	if err := RegisterIndexes(context.Background(), fieldIndexerFunc(func(obj client.Object, field string, fn client.IndexerFunc) {
+		b = b.WithIndex(obj, field, fn)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		b = b.WithObjects(
+			&podidv1.AzureIdentity{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("id-%d", i)}, Spec: podidv1.AzureIdentitySpec{ClientID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i)}},
+			&podidv1.AzureIdentityBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("b-%d", i)}, Spec: podidv1.AzureIdentityBindingSpec{AzureIdentity: fmt.Sprintf("id-%d", i), Selector: fmt.Sprintf("sel-%d", i)}},
+		)
+	}
+	return b.Build()
+}
+
+// fieldIndexerFunc adapts the fake builder's WithIndex to client.FieldIndexer.
+type fieldIndexerFunc func(client.Object, string, client.IndexerFunc)
+
+func (f fieldIndexerFunc) IndexField(_ context.Context, obj client.Object, field string, fn client.IndexerFunc) error {
+	f(obj, field, fn)
+	return nil
+}
+
+// With a thousand identities in the namespace, the pod gets exactly the one
+// its label selects (the index is what narrows the read).
+func TestBindingDeciderPicksTheSelectedIdentity(t *testing.T) {
+	d := &BindingDecider{Reader: newIndexedReader(t, 1000), DefaultTenantID: "t"}
+	for _, sel := range []string{"sel-0", "sel-517", "sel-999"} {
+		p := testPod("p", "10.1.0.5", "uid-p")
+		p.Labels[podidv1.PodLabelKey] = sel
+		ids, herr := d.Identities(t.Context(), p)
+		if herr != nil {
+			t.Fatalf("%s: %v", sel, herr.description)
+		}
+		var n int
+		fmt.Sscanf(sel, "sel-%d", &n)
+		want := fmt.Sprintf("00000000-0000-0000-0000-%012d", n)
+		if len(ids) != 1 || ids[0].ClientID != want || ids[0].Kind != token.Federated {
+			t.Fatalf("%s: identities %+v, want exactly %s", sel, ids, want)
+		}
+	}
+	p := testPod("p", "10.1.0.5", "uid-p")
+	p.Labels[podidv1.PodLabelKey] = "sel-none"
+	if _, herr := d.Identities(t.Context(), p); herr == nil || herr.status != 404 {
+		t.Fatalf("unknown selector: %+v, want 404", herr)
+	}
+}
