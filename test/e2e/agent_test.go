@@ -4,16 +4,23 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -23,6 +30,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/intercept"
+	"github.com/podid/podid/internal/sts/tokenverify"
 	"github.com/podid/podid/test/e2e/framework"
 )
 
@@ -33,6 +41,10 @@ const (
 	miClientImage   = "localhost/podid-miclient:dev"
 	imdsTokenPath   = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + wiResource
 	agentV1Selector = "podid-e2e-v1"
+	// agentMultiSelector selects pods for two identities at once, both
+	// trusting agentMultiSA.
+	agentMultiSelector = "podid-e2e-multi"
+	agentMultiSA       = "sa-multi"
 	// agentAuthority is the sts as the agent (hostNetwork) reaches it: the
 	// Service's ClusterIP, which kube-proxy also translates for host
 	// processes, and which the sts certificate names.
@@ -50,7 +62,9 @@ const (
 //
 // Steps: 00 sts, 01 CRDs, 02 agent (DaemonSet Ready), 03 identities and
 // bindings, 04 cases: v1 binding, no binding, v2 service account,
-// hostNetwork pod, and last agent gone (fail closed).
+// hostNetwork pod, binding of another namespace, excepted pod, two
+// identities chosen by client_id, IP reused by a new pod, agent restarted
+// under load, and last agent gone (fail closed).
 func TestAgent(t *testing.T) {
 	c := framework.Connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -66,11 +80,18 @@ func TestAgent(t *testing.T) {
 	for _, w := range []*wiWorkload{&v1, &v2} {
 		w.subject = "system:serviceaccount:" + ns + ":" + w.sa
 	}
+	// Two identities for one selector, both trusting agentMultiSA (sa only
+	// names the sts identity here: deploySTS names identities after it).
+	multiX := wiWorkload{name: "multi-x", sa: "multi-x", fic: true, clientID: newUUID(t)}
+	multiY := wiWorkload{name: "multi-y", sa: "multi-y", fic: true, clientID: newUUID(t)}
+	for _, w := range []*wiWorkload{&multiX, &multiY} {
+		w.subject = "system:serviceaccount:" + ns + ":" + agentMultiSA
+	}
 
 	// 00: the sts.
 	start := time.Now()
 	ensureNamespace(ctx, t, c, stsNamespace)
-	stsPodIP := deploySTS(ctx, t, c, []wiWorkload{v1, v2})
+	stsPodIP := deploySTS(ctx, t, c, []wiWorkload{v1, v2, multiX, multiY})
 	stsTransport, caPEM := stsClientTransport(ctx, t, stsPodIP)
 	t.Logf("00 sts ready at %s (%s)", stsPodIP, time.Since(start).Round(time.Millisecond))
 
@@ -103,28 +124,15 @@ func TestAgent(t *testing.T) {
 	}
 	t.Logf("02 agent DaemonSet ready (%s)", time.Since(start).Round(time.Millisecond))
 
-	// 03: the v1 identity and binding, the service accounts.
-	id := &podidv1.AzureIdentity{
-		TypeMeta:   metav1.TypeMeta{APIVersion: podidv1.GroupVersion.String(), Kind: "AzureIdentity"},
-		ObjectMeta: metav1.ObjectMeta{Name: "id-v1"},
-		Spec:       podidv1.AzureIdentitySpec{Type: podidv1.UserAssignedMSI, ClientID: v1.clientID, TenantID: wiTenantID},
-	}
-	binding := &podidv1.AzureIdentityBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: podidv1.GroupVersion.String(), Kind: "AzureIdentityBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: "id-v1-binding"},
-		Spec:       podidv1.AzureIdentityBindingSpec{AzureIdentity: "id-v1", Selector: agentV1Selector},
-	}
-	c.Apply(ctx, t, ns, mustYAML(t, id))
-	c.Apply(ctx, t, ns, mustYAML(t, binding))
-	c.Apply(ctx, t, ns, mustYAML(t, &corev1.ServiceAccount{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: metav1.ObjectMeta{Name: v1.sa},
-	}))
-	c.Apply(ctx, t, ns, mustYAML(t, &corev1.ServiceAccount{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
-		ObjectMeta: metav1.ObjectMeta{Name: v2.sa, Annotations: map[string]string{
-			"azure.workload.identity/client-id": v2.clientID, "azure.workload.identity/tenant-id": wiTenantID,
-		}},
-	}))
+	// 03: the v1 identities and bindings, the service accounts.
+	applyV1Identity(ctx, t, c, ns, "id-v1", v1.clientID, agentV1Selector)
+	applyV1Identity(ctx, t, c, ns, "id-multi-x", multiX.clientID, agentMultiSelector)
+	applyV1Identity(ctx, t, c, ns, "id-multi-y", multiY.clientID, agentMultiSelector)
+	applyServiceAccount(ctx, t, c, ns, v1.sa, nil)
+	applyServiceAccount(ctx, t, c, ns, agentMultiSA, nil)
+	applyServiceAccount(ctx, t, c, ns, v2.sa, map[string]string{
+		"azure.workload.identity/client-id": v2.clientID, "azure.workload.identity/tenant-id": wiTenantID,
+	})
 
 	// 04: the cases, in order; "agent-gone" must stay last.
 	cases := []struct {
@@ -147,14 +155,7 @@ func TestAgent(t *testing.T) {
 			// the agent must refuse before any exchange.
 			pod := miClientPod(ns, "unbound", v1.sa, nil, "-max-retries=-1")
 			pod = c.CreatePod(ctx, t, pod)
-			logs := waitForLog(ctx, t, c, ns, pod.Name, "no identity is assigned to pod "+ns+"/"+pod.Name)
-			line := lineWith(logs, "no identity is assigned")
-			if !strings.Contains(line, "404") {
-				t.Errorf("denial is not a 404: %s", line)
-			}
-			if strings.Contains(logs, "miclient: token acquired") {
-				t.Fatalf("a pod without binding got a token")
-			}
+			line := waitForNoIdentity(ctx, t, c, pod)
 			t.Logf("azidentity reported: %s", line)
 		}},
 		{"v2-service-account", func(t *testing.T) {
@@ -186,6 +187,169 @@ func TestAgent(t *testing.T) {
 				t.Fatalf("hostNetwork pod got %q, want status=403 with a JSON error and no token", firstLine(out))
 			}
 			t.Logf("hostNetwork pod: %s %s", firstLine(out), strings.TrimSpace(strings.TrimPrefix(out, firstLine(out))))
+		}},
+		{"other-namespace-binding-denied", func(t *testing.T) {
+			// The agent is namespaced by default: the binding of ns selects
+			// nothing here, whatever label the pod carries.
+			other := c.Namespace(t)
+			applyServiceAccount(ctx, t, c, other, "sa-other", nil)
+			pod := miClientPod(other, "foreign", "sa-other", map[string]string{podidv1.PodLabelKey: agentV1Selector}, "-max-retries=-1")
+			pod = c.CreatePod(ctx, t, pod)
+			line := waitForNoIdentity(ctx, t, c, pod)
+			t.Logf("pod of %s labelled for a binding of %s: %s", other, ns, line)
+		}},
+		{"exception-denied", func(t *testing.T) {
+			const excepted = "podid.dev/e2e-excepted"
+			c.Apply(ctx, t, ns, mustYAML(t, &podidv1.AzurePodIdentityException{
+				TypeMeta:   metav1.TypeMeta{APIVersion: podidv1.GroupVersion.String(), Kind: "AzurePodIdentityException"},
+				ObjectMeta: metav1.ObjectMeta{Name: "except-e2e"},
+				Spec:       podidv1.AzurePodIdentityExceptionSpec{PodLabels: map[string]podidv1.LabelValue{excepted: "true"}},
+			}))
+			// Bound to v1 as well: the exception must win over the binding.
+			pod := framework.TestClientPod(ns, "excepted")
+			pod.Labels[podidv1.PodLabelKey] = agentV1Selector
+			pod.Labels[excepted] = "true"
+			pod.Spec.DeprecatedServiceAccount = v1.sa
+			pod = c.CreatePod(ctx, t, pod)
+			a := waitIMDSAnswer(ctx, t, c, ns, pod.Name, "")
+			code, desc, err := imdsError(a.body)
+			if a.status != http.StatusForbidden || err != nil {
+				t.Fatalf("excepted pod got status=%d (%v), want 403 with a JSON error and no token", a.status, err)
+			}
+			t.Logf("excepted pod: status=%d %s: %s", a.status, code, desc)
+		}},
+		{"two-identities-client-id", func(t *testing.T) {
+			probe := framework.TestClientPod(ns, "multi-probe")
+			probe.Labels[podidv1.PodLabelKey] = agentMultiSelector
+			probe.Spec.DeprecatedServiceAccount = agentMultiSA
+			probe = c.CreatePod(ctx, t, probe)
+			a := waitIMDSAnswer(ctx, t, c, ns, probe.Name, "")
+			code, desc, err := imdsError(a.body)
+			if a.status != http.StatusBadRequest || err != nil || !strings.Contains(desc, "Multiple user assigned identities") {
+				t.Fatalf("pod with two identities and no client_id got status=%d %s %q (%v), want 400 \"Multiple user assigned identities…\"", a.status, code, desc, err)
+			}
+			t.Logf("no client_id: status=%d %s: %s", a.status, code, desc)
+			// Each identity by the SDK's own option (ManagedIdentityCredentialOptions.ID).
+			pods := map[string]*corev1.Pod{}
+			for _, w := range []wiWorkload{multiX, multiY} {
+				pods[w.clientID] = c.CreatePod(ctx, t, miClientPod(ns, w.name, agentMultiSA,
+					map[string]string{podidv1.PodLabelKey: agentMultiSelector}, "-client-id="+w.clientID))
+			}
+			for _, w := range []wiWorkload{multiX, multiY} {
+				pod := pods[w.clientID]
+				logs := waitForLog(ctx, t, c, ns, pod.Name, "miclient: token acquired")
+				t.Logf("%s: %s", pod.Name, lastLine(logs))
+				access, _, err := c.Exec(ctx, ns, pod.Name, "", "/miclient", "cat", "/tmp/access-token")
+				if err != nil {
+					t.Fatalf("read access token: %v", err)
+				}
+				verifyAccessToken(ctx, t, stsTransport, strings.TrimSpace(access), w.clientID)
+			}
+		}},
+		{"ip-reuse-after-pod-deletion", func(t *testing.T) {
+			ipam := hostLocalState(t)
+			old := miClientPod(ns, "reuse-old", v1.sa, map[string]string{podidv1.PodLabelKey: agentV1Selector})
+			old = c.CreatePod(ctx, t, old)
+			waitForLog(ctx, t, c, ns, old.Name, "miclient: token acquired")
+			ip, err := netip.ParseAddr(old.Status.PodIP)
+			must(t, err)
+			deleted := time.Now()
+			deletePodAndWait(ctx, t, c, old)
+			nextPodGetsIP(ctx, t, ipam, ip)
+			// Same service account (its token for v1 is in the agent's
+			// cache), no binding: anything but a refusal is the old pod's token.
+			reused := miClientPod(ns, "reuse-new", v1.sa, nil, "-max-retries=-1")
+			reused = c.CreatePod(ctx, t, reused)
+			if reused.Status.PodIP != ip.String() {
+				t.Fatalf("could not arrange IP reuse: %s got %s, not %s (host-local state %s)", reused.Name, reused.Status.PodIP, ip, ipam)
+			}
+			t.Logf("IP %s reused: %s (uid %s) deleted, %s (uid %s) Running with it %s later",
+				ip, old.Name, old.UID, reused.Name, reused.UID, time.Since(deleted).Round(time.Millisecond))
+			line := waitForNoIdentity(ctx, t, c, reused)
+			logs, _ := c.Logs(ctx, ns, reused.Name, "")
+			if first, _, _ := strings.Cut(logs, "\n"); first != line {
+				t.Logf("new pod's first answer: %s", first)
+			}
+			t.Logf("new pod's answer once the agent saw it: %s", line)
+		}},
+		{"agent-restarted-under-load", func(t *testing.T) {
+			verifier := accessTokenVerifier(t, stsTransport)
+			// Four pods, four identities (v1 binding, v2 service account, and
+			// the two multi identities each named by client_id).
+			multi := map[string]string{podidv1.PodLabelKey: agentMultiSelector}
+			load := []*loadPod{
+				{name: "load-v1", sa: v1.sa, labels: map[string]string{podidv1.PodLabelKey: agentV1Selector}, want: v1.clientID},
+				{name: "load-v2", sa: v2.sa, labels: map[string]string{"azure.workload.identity/use": "true"}, want: v2.clientID},
+				{name: "load-x", sa: agentMultiSA, labels: multi, want: multiX.clientID, query: "&client_id=" + multiX.clientID},
+				{name: "load-y", sa: agentMultiSA, labels: multi, want: multiY.clientID, query: "&client_id=" + multiY.clientID},
+			}
+			for _, lp := range load {
+				pod := framework.TestClientPod(ns, lp.name)
+				for k, v := range lp.labels {
+					pod.Labels[k] = v
+				}
+				pod.Spec.DeprecatedServiceAccount = lp.sa
+				c.CreatePod(ctx, t, pod)
+			}
+			// Stopped between bursts, not by cancelling one: an exec cut
+			// short is no answer, only noise.
+			stop := make(chan struct{})
+			stopLoad := sync.OnceFunc(func() { close(stop) })
+			var wg sync.WaitGroup
+			defer func() { stopLoad(); wg.Wait() }()
+			started := time.Now()
+			for _, lp := range load {
+				wg.Add(1)
+				go func() { defer wg.Done(); lp.run(ctx, stop, c, ns, verifier) }()
+			}
+			waitAllServedAfter(ctx, t, load, started, "before the restart")
+
+			old := agentPod(ctx, t, c)
+			deleted := time.Now()
+			gone := deletePodAndWait(ctx, t, c, old)
+			// Only now can no answer come from the old agent: the pod object
+			// goes once the kubelet saw its container end.
+			recovered := waitAllServedAfter(ctx, t, load, gone, "after the restart")
+			stopLoad()
+			wg.Wait()
+
+			var total, tokens int
+			var slowest time.Duration // of the answers without a token
+			failures := map[string]int{}
+			for _, lp := range load {
+				for _, r := range lp.results {
+					total++
+					if r.a.status != http.StatusOK {
+						slowest = max(slowest, r.end.Sub(r.start))
+					}
+					switch {
+					case r.wrong != nil:
+						t.Errorf("%s got a token that is not its identity's (%s) at %s: %v", lp.name, lp.want, r.start.Sub(deleted).Round(time.Millisecond), r.wrong)
+					case r.a.status == http.StatusOK:
+						tokens++
+					case r.a.status != 0:
+						if _, _, err := imdsError(r.a.body); err != nil {
+							t.Errorf("%s: status=%d is not an IMDS error: %v", lp.name, r.a.status, err)
+						}
+						failures[fmt.Sprintf("status=%d", r.a.status)]++
+					default:
+						failures[failureKind(r.a)]++
+					}
+				}
+			}
+			first := recovered
+			for _, lp := range load {
+				if at, ok := lp.servedAfter(gone); ok && at.Before(first) {
+					first = at
+				}
+			}
+			t.Logf("agent restart: recovered in %s (old agent pod gone after %s; every pod served again after %s)",
+				first.Sub(deleted).Round(time.Millisecond), gone.Sub(deleted).Round(time.Millisecond), recovered.Sub(deleted).Round(time.Millisecond))
+			t.Logf("agent restart: %d requests in %s from %d pods (each every 100 ms): %d tokens, each for the asking pod's identity; no token: %v, the slowest in %s",
+				total, time.Since(started).Round(time.Millisecond), len(load), tokens, failures, slowest.Round(time.Millisecond))
+			if ok, err := rules.Check(ctx); err != nil || !ok {
+				t.Fatalf("the interception rules are not in place after the restart (ok=%v, err=%v)", ok, err)
+			}
 		}},
 		{"agent-gone-fails-closed", func(t *testing.T) {
 			pod := framework.TestClientPod(ns, "after-agent")
@@ -429,4 +593,389 @@ func lineWith(s, sub string) string {
 		}
 	}
 	return ""
+}
+
+// applyV1Identity applies a user-assigned AzureIdentity name (client
+// clientID, the sts tenant) and a binding name-binding for selector.
+func applyV1Identity(ctx context.Context, t *testing.T, c *framework.Cluster, ns, name, clientID, selector string) {
+	t.Helper()
+	c.Apply(ctx, t, ns, mustYAML(t, &podidv1.AzureIdentity{
+		TypeMeta:   metav1.TypeMeta{APIVersion: podidv1.GroupVersion.String(), Kind: "AzureIdentity"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       podidv1.AzureIdentitySpec{Type: podidv1.UserAssignedMSI, ClientID: clientID, TenantID: wiTenantID},
+	}))
+	c.Apply(ctx, t, ns, mustYAML(t, &podidv1.AzureIdentityBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: podidv1.GroupVersion.String(), Kind: "AzureIdentityBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-binding"},
+		Spec:       podidv1.AzureIdentityBindingSpec{AzureIdentity: name, Selector: selector},
+	}))
+}
+
+// applyServiceAccount applies a service account with annotations.
+func applyServiceAccount(ctx context.Context, t *testing.T, c *framework.Cluster, ns, name string, annotations map[string]string) {
+	t.Helper()
+	c.Apply(ctx, t, ns, mustYAML(t, &corev1.ServiceAccount{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations},
+	}))
+}
+
+// waitForNoIdentity waits until miclient in pod reports the agent's "no
+// identity is assigned" refusal naming this very pod (so the agent judged
+// the pod, not an unknown IP), checks that it was a 404 and that the pod got
+// no token, and returns the line.
+func waitForNoIdentity(ctx context.Context, t *testing.T, c *framework.Cluster, pod *corev1.Pod) string {
+	t.Helper()
+	logs := waitForLog(ctx, t, c, pod.Namespace, pod.Name, "no identity is assigned to pod "+pod.Namespace+"/"+pod.Name)
+	line := lineWith(logs, "no identity is assigned")
+	if !strings.Contains(line, "404") {
+		t.Errorf("denial is not a 404: %s", line)
+	}
+	if strings.Contains(logs, "miclient: token acquired") {
+		t.Fatalf("pod %s/%s got a token", pod.Namespace, pod.Name)
+	}
+	return line
+}
+
+// imdsAnswer is what a pod got for one IMDS token request sent with
+// testclient: the status and body, or (status 0) why no HTTP answer came.
+type imdsAnswer struct {
+	status int
+	body   string
+	err    error
+	inPod  bool // err is testclient's (the request failed in the pod), not the exec's
+}
+
+// imdsGet sends one token request (query appended to imdsTokenPath) from
+// inside a testclient pod to 169.254.169.254, as an application would.
+func imdsGet(ctx context.Context, c *framework.Cluster, ns, pod, query string) imdsAnswer {
+	out, stderr, err := c.Exec(ctx, ns, pod, "", "/testclient", "get", "-H", "Metadata: true", "http://169.254.169.254"+imdsTokenPath+query)
+	if err != nil {
+		return imdsAnswer{err: err, inPod: strings.HasPrefix(stderr, "testclient:")}
+	}
+	head, body, _ := strings.Cut(out, "\n")
+	status, err := strconv.Atoi(strings.TrimPrefix(head, "status="))
+	if err != nil || !strings.HasPrefix(head, "status=") {
+		return imdsAnswer{err: fmt.Errorf("testclient printed %q, want status=N", head)}
+	}
+	return imdsAnswer{status: status, body: body}
+}
+
+// waitIMDSAnswer polls imdsGet until the agent knows the calling pod (its
+// watch may not have seen a new pod's IP yet: 404 "no running pod") and
+// returns that answer.
+func waitIMDSAnswer(ctx context.Context, t *testing.T, c *framework.Cluster, ns, pod, query string) imdsAnswer {
+	t.Helper()
+	var a imdsAnswer
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		a = imdsGet(ctx, c, ns, pod, query)
+		return a.err == nil && (a.status != http.StatusNotFound || !strings.Contains(a.body, "no running pod on this node has IP")), nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s/%s: the agent never judged it: %v (last: status=%d %s, %v)", ns, pod, err, a.status, a.body, a.err)
+	}
+	return a
+}
+
+// imdsError decodes an IMDS error body; anything else, a token above all, is
+// an error.
+func imdsError(body string) (code, desc string, err error) {
+	var e map[string]any
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		return "", "", fmt.Errorf("not JSON: %w", err)
+	}
+	if _, ok := e["access_token"]; ok {
+		return "", "", errors.New("the error response carries an access token")
+	}
+	code, _ = e["error"].(string)
+	desc, _ = e["error_description"].(string)
+	if code == "" {
+		return "", "", fmt.Errorf("no \"error\" in %s", body)
+	}
+	return code, desc, nil
+}
+
+// checkToken checks a 200 IMDS body: its access token verifies and names
+// want as its app, and so does client_id.
+func checkToken(v *tokenverify.Verifier, body, want string) error {
+	var r struct {
+		AccessToken string `json:"access_token"`
+		ClientID    string `json:"client_id"`
+	}
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		return fmt.Errorf("token response is not JSON: %w", err)
+	}
+	// Not the load's context: its end must not turn into a failed check.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	claims, err := v.Verify(ctx, r.AccessToken)
+	if err != nil {
+		return fmt.Errorf("access token does not verify: %w", err)
+	}
+	if !strings.EqualFold(r.ClientID, want) || !strings.EqualFold(claims.AppID, want) {
+		return fmt.Errorf("client_id %s, token appid %s", r.ClientID, claims.AppID)
+	}
+	return nil
+}
+
+// failureKind names why a request got no HTTP answer.
+func failureKind(a imdsAnswer) string {
+	if !a.inPod {
+		return "exec failed"
+	}
+	for _, k := range []string{"connection refused", "connection reset", "EOF", "timeout"} {
+		if strings.Contains(a.err.Error(), k) {
+			return k
+		}
+	}
+	return "other transport error"
+}
+
+// loadPod is a testclient pod of agent-restarted-under-load: it asks for
+// a token in a loop and records every answer.
+type loadPod struct {
+	name, sa string
+	labels   map[string]string
+	query    string // added to the request: client_id=
+	want     string // the client id of its identity
+
+	mu      sync.Mutex // protects results
+	results []loadResult
+}
+
+type loadResult struct {
+	start, end time.Time
+	a          imdsAnswer
+	wrong      error // a 200 whose token is not want's
+}
+
+// run asks for a token every 100 ms until stop is closed (or ctx ends),
+// in bursts of 10 requests per exec (an exec alone takes about a second on
+// a busy node).
+func (lp *loadPod) run(ctx context.Context, stop <-chan struct{}, c *framework.Cluster, ns string, v *tokenverify.Verifier) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		start := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		rs, err := imdsBurst(rctx, c, ns, lp.name, lp.query, 10, 100*time.Millisecond)
+		cancel()
+		if ctx.Err() != nil {
+			return // the test is over: not answers
+		}
+		if err != nil {
+			rs = []loadResult{{start: start, end: time.Now(), a: imdsAnswer{err: err}}}
+		}
+		for i := range rs {
+			if rs[i].a.err == nil && rs[i].a.status == http.StatusOK {
+				rs[i].wrong = checkToken(v, rs[i].a.body, lp.want)
+			}
+		}
+		lp.mu.Lock()
+		lp.results = append(lp.results, rs...)
+		lp.mu.Unlock()
+	}
+}
+
+// imdsBurst sends n token requests, every apart, from inside a testclient
+// pod in one exec (testclient get -n) and returns them with the times the
+// pod saw (the node's clock, as the test's).
+func imdsBurst(ctx context.Context, c *framework.Cluster, ns, pod, query string, n int, every time.Duration) ([]loadResult, error) {
+	out, _, err := c.Exec(ctx, ns, pod, "", "/testclient", "get", "-H", "Metadata: true", "-n", strconv.Itoa(n), "-every", every.String(),
+		"http://169.254.169.254"+imdsTokenPath+query)
+	if err != nil {
+		return nil, err
+	}
+	var rs []loadResult
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var start, end int64
+		var r loadResult
+		f := strings.SplitN(line, " ", 3)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("testclient printed %q", line)
+		}
+		if _, err := fmt.Sscanf(f[0]+" "+f[1], "start=%d end=%d", &start, &end); err != nil {
+			return nil, fmt.Errorf("testclient printed %q: %w", line, err)
+		}
+		r.start, r.end = time.Unix(0, start), time.Unix(0, end)
+		if msg, ok := strings.CutPrefix(f[2], "error="); ok {
+			msg, err := strconv.Unquote(msg)
+			if err != nil {
+				return nil, fmt.Errorf("testclient printed %q: %w", line, err)
+			}
+			r.a = imdsAnswer{err: errors.New(msg), inPod: true}
+		} else if _, err := fmt.Sscanf(f[2], "status=%d body=%q", &r.a.status, &r.a.body); err != nil {
+			return nil, fmt.Errorf("testclient printed %q: %w", line, err)
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+// servedAfter returns when the first request sent after t0 got a token of
+// the pod's identity.
+func (lp *loadPod) servedAfter(t0 time.Time) (time.Time, bool) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	for _, r := range lp.results {
+		if r.start.After(t0) && r.a.err == nil && r.a.status == http.StatusOK && r.wrong == nil {
+			return r.end, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// last describes the pod's last answer.
+func (lp *loadPod) last() string {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if len(lp.results) == 0 {
+		return lp.name + ": no answer yet"
+	}
+	r := lp.results[len(lp.results)-1]
+	if r.a.err != nil {
+		return fmt.Sprintf("%s: %v", lp.name, r.a.err)
+	}
+	return fmt.Sprintf("%s: status=%d %.200s (wrong: %v)", lp.name, r.a.status, r.a.body, r.wrong)
+}
+
+// waitAllServedAfter waits until every pod got its token for a request sent
+// after t0 and returns when the last of them did.
+func waitAllServedAfter(ctx context.Context, t *testing.T, load []*loadPod, t0 time.Time, what string) time.Time {
+	t.Helper()
+	var last time.Time
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		last = time.Time{}
+		for _, lp := range load {
+			at, ok := lp.servedAfter(t0)
+			if !ok {
+				return false, nil
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		var lasts []string
+		for _, lp := range load {
+			lasts = append(lasts, lp.last())
+		}
+		t.Fatalf("not every pod got its token %s: %v; last answers:\n%s", what, err, strings.Join(lasts, "\n"))
+	}
+	return last
+}
+
+// agentPod returns the agent's pod (one node, one pod).
+func agentPod(ctx context.Context, t *testing.T, c *framework.Cluster) *corev1.Pod {
+	t.Helper()
+	pods, err := c.Clientset.CoreV1().Pods(agentNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podid-agent"})
+	if err != nil {
+		t.Fatalf("list agent pods: %v", err)
+	}
+	if len(pods.Items) != 1 {
+		t.Fatalf("%d agent pods, want 1", len(pods.Items))
+	}
+	return &pods.Items[0]
+}
+
+// deletePodAndWait deletes pod with its own grace period and returns when
+// it is gone from the API server (the kubelet saw its containers end).
+func deletePodAndWait(ctx context.Context, t *testing.T, c *framework.Cluster, pod *corev1.Pod) time.Time {
+	t.Helper()
+	if err := c.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); err != nil {
+		t.Fatalf("delete pod %s/%s: %v", pod.Namespace, pod.Name, err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, framework.PodTimeout, true, func(ctx context.Context) (bool, error) {
+		var p corev1.Pod
+		err := c.Client.Get(ctx, client.ObjectKeyFromObject(pod), &p)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return err == nil && p.UID != pod.UID, err
+	})
+	if err != nil {
+		t.Fatalf("pod %s/%s not gone: %v", pod.Namespace, pod.Name, err)
+	}
+	return time.Now()
+}
+
+// cniConfDir is where hack/cluster.sh writes the node's CNI config
+// ($CLUSTER_RUN/cni/net.d, hack/lib.sh).
+const cniConfDir = "/run/podid/cni/net.d"
+
+// hostLocalState returns the directory in which the node's host-local IPAM
+// records the pod network's allocations (<dataDir>/<network name>).
+func hostLocalState(t *testing.T) string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(cniConfDir, "*.conflist"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("want one CNI config in %s, found %v (%v)", cniConfDir, files, err)
+	}
+	b, err := os.ReadFile(files[0])
+	must(t, err)
+	var conf struct {
+		Name    string `json:"name"`
+		Plugins []struct {
+			IPAM struct {
+				Type    string `json:"type"`
+				DataDir string `json:"dataDir"`
+			} `json:"ipam"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &conf); err != nil {
+		t.Fatalf("%s: %v", files[0], err)
+	}
+	for _, p := range conf.Plugins {
+		if p.IPAM.Type == "host-local" {
+			dir := p.IPAM.DataDir
+			if dir == "" {
+				dir = "/var/lib/cni/networks" // host-local's default
+			}
+			return filepath.Join(dir, conf.Name)
+		}
+	}
+	t.Fatalf("%s has no host-local IPAM", files[0])
+	return ""
+}
+
+// nextPodGetsIP makes host-local give ip to the next pod set up on the
+// node. host-local allocates round robin, from the address after the one in
+// last_reserved_ip.<range>, so a released IP would otherwise come back only
+// after the whole range: once ip is released, that file is set to the
+// address before it, under host-local's own lock.
+func nextPodGetsIP(ctx context.Context, t *testing.T, dir string, ip netip.Addr) {
+	t.Helper()
+	file := filepath.Join(dir, ip.String())
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(file)
+		if os.IsNotExist(err) {
+			return true, nil
+		}
+		return false, err
+	})
+	if err != nil {
+		t.Fatalf("host-local never released %s: %v", ip, err)
+	}
+	// One range set in the config: its index is 0.
+	cursor := filepath.Join(dir, "last_reserved_ip.0")
+	if _, err := os.Stat(cursor); err != nil {
+		t.Fatalf("host-local state without its round-robin cursor: %v", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	must(t, err)
+	defer lock.Close() // releases the lock
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("lock host-local state: %v", err)
+	}
+	if _, err := os.Stat(file); err == nil {
+		t.Fatalf("%s was allocated again before the test could reuse it", ip)
+	}
+	must(t, os.WriteFile(cursor, []byte(ip.Prev().String()), 0o644))
 }

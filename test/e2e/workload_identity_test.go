@@ -262,38 +262,35 @@ func stsClientTransport(ctx context.Context, t *testing.T, podIP string) (*http.
 	return tr, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
 }
 
-// deployWebhook applies deploy/webhook with the local image, one replica,
-// the sts as authority host and the sts tenant as default tenant, and waits
-// until it is available.
+// deployWebhook applies deploy/webhook (its kustomization's resources: the
+// mutating webhook and the agent token guard) with the local image, one
+// replica, the sts as authority host and the sts tenant as default tenant,
+// and waits until it is available.
 func deployWebhook(ctx context.Context, t *testing.T, c *framework.Cluster) {
 	t.Helper()
-	for _, f := range []string{"rbac.yaml", "secret.yaml", "service.yaml", "deployment.yaml", "mutatingwebhookconfiguration.yaml"} {
-		objs := readManifest(t, filepath.Join("deploy", "webhook", f))
-		for i, o := range objs {
-			if o.GetKind() != "Deployment" {
-				continue
-			}
-			var d appsv1.Deployment
-			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d))
-			d.Spec.Replicas = ptr.To[int32](1)
-			ctr := &d.Spec.Template.Spec.Containers[0]
-			ctr.Image = "localhost/podid:dev"
-			ctr.ImagePullPolicy = corev1.PullIfNotPresent
-			args := slices.DeleteFunc(slices.Clone(ctr.Args), func(a string) bool {
-				return strings.HasPrefix(a, "--authority-host=") || strings.HasPrefix(a, "--tenant-id=")
-			})
-			ctr.Args = append(args, "--authority-host="+stsAuthority, "--tenant-id="+wiTenantID)
-			m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&d)
-			must(t, err)
-			objs[i] = &unstructured.Unstructured{Object: m}
-			objs[i].SetAPIVersion("apps/v1")
-			objs[i].SetKind("Deployment")
-			unstructured.RemoveNestedField(objs[i].Object, "status")
-			unstructured.RemoveNestedField(objs[i].Object, "metadata", "creationTimestamp")
-			unstructured.RemoveNestedField(objs[i].Object, "spec", "template", "metadata", "creationTimestamp")
+	applyKustomization(ctx, t, c, filepath.Join("deploy", "webhook"), func(o *unstructured.Unstructured) {
+		if o.GetKind() != "Deployment" {
+			return
 		}
-		applyObjects(ctx, t, c, objs)
-	}
+		var d appsv1.Deployment
+		must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d))
+		d.Spec.Replicas = ptr.To[int32](1)
+		ctr := &d.Spec.Template.Spec.Containers[0]
+		ctr.Image = "localhost/podid:dev"
+		ctr.ImagePullPolicy = corev1.PullIfNotPresent
+		args := slices.DeleteFunc(slices.Clone(ctr.Args), func(a string) bool {
+			return strings.HasPrefix(a, "--authority-host=") || strings.HasPrefix(a, "--tenant-id=")
+		})
+		ctr.Args = append(args, "--authority-host="+stsAuthority, "--tenant-id="+wiTenantID)
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&d)
+		must(t, err)
+		o.Object = m
+		o.SetAPIVersion("apps/v1")
+		o.SetKind("Deployment")
+		unstructured.RemoveNestedField(o.Object, "status")
+		unstructured.RemoveNestedField(o.Object, "metadata", "creationTimestamp")
+		unstructured.RemoveNestedField(o.Object, "spec", "template", "metadata", "creationTimestamp")
+	})
 	if err := waitDeploymentAvailable(ctx, c, "podid-system", "podid-webhook"); err != nil {
 		t.Fatal(err)
 	}
@@ -404,6 +401,21 @@ func assertWebhookInjected(t *testing.T, pod *corev1.Pod, clientID string) {
 // against the sts's JWKS.
 func verifyAccessToken(ctx context.Context, t *testing.T, tr http.RoundTripper, tok, clientID string) {
 	t.Helper()
+	claims, err := accessTokenVerifier(t, tr).Verify(ctx, tok)
+	if err != nil {
+		t.Fatalf("access token from the pod does not verify: %v", err)
+	}
+	if claims.TenantID != wiTenantID || claims.AppID != clientID || claims.IDType != "app" {
+		t.Errorf("access token claims = %+v, want tid %s, appid %s, idtyp app", claims, wiTenantID, clientID)
+	}
+	t.Logf("access token verifies: iss %s aud %v tid %s appid %s exp %s", claims.Issuer, claims.Audience, claims.TenantID, claims.AppID, claims.Expiry.UTC().Format(time.RFC3339))
+}
+
+// accessTokenVerifier is the resource server for wiResource that
+// verifyAccessToken uses, for tests that check many tokens (its JWKS is
+// fetched once).
+func accessTokenVerifier(t *testing.T, tr http.RoundTripper) *tokenverify.Verifier {
+	t.Helper()
 	v, err := tokenverify.New(tokenverify.Config{
 		JWKSURL:   stsAuthority + "common/discovery/keys",
 		Keys:      jwks.New(jwks.Config{Transport: tr}),
@@ -413,14 +425,7 @@ func verifyAccessToken(ctx context.Context, t *testing.T, tr http.RoundTripper, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := v.Verify(ctx, tok)
-	if err != nil {
-		t.Fatalf("access token from the pod does not verify: %v", err)
-	}
-	if claims.TenantID != wiTenantID || claims.AppID != clientID || claims.IDType != "app" {
-		t.Errorf("access token claims = %+v, want tid %s, appid %s, idtyp app", claims, wiTenantID, clientID)
-	}
-	t.Logf("access token verifies: iss %s aud %v tid %s appid %s exp %s", claims.Issuer, claims.Audience, claims.TenantID, claims.AppID, claims.Expiry.UTC().Format(time.RFC3339))
+	return v
 }
 
 // readManifest decodes a manifest of the repository.

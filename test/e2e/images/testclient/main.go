@@ -7,6 +7,12 @@
 //	testclient claims FILE           print the JSON claims of the JWT in FILE
 //	testclient get [-H 'K: V']... URL  GET URL, print "status=N" and the body;
 //	                                 exit 1 on a transport error
+//	testclient get [-H 'K: V']... -n N -every D URL
+//	                                 GET URL N times, D apart (a Go duration),
+//	                                 one line each: "start=NS end=NS status=N
+//	                                 body=QUOTED" or "start=NS end=NS
+//	                                 error=QUOTED" (NS: Unix nanoseconds,
+//	                                 QUOTED: a Go quoted string); exit 0
 //
 // Output is meant for tests to parse; nothing here is clever on purpose.
 package main
@@ -20,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,32 +87,71 @@ func run(cmd string, args []string) error {
 }
 
 func get(args []string) error {
+	const usage = "usage: get [-H 'Name: value']... [-n N -every DURATION] URL"
 	header := http.Header{}
-	for len(args) > 1 && args[0] == "-H" {
-		k, v, ok := strings.Cut(args[1], ":")
-		if !ok {
-			return fmt.Errorf("header %q is not 'Name: value'", args[1])
+	n, every := 0, time.Duration(0)
+	for len(args) > 1 {
+		var err error
+		switch args[0] {
+		case "-H":
+			k, v, ok := strings.Cut(args[1], ":")
+			if !ok {
+				return fmt.Errorf("header %q is not 'Name: value'", args[1])
+			}
+			header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		case "-n":
+			n, err = strconv.Atoi(args[1])
+		case "-every":
+			every, err = time.ParseDuration(args[1])
+		default:
+			return errors.New(usage)
 		}
-		header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%s: %w", args[0], err)
+		}
 		args = args[2:]
 	}
 	if len(args) != 1 {
-		return errors.New("usage: get [-H 'Name: value']... URL")
+		return errors.New(usage)
 	}
-	req, err := http.NewRequest(http.MethodGet, args[0], nil)
-	if err != nil {
-		return err
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if n == 0 {
+		status, body, err := getOnce(hc, args[0], header)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("status=%d\n%s", status, body)
+		return nil
 	}
-	req.Header = header
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			time.Sleep(every) // pacing, not synchronisation
+		}
+		start := time.Now()
+		status, body, err := getOnce(hc, args[0], header)
+		if err != nil {
+			fmt.Printf("start=%d end=%d error=%q\n", start.UnixNano(), time.Now().UnixNano(), err.Error())
+			continue
+		}
+		fmt.Printf("start=%d end=%d status=%d body=%q\n", start.UnixNano(), time.Now().UnixNano(), status, body)
+	}
+	return nil
+}
+
+func getOnce(hc *http.Client, url string, header http.Header) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return 0, nil, err
+	}
+	req.Header = header.Clone()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	fmt.Printf("status=%d\n%s", resp.StatusCode, body)
-	return nil
+	return resp.StatusCode, body, nil
 }
