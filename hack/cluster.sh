@@ -290,6 +290,7 @@ PODID_CA_FILE=$K/pki/ca.crt
 PODID_SA_SIGNING_KEY=$K/pki/sa.key
 PODID_CTR_ADDRESS=$CTR_SOCK
 PODID_K8S_BIN=$K8S_BIN
+PODID_KUBELET_DIR=$K/kubelet
 EOF
   mv "$K/cluster.env.tmp" "$K/cluster.env"
 }

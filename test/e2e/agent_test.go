@@ -19,11 +19,14 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -60,11 +63,13 @@ const (
 // agent's interception rule, and the access tokens they get verify against
 // the sts's JWKS.
 //
-// Steps: 00 sts, 01 CRDs, 02 agent (DaemonSet Ready), 03 identities and
-// bindings, 04 cases: v1 binding, no binding, v2 service account,
-// hostNetwork pod, binding of another namespace, excepted pod, two
-// identities chosen by client_id, IP reused by a new pod, agent restarted
-// under load, and last agent gone (fail closed).
+// Steps: 00 sts, 01 CRDs, 02 webhook (deploy/webhook, for the agent token
+// guard) and agent (DaemonSet Ready), 03 identities and bindings, 04 cases:
+// v1 binding, no binding, v2 service account, hostNetwork pod, binding of
+// another namespace, excepted pod, two identities chosen by client_id, IP
+// reused by a new pod, the agent's credential read from the node refused
+// for a pod of another node, agent restarted under load, and last agent
+// gone (fail closed).
 func TestAgent(t *testing.T) {
 	c := framework.Connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -118,11 +123,14 @@ func TestAgent(t *testing.T) {
 			t.Errorf("remove the agent's interception rules from the node: %v", err)
 		}
 	})
+	// The webhook first: it serves the agent token guard, which scopes every
+	// TokenRequest the agent makes to pods on its node.
+	deployWebhook(ctx, t, c)
 	deployAgent(ctx, t, c, caPEM)
 	if ok, err := rules.Check(ctx); err != nil || !ok {
 		t.Fatalf("agent Ready but its interception rules are not on the node (ok=%v, err=%v)", ok, err)
 	}
-	t.Logf("02 agent DaemonSet ready (%s)", time.Since(start).Round(time.Millisecond))
+	t.Logf("02 webhook (token guard) and agent DaemonSet ready (%s)", time.Since(start).Round(time.Millisecond))
 
 	// 03: the v1 identities and bindings, the service accounts.
 	applyV1Identity(ctx, t, c, ns, "id-v1", v1.clientID, agentV1Selector)
@@ -271,6 +279,35 @@ func TestAgent(t *testing.T) {
 				t.Logf("new pod's first answer: %s", first)
 			}
 			t.Logf("new pod's answer once the agent saw it: %s", line)
+		}},
+		{"stolen-agent-credential-stays-on-its-node", func(t *testing.T) {
+			// Whoever owns the node can read the agent's credential (the
+			// kubelet projected it there). With it they may mint exchange
+			// tokens for pods of this node — what the agent itself does —
+			// but the token guard refuses a pod bound to another node.
+			stolen := agentCredential(ctx, t, c)
+			elsewhere := framework.TestClientPod(ns, "on-another-node")
+			elsewhere.Spec.NodeName = "podid-e2e-elsewhere" // never runs: no such kubelet
+			elsewhere.Spec.DeprecatedServiceAccount = v1.sa
+			must(t, c.Client.Create(ctx, elsewhere))
+			t.Cleanup(func() { _ = c.Client.Delete(context.Background(), elsewhere) })
+			here := c.CreatePod(ctx, t, miClientPod(ns, "on-this-node", v1.sa, nil, "-max-retries=-1"))
+			request := func(p *corev1.Pod) error {
+				secs := int64(600)
+				_, err := stolen.CoreV1().ServiceAccounts(ns).CreateToken(ctx, v1.sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+					Audiences: []string{"api://AzureADTokenExchange"}, ExpirationSeconds: &secs,
+					BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID},
+				}}, metav1.CreateOptions{})
+				return err
+			}
+			if err := request(here); err != nil {
+				t.Fatalf("the agent's credential could not mint a token for a pod on its own node: %v", err)
+			}
+			err := request(elsewhere)
+			if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "may only request tokens for pods on its own node") {
+				t.Fatalf("token for a pod on another node: %v, want 403 from the podid token guard", err)
+			}
+			t.Logf("agent credential, pod on another node: %v", err)
 		}},
 		{"agent-restarted-under-load", func(t *testing.T) {
 			verifier := accessTokenVerifier(t, stsTransport)
@@ -870,6 +907,25 @@ func waitAllServedAfter(ctx context.Context, t *testing.T, load []*loadPod, t0 t
 		t.Fatalf("not every pod got its token %s: %v; last answers:\n%s", what, err, strings.Join(lasts, "\n"))
 	}
 	return last
+}
+
+// agentCredential reads the agent pod's service-account token from the
+// node's disk, as anyone with root on the node could, and returns a client
+// using it.
+func agentCredential(ctx context.Context, t *testing.T, c *framework.Cluster) *kubernetes.Clientset {
+	t.Helper()
+	pod := agentPod(ctx, t, c)
+	files, err := filepath.Glob(filepath.Join(c.KubeletDir, "pods", string(pod.UID), "volumes", "kubernetes.io~projected", "kube-api-access-*", "token"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("the agent pod's projected token under %s: %v (%d files)", c.KubeletDir, err, len(files))
+	}
+	tok, err := os.ReadFile(files[0])
+	must(t, err)
+	rc := rest.AnonymousClientConfig(c.Config)
+	rc.BearerToken = strings.TrimSpace(string(tok))
+	cs, err := kubernetes.NewForConfig(rc)
+	must(t, err)
+	return cs
 }
 
 // agentPod returns the agent's pod (one node, one pod).

@@ -81,6 +81,8 @@ type Cluster struct {
 	CtrAddress string
 	// K8sBin is the directory holding kubectl and the other Kubernetes binaries.
 	K8sBin string
+	// KubeletDir is the kubelet's --root-dir (pod volumes live under pods/<uid>/).
+	KubeletDir string
 }
 
 // RepoRoot is the repository root, found from this source file.
@@ -162,6 +164,7 @@ func Load(ctx context.Context, envFile string) (*Cluster, error) {
 		BridgeIP: env["PODID_BRIDGE_IP"], Bridge: env["PODID_BRIDGE"], PodCIDR: env["PODID_POD_CIDR"],
 		ServiceCIDR: env["PODID_SERVICE_CIDR"], APIServer: env["PODID_API_SERVER"], Issuer: env["PODID_SA_ISSUER"],
 		CAFile: env["PODID_CA_FILE"], CtrAddress: env["PODID_CTR_ADDRESS"], K8sBin: env["PODID_K8S_BIN"],
+		KubeletDir: env["PODID_KUBELET_DIR"],
 	}
 	for k, v := range map[string]string{"KUBECONFIG": c.Kubeconfig, "PODID_NODE_NAME": c.NodeName,
 		"PODID_NODE_IP": c.NodeIP, "PODID_BRIDGE_IP": c.BridgeIP, "PODID_SA_ISSUER": c.Issuer, "PODID_CA_FILE": c.CAFile} {
