@@ -28,6 +28,7 @@ type agentOptions struct {
 	nodeName           string
 	kubeconfig         string
 	listen             string
+	debugAddr          string
 	healthAddr         string
 	authority          string
 	authorityCAFile    string
@@ -113,6 +114,7 @@ the node. See docs/agent.md.`,
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
 	f.StringVar(&o.listen, "listen", "", "IMDS listen address (default <host-ip>:<port>, or :<port> without --host-ip)")
 	f.StringVar(&o.healthAddr, "health-addr", ":9102", "address of /healthz, /readyz and /metrics (empty disables)")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "net/http/pprof listen address (off by default; keep it on loopback)")
 	f.StringVar(&o.authority, "authority", token.DefaultAuthority, "identity provider base URL (Entra ID, or podid sts, e.g. https://sts.podid.svc:8443)")
 	f.StringVar(&o.authorityCAFile, "authority-ca-file", "", "PEM CA bundle trusted for the identity provider, added to the system roots (podid sts's CA)")
 	f.StringSliceVar(&o.allowedAuthorities, "allowed-authority", nil, "further authorities an AzureIdentity's adEndpoint may name (repeatable)")
@@ -184,7 +186,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		listen = net.JoinHostPort(o.hostIP, strconv.Itoa(o.port))
 	}
 	cfg := agent.Config{
-		NodeName: o.nodeName, RESTConfig: rc, ListenAddr: listen, HealthAddr: o.healthAddr,
+		NodeName: o.nodeName, RESTConfig: rc, ListenAddr: listen, HealthAddr: o.healthAddr, DebugAddr: o.debugAddr,
 		Authority: o.authority, AllowedAuthorities: o.allowedAuthorities, ProviderHTTPClient: hc,
 		DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets,
 		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, Logger: log,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"runtime/debug"
 	"sync/atomic"
@@ -48,6 +49,8 @@ type Config struct {
 	ListenAddr string
 	// HealthAddr serves /healthz, /readyz and /metrics; empty disables.
 	HealthAddr string
+	// DebugAddr serves net/http/pprof on its own listener; empty (default) disables.
+	DebugAddr string
 
 	// Authority is the identity provider; default token.DefaultAuthority.
 	Authority string
@@ -201,6 +204,14 @@ func Run(ctx context.Context, cfg Config) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error { return serve(gctx, hs, cfg.HealthAddr, log, "health") })
+	}
+	if cfg.DebugAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		ds := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error { return serve(gctx, ds, cfg.DebugAddr, log, "debug") })
 	}
 	return g.Wait()
 }

@@ -161,10 +161,11 @@ func TestLoadAgentRSS(t *testing.T) {
 	}
 	port := freePort(t, localhost)
 	health := freePort(t, localhost)
+	debug := freePort(t, localhost)
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(actx, bin, "agent", "--kubeconfig", kcPath, "--node-name", node, "--intercept=false",
-		"--listen", "127.0.0.1:"+strconv.Itoa(port), "--health-addr", "127.0.0.1:"+strconv.Itoa(health), "--log-level", "warn")
+		"--listen", "127.0.0.1:"+strconv.Itoa(port), "--health-addr", "127.0.0.1:"+strconv.Itoa(health), "--debug-addr", "127.0.0.1:"+strconv.Itoa(debug), "--log-level", "warn")
 	cmd.Stderr = testWriter{t}
 	if v := os.Getenv("PODID_BENCH_GOMEMLIMIT"); v != "" {
 		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+v)
@@ -188,6 +189,16 @@ func TestLoadAgentRSS(t *testing.T) {
 				if strings.HasPrefix(l, m) {
 					t.Logf("agent metric %s", l)
 				}
+			}
+		}
+	}
+	// PODID_BENCH_HEAP_PROFILE=<file> keeps the agent's heap profile (go tool pprof <file>).
+	if out := os.Getenv("PODID_BENCH_HEAP_PROFILE"); out != "" {
+		if res, err := http.Get("http://127.0.0.1:" + strconv.Itoa(debug) + "/debug/pprof/heap"); err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				t.Errorf("write heap profile: %v", err)
 			}
 		}
 	}
