@@ -118,7 +118,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("build informers: %w", err)
 	}
 
-	if err := RegisterIndexes(ctx, informers); err != nil {
+	if err := binding.IndexBindings(ctx, informers); err != nil {
 		return err
 	}
 	index := NewPodIndex()

@@ -30,28 +30,9 @@ type Decider interface {
 	Identities(ctx context.Context, pod *corev1.Pod) ([]token.Identity, *httpError)
 }
 
-// indexBindingSelector is the cache's field index of AzureIdentityBindings
-// by normalised selector (RegisterIndexes).
-const indexBindingSelector = "podid.agent.selector"
-
-// RegisterIndexes adds the field indexes BindingDecider reads to the cache
-// behind its Reader; call it before the cache starts.
-func RegisterIndexes(ctx context.Context, idx client.FieldIndexer) error {
-	err := idx.IndexField(ctx, &podidv1.AzureIdentityBinding{}, indexBindingSelector, func(o client.Object) []string {
-		if s := o.(*podidv1.AzureIdentityBinding).Spec.Normalized().Selector; s != "" {
-			return []string{s}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("index AzureIdentityBindings by selector: %w", err)
-	}
-	return nil
-}
-
 // BindingDecider applies the v1 rules of package binding (the same the
 // controller applies) and the v2 service-account annotation. It reads from
-// an informer-backed client.Reader with RegisterIndexes applied.
+// an informer-backed client.Reader with binding.IndexBindings applied.
 type BindingDecider struct {
 	Reader client.Reader
 	Rules  binding.Rules
@@ -101,49 +82,15 @@ func (d *BindingDecider) v1(ctx context.Context, pod *corev1.Pod) ([]token.Ident
 	if !binding.Eligible(pod) {
 		return nil, []string{"pod is not eligible for pod identities (not scheduled, finished, being deleted or on the host network)"}, nil
 	}
-	// Cache reads here are never modified: no deep copies (this runs for
-	// every request, cached token or not).
-	var exc podidv1.AzurePodIdentityExceptionList
-	if err := d.Reader.List(ctx, &exc, client.InNamespace(pod.Namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, nil, deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot list AzurePodIdentityExceptions: %v", err)
+	in, err := d.Rules.Load(ctx, d.Reader, pod)
+	if err != nil {
+		return nil, nil, deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot read pod-identity objects: %v", err)
 	}
-	excs := make([]*podidv1.AzurePodIdentityException, len(exc.Items))
-	for i := range exc.Items {
-		excs[i] = &exc.Items[i]
-	}
-	if e := binding.ExceptedBy(pod, excs); e != nil {
+	if e := binding.ExceptedBy(pod, in.Exceptions); e != nil {
 		// Policy: excepted pods get no pod identity and are not passed to
 		// the node's metadata service either (there is nothing to pass to:
 		// no identity is attached to the node).
 		return nil, nil, deny(http.StatusForbidden, outcomeExcepted, "pod %s/%s is excepted from pod identity by AzurePodIdentityException %s/%s: podid serves excepted pods no identity and never forwards them to the node's metadata service", pod.Namespace, pod.Name, e.Namespace, e.Name)
-	}
-	// Only the bindings whose selector is the pod's label (field index),
-	// and only the identities they name: not the whole namespace per request.
-	opts := []client.ListOption{client.MatchingFields{indexBindingSelector: pod.Labels[podidv1.PodLabelKey]}, client.UnsafeDisableDeepCopy}
-	if !d.Rules.ClusterWide {
-		opts = append(opts, client.InNamespace(pod.Namespace))
-	}
-	var bl podidv1.AzureIdentityBindingList
-	if err := d.Reader.List(ctx, &bl, opts...); err != nil {
-		return nil, nil, deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot list AzureIdentityBindings: %v", err)
-	}
-	in := binding.Inputs{Identities: map[types.NamespacedName]*podidv1.AzureIdentity{}, Exceptions: excs}
-	for i := range bl.Items {
-		b := &bl.Items[i]
-		in.Bindings = append(in.Bindings, b)
-		k := types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Normalized().AzureIdentity}
-		if _, done := in.Identities[k]; done || k.Name == "" {
-			continue
-		}
-		var id podidv1.AzureIdentity
-		switch err := d.Reader.Get(ctx, k, &id); {
-		case apierrors.IsNotFound(err):
-			// Reported by Rules.For as the binding's problem.
-		case err != nil:
-			return nil, nil, deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot read AzureIdentity %s: %v", k, err)
-		default:
-			in.Identities[k] = &id
-		}
 	}
 	matches, probs := d.Rules.For(pod, in)
 	var problems []string

@@ -10,16 +10,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	podidv1 "github.com/podid/podid/api/v1"
+	"github.com/podid/podid/internal/binding"
 	"github.com/podid/podid/internal/token"
 )
 
 // newIndexedReader is a fake client with n identities and bindings in
-// namespace "ns" and the field indexes RegisterIndexes adds to the agent's
-// cache.
+// namespace "ns" and the field index binding.IndexBindings adds to the
+// agent's cache.
 func newIndexedReader(t testing.TB, n int) client.Reader {
 	t.Helper()
 	b := fake.NewClientBuilder().WithScheme(newScheme())
-	if err := RegisterIndexes(context.Background(), fieldIndexerFunc(func(obj client.Object, field string, fn client.IndexerFunc) {
+	if err := binding.IndexBindings(context.Background(), fieldIndexerFunc(func(obj client.Object, field string, fn client.IndexerFunc) {
 		b = b.WithIndex(obj, field, fn)
 	})); err != nil {
 		t.Fatal(err)

@@ -151,9 +151,7 @@ func TestUpdateSendsWhatTheServerHas(t *testing.T) {
 					a := o.(*podidv1.AzureAssignedIdentity)
 					return []string{key(a.Spec.PodNamespace, a.Spec.Pod)}
 				}).
-				WithIndex(&podidv1.AzureIdentityBinding{}, indexSelector, func(o client.Object) []string {
-					return []string{o.(*podidv1.AzureIdentityBinding).Spec.Normalized().Selector}
-				}).
+				WithIndex(&podidv1.AzureIdentityBinding{}, binding.SelectorIndex, binding.SelectorOf).
 				WithInterceptorFuncs(interceptor.Funcs{
 					Create: func(context.Context, client.WithWatch, client.Object, ...client.CreateOption) error {
 						writes++

@@ -30,7 +30,6 @@ const (
 	indexPodKey        = "podid.pod"      // AzureAssignedIdentity → pod namespace/name
 	indexAssignBinding = "podid.binding"  // AzureAssignedIdentity → binding namespace/name
 	indexAssignID      = "podid.identity" // AzureAssignedIdentity → identity namespace/name
-	indexSelector      = "podid.selector" // AzureIdentityBinding → normalised selector
 	indexBindingID     = "podid.bindsid"  // AzureIdentityBinding → identity namespace/name
 )
 
@@ -96,12 +95,7 @@ func addIndexes(ctx context.Context, mgr ctrl.Manager) error {
 			}
 			return nil
 		}},
-		{&podidv1.AzureIdentityBinding{}, indexSelector, func(o client.Object) []string {
-			if s := o.(*podidv1.AzureIdentityBinding).Spec.Normalized().Selector; s != "" {
-				return []string{s}
-			}
-			return nil
-		}},
+		{&podidv1.AzureIdentityBinding{}, binding.SelectorIndex, binding.SelectorOf},
 		{&podidv1.AzureIdentityBinding{}, indexBindingID, func(o client.Object) []string {
 			b := o.(*podidv1.AzureIdentityBinding)
 			if id := b.Spec.Normalized().AzureIdentity; id != "" {

@@ -248,42 +248,12 @@ func (r *PodReconciler) desired(ctx context.Context, pod *corev1.Pod) (map[strin
 	if !binding.Eligible(pod) {
 		return out, nil
 	}
-	var exl podidv1.AzurePodIdentityExceptionList
-	if err := r.Client.List(ctx, &exl, client.InNamespace(pod.Namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("could not list exceptions in %s: %w", pod.Namespace, err)
+	in, err := r.Rules.Load(ctx, r.Client, pod)
+	if err != nil {
+		return nil, fmt.Errorf("could not read what pod %s/%s may hold: %w", pod.Namespace, pod.Name, err)
 	}
-	exceptions := make([]*podidv1.AzurePodIdentityException, len(exl.Items))
-	for i := range exl.Items {
-		exceptions[i] = &exl.Items[i]
-	}
-	if binding.ExceptedBy(pod, exceptions) != nil {
+	if binding.ExceptedBy(pod, in.Exceptions) != nil {
 		return out, nil
-	}
-	var bl podidv1.AzureIdentityBindingList
-	// Cache reads here are never mutated: skip the deep copies (hot path at 10k pods).
-	opts := []client.ListOption{client.MatchingFields{indexSelector: pod.Labels[podidv1.PodLabelKey]}, client.UnsafeDisableDeepCopy}
-	if !r.Rules.ClusterWide {
-		opts = append(opts, client.InNamespace(pod.Namespace))
-	}
-	if err := r.Client.List(ctx, &bl, opts...); err != nil {
-		return nil, fmt.Errorf("could not list bindings for pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	in := binding.Inputs{Identities: map[types.NamespacedName]*podidv1.AzureIdentity{}}
-	for i := range bl.Items {
-		b := &bl.Items[i]
-		in.Bindings = append(in.Bindings, b)
-		k := types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Normalized().AzureIdentity}
-		if _, done := in.Identities[k]; done || k.Name == "" {
-			continue
-		}
-		var id podidv1.AzureIdentity
-		switch err := r.Client.Get(ctx, k, &id); {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return nil, fmt.Errorf("could not fetch identity %s: %w", k, err)
-		default:
-			in.Identities[k] = &id
-		}
 	}
 	matches, _ := r.Rules.For(pod, in) // problems are reported on the binding's status
 	for _, m := range matches {

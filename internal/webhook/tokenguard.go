@@ -135,22 +135,10 @@ func (g *TokenGuard) Review(ctx context.Context, req *admissionv1.AdmissionReque
 		}
 		return denied(http.StatusForbidden, "pod %s/%s %s; %s on node %s may only request tokens for pods on its own node", req.Namespace, pod.Name, where, user, node)
 	}
-	if sa := serviceAccountOf(pod); sa != req.Name {
+	if sa := ServiceAccountName(pod); sa != req.Name {
 		return denied(http.StatusForbidden, "pod %s/%s runs as service account %q, not %q", req.Namespace, pod.Name, sa, truncate(req.Name))
 	}
 	return resp, OutcomeTokenAllowed
-}
-
-// serviceAccountOf is the pod's service account as the API server
-// defaults it.
-func serviceAccountOf(p *corev1.Pod) string {
-	switch {
-	case p.Spec.ServiceAccountName != "":
-		return p.Spec.ServiceAccountName
-	case p.Spec.DeprecatedServiceAccount != "":
-		return p.Spec.DeprecatedServiceAccount
-	}
-	return "default"
 }
 
 var _ Pods = LivePods{}
