@@ -467,6 +467,7 @@ cmd_down() {
   rm -f /run/netns/cni-* 2>/dev/null || true
   # 5. Network: the bridge (its veths go with their netns), iptables, conntrack.
   ip link del "$BRIDGE" 2>/dev/null || true
+  ip link del podidimds0 2>/dev/null || true   # an e2e's stand-in metadata service, if it was killed
   ipt_cleanup
   conntrack -D -s "$POD_CIDR" >/dev/null 2>&1 || true
   conntrack -D -d "$POD_CIDR" >/dev/null 2>&1 || true
@@ -536,6 +537,7 @@ leftovers() {
   for p in $(our_mounts); do echo "LEFTOVER mount: $p"; done
   for p in /run/netns/cni-*; do [ -e "$p" ] && echo "LEFTOVER netns: $p"; done
   ip link show "$BRIDGE" >/dev/null 2>&1 && echo "LEFTOVER interface: $BRIDGE"
+  ip link show podidimds0 >/dev/null 2>&1 && echo "LEFTOVER interface: podidimds0 (e2e stand-in metadata service)"
   ip -o link show type veth 2>/dev/null | grep -q "master $BRIDGE" && echo "LEFTOVER interface: veth on $BRIDGE"
   ipt_ours | sed 's/^/LEFTOVER iptables: /'
   for d in /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/kubepods* /sys/fs/cgroup/k8s.io; do

@@ -69,7 +69,8 @@ const (
 // another namespace, excepted pod, two identities chosen by client_id, IP
 // reused by a new pod, the agent's credential read from the node refused
 // for a pod of another node, agent restarted under load, and last agent
-// gone (fail closed).
+// gone (fail closed: nothing reaches a stand-in metadata service on the
+// node, which the same request does reach once the rules are removed).
 func TestAgent(t *testing.T) {
 	c := framework.Connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -389,6 +390,10 @@ func TestAgent(t *testing.T) {
 			}
 		}},
 		{"agent-gone-fails-closed", func(t *testing.T) {
+			// A stand-in for a cloud's real metadata service on the node:
+			// what pod traffic to 169.254.169.254 reaches if interception
+			// fails open.
+			imds := framework.StartStandInIMDS(t)
 			pod := framework.TestClientPod(ns, "after-agent")
 			pod.Labels[podidv1.PodLabelKey] = agentV1Selector
 			pod.Spec.DeprecatedServiceAccount = v1.sa
@@ -412,7 +417,28 @@ func TestAgent(t *testing.T) {
 			if took > 5*time.Second {
 				t.Errorf("refusal took %s, want well under 5s", took)
 			}
-			t.Logf("agent gone: request refused in %s", took.Round(time.Millisecond))
+			if n := len(imds.Requests()); n != 0 {
+				t.Fatalf("%d requests reached the stand-in metadata service while the agent was gone", n)
+			}
+			t.Logf("agent gone: request refused in %s; the stand-in metadata service saw nothing", took.Round(time.Millisecond))
+
+			// Control: without podid's rules the same request does reach
+			// the stand-in — so its silence above was the rules' doing.
+			must(t, rules.Uninstall(ctx))
+			out, _, err = c.Exec(ctx, ns, pod.Name, "", "/testclient", "get", "-H", "Metadata: true", "http://169.254.169.254"+imdsTokenPath)
+			if err != nil {
+				t.Fatalf("without interception the pod could not reach the stand-in: %v", err)
+			}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			r, err := imds.WaitForRequest(rctx, "/metadata/identity/oauth2/token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.SourceIP != pod.Status.PodIP {
+				t.Errorf("stand-in saw the request from %s, want the pod's %s", r.SourceIP, pod.Status.PodIP)
+			}
+			t.Logf("control, rules removed: the stand-in answered the pod (%s): %s", r.SourceIP, firstLine(out))
 		}},
 	}
 	for _, tc := range cases {

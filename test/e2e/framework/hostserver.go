@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,13 +39,48 @@ type HostRequest struct {
 // ends. Each request is answered 200 with "hello <source IP> <path>".
 func StartHostServer(t testing.TB) *HostServer {
 	t.Helper()
-	l, err := net.Listen("tcp4", "0.0.0.0:0")
+	return startHostServer(t, "0.0.0.0:0")
+}
+
+// StandInIMDSDevice is the node interface that carries 169.254.169.254 while
+// a StartStandInIMDS server runs (hack/cluster.sh down removes a leftover one).
+const StandInIMDSDevice = "podidimds0"
+
+// StartStandInIMDS starts a HostServer at 169.254.169.254:80 on the node — the
+// address on StandInIMDSDevice, removed when t ends —, standing in for a
+// cloud's real instance-metadata service: what pod traffic to
+// 169.254.169.254 would reach if podid's interception failed open.
+func StartStandInIMDS(t testing.TB) *HostServer {
+	t.Helper()
+	for _, args := range [][]string{
+		{"link", "add", StandInIMDSDevice, "type", "bridge"},
+		{"addr", "add", "169.254.169.254/32", "dev", StandInIMDSDevice},
+		{"link", "set", StandInIMDSDevice, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			_ = exec.Command("ip", "link", "del", StandInIMDSDevice).Run()
+			t.Fatalf("stand-in metadata service: ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "link", "del", StandInIMDSDevice).CombinedOutput(); err != nil {
+			t.Errorf("remove %s: %v: %s", StandInIMDSDevice, err, out)
+		}
+	})
+	return startHostServer(t, "169.254.169.254:80")
+}
+
+func startHostServer(t testing.TB, addr string) *HostServer {
+	t.Helper()
+	l, err := net.Listen("tcp4", addr)
 	if err != nil {
 		t.Fatalf("host server: %v", err)
 	}
 	s := &HostServer{Port: l.Addr().(*net.TCPAddr).Port, changed: make(chan struct{})}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("host server: %v", err)
 		}
@@ -52,6 +89,7 @@ func StartHostServer(t testing.TB) *HostServer {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
+		<-done
 	})
 	return s
 }
