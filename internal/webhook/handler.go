@@ -270,6 +270,10 @@ func reasonFor(code int32) metav1.StatusReason {
 		return metav1.StatusReasonBadRequest
 	case http.StatusForbidden:
 		return metav1.StatusReasonForbidden
+	case http.StatusNotFound:
+		return metav1.StatusReasonNotFound
+	case http.StatusConflict:
+		return metav1.StatusReasonConflict
 	case http.StatusServiceUnavailable:
 		return metav1.StatusReasonServiceUnavailable
 	}

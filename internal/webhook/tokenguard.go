@@ -120,13 +120,16 @@ func (g *TokenGuard) Review(ctx context.Context, req *admissionv1.AdmissionReque
 	pod, err := g.pods.Pod(pctx, req.Namespace, ref.Name)
 	switch {
 	case apierrors.IsNotFound(err):
-		return denied(http.StatusForbidden, "pod %s/%s does not exist", req.Namespace, truncate(ref.Name))
+		// NotFound and Conflict (below) as the API server itself answers a
+		// token bound to a gone or replaced pod, so the agent tells "the
+		// caller's pod is gone" from a refusal.
+		return denied(http.StatusNotFound, "pod %s/%s does not exist", req.Namespace, truncate(ref.Name))
 	case err != nil:
 		g.log.Error("token guard: read pod", "namespace", req.Namespace, "pod", ref.Name, "err", err)
 		return denied(http.StatusServiceUnavailable, "could not read pod %s/%s to check its node; retry", req.Namespace, truncate(ref.Name))
 	}
 	if pod.UID != ref.UID {
-		return denied(http.StatusForbidden, "pod %s/%s is %s, not %s (deleted and replaced)", req.Namespace, pod.Name, pod.UID, truncate(string(ref.UID)))
+		return denied(http.StatusConflict, "pod %s/%s is %s, not %s (deleted and replaced)", req.Namespace, pod.Name, pod.UID, truncate(string(ref.UID)))
 	}
 	if pod.Spec.NodeName != node {
 		where := "is not scheduled"

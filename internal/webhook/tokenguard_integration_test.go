@@ -32,6 +32,7 @@ func TestIntegrationTokenGuard(t *testing.T) {
 	ensureNamespace(t, certNS)
 	applyManifest(t, "deploy/agent/rbac.yaml")
 	applyManifest(t, "deploy/webhook/rbac.yaml")
+	applyManifest(t, "deploy/webhook/secret.yaml") // the shipped RBAC may update it, not create it
 	startWebhookWith(t, ns, asWebhookServiceAccount(e))
 
 	admin, err := kubernetes.NewForConfig(e.Config)
@@ -105,8 +106,8 @@ func TestIntegrationTokenGuard(t *testing.T) {
 	}{
 		{"pod on another node", "app", there.Name, there.UID, 403, "runs on node node-b; system:serviceaccount:podid-system:podid-agent on node node-a may only request tokens for pods on its own node"},
 		{"unscheduled pod", "app", pending.Name, pending.UID, 403, "is not scheduled"},
-		{"replaced pod", "app", here.Name, "00000000-0000-0000-0000-000000000000", 403, "deleted and replaced"},
-		{"pod that does not exist", "app", "nope", "00000000-0000-0000-0000-000000000001", 403, "does not exist"},
+		{"replaced pod", "app", here.Name, "00000000-0000-0000-0000-000000000000", 409, "deleted and replaced"},
+		{"pod that does not exist", "app", "nope", "00000000-0000-0000-0000-000000000001", 404, "does not exist"},
 		{"pod of another service account", "app", otherSA.Name, otherSA.UID, 403, `runs as service account "other", not "app"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,5 +123,18 @@ func TestIntegrationTokenGuard(t *testing.T) {
 				t.Fatalf("denial code = %v, want %d", err, tt.wantCode)
 			}
 		})
+	}
+
+	// The agent reads the guard's answers for a gone or replaced pod as
+	// "the caller's pod is gone" (a 404 to the caller), not as a failure.
+	for _, p := range []token.Pod{
+		{Namespace: ns, Name: "nope", UID: "00000000-0000-0000-0000-000000000001", ServiceAccount: "app"},
+		{Namespace: ns, Name: here.Name, UID: "00000000-0000-0000-0000-000000000000", ServiceAccount: "app"},
+	} {
+		_, err := kr.RequestToken(ctx, p, token.ExchangeAudience, 600)
+		var te *token.Error
+		if !errors.As(err, &te) || te.Reason != token.ReasonPodGone {
+			t.Errorf("agent's TokenRequest for %s/%s (uid %s): %v, want reason %s", p.Namespace, p.Name, p.UID, err, token.ReasonPodGone)
+		}
 	}
 }
