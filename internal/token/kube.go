@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -30,7 +31,9 @@ func (k KubeTokenRequester) RequestToken(ctx context.Context, p Pod, audience st
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 			return "", &Error{Reason: ReasonPodGone, Msg: fmt.Sprintf("pod %s/%s (uid %s) no longer exists as the agent saw it; token refused", p.Namespace, p.Name, p.UID), Err: err}
 		}
-		return "", &Error{Reason: ReasonKubernetes, Msg: fmt.Sprintf("TokenRequest for service account %s/%s bound to pod %s failed", p.Namespace, p.ServiceAccount, p.Name), Err: err}
+		// The API server's message says why (an admission denial, the
+		// token guard unreachable, throttling); it never holds a token.
+		return "", &Error{Reason: ReasonKubernetes, Msg: fmt.Sprintf("TokenRequest for service account %s/%s bound to pod %s failed: %s", p.Namespace, p.ServiceAccount, p.Name, apiMessage(err)), Err: err}
 	}
 	return out.Status.Token, nil
 }
@@ -47,4 +50,18 @@ func (k KubeSecretReader) ReadSecret(ctx context.Context, ref types.NamespacedNa
 		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
 	}
 	return s.Data, nil
+}
+
+// apiMessage is the API server's message of err, bounded.
+func apiMessage(err error) string {
+	msg := err.Error()
+	var st apierrors.APIStatus
+	if errors.As(err, &st) && st.Status().Message != "" {
+		msg = st.Status().Message
+	}
+	const limit = 512
+	if len(msg) > limit {
+		msg = msg[:limit] + "…"
+	}
+	return msg
 }
