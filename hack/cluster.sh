@@ -64,7 +64,7 @@ fail_with_log() { # DAEMON MESSAGE
 start() {
   local n=$1; shift
   : >"$K/logs/$n.log"
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$K/pids/$n.pid" "$@" >>"$K/logs/$n.log" 2>&1 </dev/null &
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$K/pids/$n.pid" "$@" >>"$K/logs/$n.log" 2>&1 </dev/null 9>&- &
   local i; for i in $(seq 50); do [ -s "$K/pids/$n.pid" ] && return 0; sleep 0.02; done
   fail_with_log "$n" "$n did not start"
 }
@@ -567,8 +567,16 @@ cmd_leftovers() {
 # Dispatch only when executed (sourcing gives the functions, for debugging).
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   case "${1:-}" in
-    up) cmd_up ;;
-    down) cmd_down ;;
+    up|down)
+      # One up/down at a time on this machine: a second one waits (two at
+      # once would fight over the same daemons, ports and iptables chains).
+      mkdir -p "$K"
+      exec 9>"$K/.lock"
+      if ! flock -n 9; then
+        log "another hack/cluster.sh up/down is running; waiting for it (at most 15 min)"
+        flock -w 900 9 || die "gave up waiting for the other hack/cluster.sh"
+      fi
+      "cmd_$1" ;;
     status) cmd_status ;;
     kubeconfig) echo "$K/admin.kubeconfig" ;;
     env) [ -f "$K/cluster.env" ] || die "the cluster is not up (hack/cluster.sh up)"; cat "$K/cluster.env" ;;
