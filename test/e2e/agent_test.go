@@ -151,13 +151,7 @@ func TestAgent(t *testing.T) {
 		{"v1-binding", func(t *testing.T) {
 			pod := miClientPod(ns, "v1-bound", v1.sa, map[string]string{podidv1.PodLabelKey: agentV1Selector})
 			pod = c.CreatePod(ctx, t, pod)
-			logs := waitForLog(ctx, t, c, ns, pod.Name, "miclient: token acquired")
-			t.Logf("%s", lastLine(logs))
-			access, _, err := c.Exec(ctx, ns, pod.Name, "", "/miclient", "cat", "/tmp/access-token")
-			if err != nil {
-				t.Fatalf("read access token: %v", err)
-			}
-			verifyAccessToken(ctx, t, stsTransport, strings.TrimSpace(access), v1.clientID)
+			verifyPodToken(ctx, t, c, stsTransport, pod, v1.clientID)
 		}},
 		{"no-binding-denied", func(t *testing.T) {
 			// Same service account (its FIC exists), no aadpodidbinding label:
@@ -170,13 +164,7 @@ func TestAgent(t *testing.T) {
 		{"v2-service-account", func(t *testing.T) {
 			pod := miClientPod(ns, "v2-wi", v2.sa, map[string]string{"azure.workload.identity/use": "true"})
 			pod = c.CreatePod(ctx, t, pod)
-			logs := waitForLog(ctx, t, c, ns, pod.Name, "miclient: token acquired")
-			t.Logf("%s", lastLine(logs))
-			access, _, err := c.Exec(ctx, ns, pod.Name, "", "/miclient", "cat", "/tmp/access-token")
-			if err != nil {
-				t.Fatalf("read access token: %v", err)
-			}
-			verifyAccessToken(ctx, t, stsTransport, strings.TrimSpace(access), v2.clientID)
+			verifyPodToken(ctx, t, c, stsTransport, pod, v2.clientID)
 		}},
 		{"host-network-denied", func(t *testing.T) {
 			// Labelled for the binding, but sharing the node's network: its
@@ -245,14 +233,7 @@ func TestAgent(t *testing.T) {
 					map[string]string{podidv1.PodLabelKey: agentMultiSelector}, "-client-id="+w.clientID))
 			}
 			for _, w := range []wiWorkload{multiX, multiY} {
-				pod := pods[w.clientID]
-				logs := waitForLog(ctx, t, c, ns, pod.Name, "miclient: token acquired")
-				t.Logf("%s: %s", pod.Name, lastLine(logs))
-				access, _, err := c.Exec(ctx, ns, pod.Name, "", "/miclient", "cat", "/tmp/access-token")
-				if err != nil {
-					t.Fatalf("read access token: %v", err)
-				}
-				verifyAccessToken(ctx, t, stsTransport, strings.TrimSpace(access), w.clientID)
+				verifyPodToken(ctx, t, c, stsTransport, pods[w.clientID], w.clientID)
 			}
 		}},
 		{"ip-reuse-after-pod-deletion", func(t *testing.T) {
@@ -446,6 +427,19 @@ func TestAgent(t *testing.T) {
 		ok := t.Run(tc.name, tc.run)
 		t.Logf("case %s: pass=%v (%s)", tc.name, ok, time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// verifyPodToken waits until miclient in pod logs a token, then checks the
+// access token it saved verifies and belongs to clientID.
+func verifyPodToken(ctx context.Context, t *testing.T, c *framework.Cluster, tr http.RoundTripper, pod *corev1.Pod, clientID string) {
+	t.Helper()
+	logs := waitForLog(ctx, t, c, pod.Namespace, pod.Name, "miclient: token acquired")
+	t.Logf("%s: %s", pod.Name, lastLine(logs))
+	access, _, err := c.Exec(ctx, pod.Namespace, pod.Name, "", "/miclient", "cat", "/tmp/access-token")
+	if err != nil {
+		t.Fatalf("read access token of %s: %v", pod.Name, err)
+	}
+	verifyAccessToken(ctx, t, tr, strings.TrimSpace(access), clientID)
 }
 
 // miClientPod is a pod running miclient as sa with extra labels and args.
