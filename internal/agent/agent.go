@@ -138,15 +138,13 @@ func Run(ctx context.Context, cfg Config) error {
 		OnLookup: metrics.Lookup, OnUpstream: metrics.Upstream, Logger: log,
 	})
 	resolver := &IndexResolver{Index: index, Pods: kubePods{cs}, NodeName: cfg.NodeName, ConfirmTTL: cfg.ConfirmTTL}
-	handler := NewHandler(HandlerConfig{
-		Resolver: resolver,
-		Decider: &BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
-			DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities},
-		Tokens: tokens, Metrics: metrics, Logger: log,
-	})
+	decider := &MemoDecider{Decider: &BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
+		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities}}
+	handler := NewHandler(HandlerConfig{Resolver: resolver, Decider: decider, Tokens: tokens, Metrics: metrics, Logger: log})
 
 	index.OnGone = func(uid types.UID) {
 		resolver.Forget(uid)
+		decider.Forget(uid)
 		tokens.ForgetPod(uid)
 	}
 	// Pods of this node go straight from a reflector into the index (no
@@ -156,9 +154,19 @@ func Run(ctx context.Context, cfg Config) error {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 		}),
 		&corev1.Pod{}, index.Store(), toolscache.ReflectorOptions{Name: "podid-agent-pods"})
+	// Any change to what a decision reads makes the remembered ones stale.
+	invalidate := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { decider.Invalidate() },
+		UpdateFunc: func(any, any) { decider.Invalidate() },
+		DeleteFunc: func(any) { decider.Invalidate() },
+	}
 	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &podidv1.AzureIdentity{}, &podidv1.AzureIdentityBinding{}, &podidv1.AzurePodIdentityException{}} {
-		if _, err := informers.GetInformer(ctx, obj); err != nil {
+		inf, err := informers.GetInformer(ctx, obj)
+		if err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(invalidate); err != nil {
+			return fmt.Errorf("event handler for %T: %w", obj, err)
 		}
 	}
 

@@ -16,8 +16,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	podidv1 "github.com/podid/podid/api/v1"
+	"github.com/podid/podid/internal/binding"
 	"github.com/podid/podid/internal/token"
 )
 
@@ -81,28 +87,80 @@ func benchLoad(t testing.TB, url string, c int, d time.Duration) (rps float64, p
 }
 
 // TestLoadCachedTokens measures cached-token serving over loopback HTTP
-// with keep-alive at c=64: the full handler (parsing, index lookup, v1
-// decision on fakes, cache hit, post-check, JSON). PODID_BENCH=1 enables it.
+// with keep-alive at c=64: the full handler (parsing, index lookup, the v1
+// decision — remembered, as in the agent — on an informer cache of the
+// envtest API server holding 1,000 identities and bindings in the pod's
+// namespace, cache hit, post-check, JSON), against a constant-answer
+// baseline. PODID_BENCH=1 enables it.
 //
 //	PODID_BENCH=1 go test -run TestLoadCachedTokens -v ./internal/agent/
 func TestLoadCachedTokens(t *testing.T) {
 	if os.Getenv("PODID_BENCH") != "1" {
 		t.Skip("set PODID_BENCH=1 to run the load benchmark")
 	}
+	e := env.Need(t)
+	ctx := t.Context()
+	ns := e.Namespace(t)
+	// The real v1 decision on a real informer cache: 1,000 identities and
+	// bindings in the pod's namespace, one of them selecting the pod.
+	const ids = 1000
+	parallel(t, 32, ids, func(i int) error {
+		id := &podidv1.AzureIdentity{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("id-%d", i), Namespace: ns},
+			Spec: podidv1.AzureIdentitySpec{ClientID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i)}}
+		if err := e.Client.Create(ctx, id); err != nil {
+			return err
+		}
+		return e.Client.Create(ctx, &podidv1.AzureIdentityBinding{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("b-%d", i), Namespace: ns},
+			Spec: podidv1.AzureIdentityBindingSpec{AzureIdentity: id.Name, Selector: fmt.Sprintf("sel-%d", i)}})
+	})
+	informers, err := crcache.New(e.Config, crcache.Options{Scheme: newScheme(), DefaultTransform: crcache.TransformStripManagedFields()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := binding.IndexBindings(ctx, informers); err != nil {
+		t.Fatal(err)
+	}
+	// Wired as agent.Run wires it: decisions remembered until an informer
+	// event.
+	decider := &MemoDecider{Decider: &BindingDecider{Reader: informers, DefaultTenantID: "t"}}
+	for _, obj := range []client.Object{&podidv1.AzureIdentity{}, &podidv1.AzureIdentityBinding{}, &podidv1.AzurePodIdentityException{}} {
+		inf, err := informers.GetInformer(ctx, obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { decider.Invalidate() }, UpdateFunc: func(any, any) { decider.Invalidate() }, DeleteFunc: func(any) { decider.Invalidate() },
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	cctx, stop := context.WithCancel(ctx)
+	go func() { done <- informers.Start(cctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	if !informers.WaitForCacheSync(ctx) {
+		t.Fatal("informer caches did not sync")
+	}
+	var bl podidv1.AzureIdentityBindingList
+	if err := informers.List(ctx, &bl, client.InNamespace(ns)); err != nil || len(bl.Items) != ids {
+		t.Fatalf("cache holds %d bindings (%v), want %d", len(bl.Items), err, ids)
+	}
+
 	index := NewPodIndex()
 	for i := range 10000 {
 		ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
-		index.Upsert(testPod(fmt.Sprintf("p%d", i), ip.String(), types.UID("uid-"+ip.String())))
+		p := testPod(fmt.Sprintf("p%d", i), ip.String(), types.UID("uid-"+ip.String()))
+		p.Namespace, p.ResourceVersion = ns, "1"
+		p.Labels[podidv1.PodLabelKey] = fmt.Sprintf("sel-%d", i%ids)
+		index.Upsert(p)
 	}
-	podIP := netip.MustParseAddr("10.1.3.7")
-	p, _ := index.lookup(podIP)
+	podIP := netip.MustParseAddr("10.1.3.7") // p775: sel-775
 	now := time.Now()
-	cache := token.NewCache(token.CacheConfig{Source: token.SourceFunc(func(context.Context, token.Request) (token.Token, error) {
-		return token.Token{AccessToken: "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", ExpiresOn: now.Add(time.Hour), IssuedAt: now, ClientID: "cid"}, nil
+	cache := token.NewCache(token.CacheConfig{Source: token.SourceFunc(func(_ context.Context, r token.Request) (token.Token, error) {
+		return token.Token{AccessToken: "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", ExpiresOn: now.Add(time.Hour), IssuedAt: now, ClientID: r.Identity.ClientID}, nil
 	})})
 	metrics := NewMetrics(nil)
-	h := NewHandler(HandlerConfig{Resolver: loopbackResolver{index, podIP}, Decider: staticDecider{p.UID: {{ClientID: "cid"}}},
-		Tokens: cache, Metrics: metrics})
+	h := NewHandler(HandlerConfig{Resolver: loopbackResolver{index, podIP}, Decider: decider, Tokens: cache, Metrics: metrics})
 	url := serveLoopback(t, h)
 	// Baseline: a handler that only writes the bytes of one real answer,
 	// with the same server and clients. At c=64 on 2 cores the latency is

@@ -42,6 +42,7 @@ type PodIndex struct {
 type podRecord struct {
 	name              string
 	uid               types.UID
+	resourceVersion   string
 	namespace         unique.Handle[string]
 	nodeName          unique.Handle[string]
 	serviceAccount    unique.Handle[string]
@@ -59,6 +60,7 @@ func newRecord(p *corev1.Pod) *podRecord {
 	r := &podRecord{
 		name:              p.Name,
 		uid:               p.UID,
+		resourceVersion:   p.ResourceVersion,
 		namespace:         unique.Make(p.Namespace),
 		nodeName:          unique.Make(p.Spec.NodeName),
 		serviceAccount:    unique.Make(p.Spec.ServiceAccountName),
@@ -87,7 +89,7 @@ func newRecord(p *corev1.Pod) *podRecord {
 // callers may keep it without holding the index.
 func (r *podRecord) pod() *corev1.Pod {
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: r.name, Namespace: r.namespace.Value(), UID: r.uid, DeletionTimestamp: r.deletionTimestamp},
+		ObjectMeta: metav1.ObjectMeta{Name: r.name, Namespace: r.namespace.Value(), UID: r.uid, ResourceVersion: r.resourceVersion, DeletionTimestamp: r.deletionTimestamp},
 		Spec:       corev1.PodSpec{NodeName: r.nodeName.Value(), HostNetwork: r.hostNetwork, ServiceAccountName: r.serviceAccount.Value()},
 		Status:     corev1.PodStatus{Phase: corev1.PodPhase(r.phase.Value())},
 	}
