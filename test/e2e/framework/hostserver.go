@@ -118,10 +118,16 @@ func (s *HostServer) Requests() []HostRequest {
 
 // WaitForRequest waits (until ctx ends) for a request to path and returns it.
 func (s *HostServer) WaitForRequest(ctx context.Context, path string) (HostRequest, error) {
+	return s.WaitFor(ctx, "a request for "+path, func(r HostRequest) bool { return r.Path == path })
+}
+
+// WaitFor waits (until ctx ends) for a request match accepts and returns
+// it; what names the awaited request in the error.
+func (s *HostServer) WaitFor(ctx context.Context, what string, match func(HostRequest) bool) (HostRequest, error) {
 	for {
 		s.mu.Lock()
 		for _, r := range s.requests {
-			if r.Path == path {
+			if match(r) {
 				s.mu.Unlock()
 				return r, nil
 			}
@@ -131,7 +137,7 @@ func (s *HostServer) WaitForRequest(ctx context.Context, path string) (HostReque
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return HostRequest{}, fmt.Errorf("no request for %s on the host server: %w", path, ctx.Err())
+			return HostRequest{}, fmt.Errorf("no %s on the host server: %w", what, ctx.Err())
 		}
 	}
 }
