@@ -125,6 +125,8 @@ build() { # NAME
       local bb=${extra[0]} a
       mkdir -p "$r/bin"; cp "$bb" "$r/bin/busybox"
       for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"; done
+      # busybox 1.35 wget segfaults with -T; the testclient binary answers as wget.
+      ln -sf /testclient "$r/bin/wget"
       set -- /testclient ;;
     wiclient)
       base_rootfs "$r"

@@ -2,7 +2,7 @@
 // (localhost/podid-testclient:dev, built by hack/image.sh, next to busybox).
 // Tests run it as the container's command or through exec:
 //
-//	testclient sleep                 wait for SIGTERM (the default)
+//	testclient sleep                 wait for SIGTERM
 //	testclient cat FILE              print FILE (e.g. a projected token)
 //	testclient claims FILE           print the JSON claims of the JWT in FILE
 //	testclient get [-H 'K: V']... URL  GET URL, print "status=N" and the body;
@@ -13,6 +13,11 @@
 //	                                 body=QUOTED" or "start=NS end=NS
 //	                                 error=QUOTED" (NS: Unix nanoseconds,
 //	                                 QUOTED: a Go quoted string); exit 0
+//
+// Installed as /bin/wget it is also the image's wget (the subset below), because
+// Debian's static busybox 1.35 wget crashes with SIGSEGV whenever -T is given:
+//
+//	wget [-q] [-S] [-T SECONDS] [-O FILE|-] [--header 'K: V']... URL
 //
 // Output is meant for tests to parse; nothing here is clever on purpose.
 package main
@@ -26,6 +31,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,8 +40,18 @@ import (
 
 func main() {
 	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "wget" {
+		if err := wget(args, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "wget:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(args) == 0 {
-		args = []string{"sleep"}
+		// No default verb: a container started without arguments must say so, not
+		// block forever looking healthy.
+		fmt.Fprintln(os.Stderr, "usage: testclient sleep|cat FILE|claims FILE|get [-H 'K: V']... [-n N -every D] URL")
+		os.Exit(2)
 	}
 	if err := run(args[0], args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "testclient:", err)
@@ -154,4 +170,126 @@ func getOnce(hc *http.Client, url string, header http.Header) (int, []byte, erro
 		return 0, nil, err
 	}
 	return resp.StatusCode, body, nil
+}
+
+// wget is the busybox-compatible subset scripts use: -q (quiet), -S (print the
+// response headers to stderr), -T (timeout in seconds), -O (output file, "-" for
+// stdout; default the URL's last path element), --header (repeatable). Anything
+// else is an error rather than being ignored. A non-2xx status is an error, as
+// in busybox, after the body is discarded.
+func wget(args []string, stdout, stderr io.Writer) error {
+	const usage = "usage: wget [-q] [-S] [-T SECONDS] [-O FILE|-] [--header 'K: V']... URL"
+	header := http.Header{}
+	quiet, showHeaders, out, timeout := false, false, "", 10*time.Second
+	var url string
+	setHeader := func(v string) error {
+		k, hv, ok := strings.Cut(v, ":")
+		if !ok {
+			return fmt.Errorf("header %q is not 'Name: value'", v)
+		}
+		header.Add(strings.TrimSpace(k), strings.TrimSpace(hv))
+		return nil
+	}
+	setTimeout := func(v string) error {
+		sec, err := strconv.Atoi(v)
+		if err != nil || sec <= 0 {
+			return fmt.Errorf("-T %q: want a positive number of seconds", v)
+		}
+		timeout = time.Duration(sec) * time.Second
+		return nil
+	}
+	for len(args) > 0 {
+		a := args[0]
+		args = args[1:]
+		switch {
+		case a == "--header" || strings.HasPrefix(a, "--header="):
+			v, inline := strings.CutPrefix(a, "--header=")
+			if !inline {
+				if len(args) == 0 {
+					return fmt.Errorf("--header needs a value\n%s", usage)
+				}
+				v, args = args[0], args[1:]
+			}
+			if err := setHeader(v); err != nil {
+				return err
+			}
+		case len(a) > 1 && a[0] == '-' && a[1] != '-':
+			// Bundled short options as busybox takes them: -q -S, or -qO- / -O FILE / -T5.
+			for i := 1; i < len(a); i++ {
+				switch c := a[i]; c {
+				case 'q':
+					quiet = true
+				case 'S':
+					showHeaders = true
+				case 'O', 'T':
+					v := a[i+1:]
+					if v == "" {
+						if len(args) == 0 {
+							return fmt.Errorf("-%c needs a value\n%s", c, usage)
+						}
+						v, args = args[0], args[1:]
+					}
+					if c == 'O' {
+						out = v
+					} else if err := setTimeout(v); err != nil {
+						return err
+					}
+					i = len(a)
+				default:
+					return fmt.Errorf("unknown option -%c\n%s", c, usage)
+				}
+			}
+		case strings.HasPrefix(a, "-") || url != "":
+			return fmt.Errorf("unexpected argument %q\n%s", a, usage)
+		default:
+			url = a
+		}
+	}
+	if url == "" {
+		return errors.New(usage)
+	}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header = header
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if showHeaders {
+		fmt.Fprintf(stderr, "  %s %s\n", resp.Proto, resp.Status)
+		for k, vs := range resp.Header {
+			for _, v := range vs {
+				fmt.Fprintf(stderr, "  %s: %s\n", k, v)
+			}
+		}
+	}
+	if resp.StatusCode/100 != 2 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return fmt.Errorf("server returned error: %s", resp.Status)
+	}
+	w := stdout
+	if out != "-" {
+		if out == "" {
+			out = filepath.Base(req.URL.Path)
+			if out == "/" || out == "." {
+				out = "index.html"
+			}
+		}
+		f, err := os.Create(out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if !quiet && out != "-" {
+		fmt.Fprintf(stderr, "saved '%s'\n", out)
+	}
+	return nil
 }
