@@ -296,6 +296,30 @@ EOF
   mv "$K/cluster.env.tmp" "$K/cluster.env"
 }
 
+# preflight: what would make "up" fail half-way, refused before anything starts,
+# each with the fix. Run after our own leftovers are gone, so whatever still holds a
+# port belongs to someone else.
+preflight() {
+  local port line proc need_kb=$((4 * 1024 * 1024)) avail
+  # cgroup v2, or v1 with the controllers the kubelet cannot run without.
+  if [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then
+    local c
+    for c in cpu memory pids; do
+      [ -d /sys/fs/cgroup/$c ] || die "no cgroup support for '$c' (neither cgroup v2 at /sys/fs/cgroup nor a v1 $c hierarchy): the kubelet cannot run here; mount cgroup2 at /sys/fs/cgroup"
+    done
+  fi
+  for port in $PORTS; do
+    line=$(ss -Htlnp "sport = :$port" 2>/dev/null | head -n 1)
+    [ -z "$line" ] && continue
+    proc=$(sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' <<<"$line")
+    die "port $port is already in use by ${proc:-a process ss cannot name}; another Kubernetes or etcd on this machine? Stop it, then run this again"
+  done
+  mkdir -p "$PODID_CACHE"
+  avail=$(df -Pk "$PODID_CACHE" | awk 'NR==2 {print $4}')
+  [ "${avail:-0}" -ge $need_kb ] ||
+    die "only $((avail / 1024)) MiB free under $PODID_CACHE; the cluster needs 4 GiB (images, etcd, logs): free some space or set PODID_CACHE elsewhere"
+}
+
 # -------------------------------------------------------------------------- up ---
 cmd_up() {
   need_root
@@ -313,6 +337,7 @@ cmd_up() {
     log "a previous cluster is partly running or left state behind: taking it down first"
     cmd_down
   fi
+  preflight
 
   local t0 t ip
   t0=$(now_ms); ip=$(node_ip)
