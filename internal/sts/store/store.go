@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +14,10 @@ import (
 
 // ErrNotFound is returned when a record does not exist.
 var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a write would break a uniqueness rule the
+// store enforces (a tenant name owned by another tenant).
+var ErrConflict = errors.New("conflict")
 
 var (
 	bucketTenants    = []byte("tenants")
@@ -163,7 +168,58 @@ func list[T any](tx *bolt.Tx, bucket []byte) ([]T, error) {
 
 // PutTenant creates or replaces a tenant.
 func (s *Store) PutTenant(t Tenant) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketTenants, t.ID, t) })
+	_, err := s.UpdateTenant(t.ID, func(*Tenant) (*Tenant, error) { return &t, nil })
+	return err
+}
+
+// UpdateTenant runs fn on the current tenant (nil if absent) and stores what
+// it returns, in one transaction. Tenant names are unique: a domain of the
+// result that is another tenant's id or domain (case-insensitively) is
+// refused with ErrConflict (names already on the tenant are not rechecked), checked inside the same transaction so two
+// concurrent writers cannot both claim a name.
+func (s *Store) UpdateTenant(id string, fn func(cur *Tenant) (*Tenant, error)) (*Tenant, error) {
+	var out *Tenant
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := get[Tenant](tx, bucketTenants, id)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		if next.ID != id {
+			return fmt.Errorf("tenant id changed from %q to %q", id, next.ID)
+		}
+		others, err := list[Tenant](tx, bucketTenants)
+		if err != nil {
+			return err
+		}
+		// Only names this write adds are checked, so a tenant whose state
+		// predates the rule can still be rewritten with what it had.
+		var added []string
+		if cur == nil {
+			added = append(added, next.ID)
+		}
+		for _, d := range next.Domains {
+			if cur == nil || !slices.ContainsFunc(cur.Domains, func(c string) bool { return strings.EqualFold(c, d) }) {
+				added = append(added, d)
+			}
+		}
+		for _, o := range others {
+			if o.ID == id {
+				continue
+			}
+			for _, d := range added {
+				if strings.EqualFold(d, o.ID) || slices.ContainsFunc(o.Domains, func(od string) bool { return strings.EqualFold(od, d) }) {
+					return fmt.Errorf("%w: %q is a name of another tenant", ErrConflict, d)
+				}
+			}
+		}
+		out = next
+		return put(tx, bucketTenants, id, next)
+	})
+	return out, err
 }
 
 // Tenants lists all tenants.
@@ -235,6 +291,39 @@ func (s *Store) UpdatePrincipal(clientID string, fn func(cur *Principal) (*Princ
 		return put(tx, bucketPrincipals, clientID, next)
 	})
 	return out, err
+}
+
+// DeletePrincipal removes a principal, its ARM index entry and every role
+// assignment naming it, in one transaction: a crash never leaves role
+// assignments of a deleted principal behind for a later one with the same
+// client id to inherit.
+func (s *Store) DeletePrincipal(clientID string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := get[Principal](tx, bucketPrincipals, clientID)
+		if err != nil {
+			return err
+		}
+		if cur.ResourceID != "" {
+			if err := tx.Bucket(bucketARMIndex).Delete([]byte(strings.ToLower(cur.ResourceID))); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketPrincipals).Delete([]byte(clientID)); err != nil {
+			return err
+		}
+		ras, err := list[RoleAssignment](tx, bucketRoles)
+		if err != nil {
+			return err
+		}
+		for _, ra := range ras {
+			if ra.Principal == clientID {
+				if err := tx.Bucket(bucketRoles).Delete([]byte(ra.ID)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // PrincipalByResourceID finds an identity by its ARM resource id

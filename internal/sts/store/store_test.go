@@ -3,6 +3,7 @@ package store_test
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/podid/podid/internal/sts/store"
@@ -68,5 +69,66 @@ func TestPrincipalARMIndex(t *testing.T) {
 	defer st.Close()
 	if p, err := st.PrincipalByResourceID(rid); err != nil || p.ClientID != "c2" {
 		t.Fatalf("after reopen: %v %v", p, err)
+	}
+}
+
+func TestTenantNamesUnique(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const a, b = "aaaaaaaa-0000-4000-8000-000000000000", "bbbbbbbb-0000-4000-8000-000000000000"
+	if err := st.PutTenant(store.Tenant{ID: a, Domains: []string{"a.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		t    store.Tenant
+		want error
+	}{
+		{"own domain again", store.Tenant{ID: a, Domains: []string{"a.test", "a2.test"}}, nil},
+		{"other's domain", store.Tenant{ID: b, Domains: []string{"A.TEST"}}, store.ErrConflict},
+		{"other's id as domain", store.Tenant{ID: b, Domains: []string{strings.ToUpper(a)}}, store.ErrConflict},
+		{"fresh domain", store.Tenant{ID: b, Domains: []string{"b.test"}}, nil},
+		{"id that is another's domain", store.Tenant{ID: "b.test"}, store.ErrConflict},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := st.PutTenant(tt.t); !errors.Is(err, tt.want) {
+				t.Errorf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDeletePrincipalTakesRoleAssignments(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const rid = "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a"
+	if _, err := st.UpdatePrincipal("c1", func(*store.Principal) (*store.Principal, error) {
+		return &store.Principal{ClientID: "c1", TenantID: "t", Kind: store.KindIdentity, ResourceID: rid}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ra := range []store.RoleAssignment{{ID: "r1", TenantID: "t", Principal: "c1"}, {ID: "r2", TenantID: "t", Principal: "c2"}} {
+		if err := st.PutRoleAssignment(ra); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.DeletePrincipal("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PrincipalByResourceID(rid); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ARM index kept: %v", err)
+	}
+	ras, _ := st.RoleAssignments("")
+	if len(ras) != 1 || ras[0].ID != "r2" {
+		t.Errorf("role assignments = %+v, want only r2", ras)
+	}
+	if err := st.DeletePrincipal("c1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: %v", err)
 	}
 }
