@@ -66,8 +66,10 @@ func methodNotAllowed(w http.ResponseWriter) {
 
 // serveAdmin is podid's own management API for what ARM does not cover
 // (app registrations, their credentials, role assignments, tenants); see
-// docs/sts.md. Same authentication as the ARM API; a caller manages only its
-// own tenant.
+// docs/sts.md. Same authentication as the ARM API. Authorization comes
+// before anything else is looked at, for every route: a caller administers
+// its own tenant; only the system tenant's administrators administer other
+// tenants, which includes creating them.
 func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request, segs []string) {
 	c, ae := s.authorize(r)
 	if ae != nil {
@@ -79,6 +81,11 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request, segs []strin
 		return
 	}
 	tid := strings.ToLower(segs[1])
+	if !s.mayAdminister(c, tid) {
+		s.log.Warn("cross-tenant management call refused", "caller_tenant", c.tenantID, "client_id", c.clientID, "target_tenant", truncate(tid, 64), "method", r.Method)
+		writeARMError(w, armError{403, "AuthorizationFailed", "The client '" + c.clientID + "' does not have authorization to manage tenant '" + truncate(tid, 64) + "'."})
+		return
+	}
 	rest := segs[2:]
 	if len(rest) == 0 {
 		if r.Method != http.MethodPut {
@@ -97,12 +104,8 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request, segs []strin
 			return
 		}
 		t, _ := s.tenant(tid)
-		s.log.Info("tenant put", "tenant", tid, "by", c.clientID)
+		s.log.Info("tenant put", "tenant", tid, "by", c.clientID, "by_tenant", c.tenantID)
 		writeJSON(w, 200, t)
-		return
-	}
-	if tid != c.tenantID {
-		writeARMError(w, armError{403, "AuthorizationFailed", "callers manage only their own tenant"})
 		return
 	}
 	switch rest[0] {
@@ -113,6 +116,16 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request, segs []strin
 	default:
 		writeARMError(w, armError{404, "NotFound", "not found"})
 	}
+}
+
+// mayAdminister reports whether an authenticated administrator (the admin
+// role already checked) may manage tenant tid through /podid/v1.
+func (s *Server) mayAdminister(c *caller, tid string) bool {
+	if c.tenantID == tid {
+		return true
+	}
+	sys := s.cfg.SystemTenantID
+	return sys != "" && c.tenantID == sys
 }
 
 func (s *Server) serveApplications(w http.ResponseWriter, r *http.Request, c *caller, tid string, rest []string) {

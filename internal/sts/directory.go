@@ -23,7 +23,7 @@ import (
 // Errors of directory writes; the HTTP layers map them to status codes.
 var (
 	ErrNotFound = store.ErrNotFound
-	ErrConflict = errors.New("conflict")
+	ErrConflict = store.ErrConflict
 	ErrInvalid  = errors.New("invalid")
 )
 
@@ -40,8 +40,15 @@ var (
 	idRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$`)
 )
 
+// invalidError is an ErrInvalid whose text is only the message, so the
+// answer carries what Entra would say and nothing of ours.
+type invalidError string
+
+func (e invalidError) Error() string        { return string(e) }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	return invalidError(fmt.Sprintf(format, args...))
 }
 
 // IdentityResourceID is the ARM id of a user-assigned identity.
@@ -49,21 +56,79 @@ func IdentityResourceID(sub, rg, name string) string {
 	return "/subscriptions/" + sub + "/resourcegroups/" + rg + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" + name
 }
 
-// PutTenant creates or updates a tenant (domains are merged).
+// reservedTenantNames are tenant path segments Entra gives a meaning of its
+// own; no tenant may own them.
+var reservedTenantNames = []string{"common", "organizations", "consumers"}
+
+var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validateDomain checks a tenant domain and returns it lower-cased. A domain
+// is a DNS name of at least two labels, not an IP address, never a GUID
+// (it would shadow a tenant id in the token path) and never a reserved name.
+func validateDomain(d string) (string, error) {
+	l := strings.ToLower(d)
+	switch {
+	case guidRE.MatchString(l):
+		return "", invalid("domain %q is a GUID; tenant ids cannot be used as domains", d)
+	case slices.Contains(reservedTenantNames, l):
+		return "", invalid("domain %q is reserved", d)
+	case len(l) == 0 || len(l) > 253:
+		return "", invalid("domain must be 1..253 characters")
+	}
+	labels := strings.Split(l, ".")
+	if len(labels) < 2 {
+		return "", invalid("domain %q must be a DNS name with at least two labels", d)
+	}
+	for _, lb := range labels {
+		if !dnsLabelRE.MatchString(lb) {
+			return "", invalid("domain %q is not a DNS name: each label is 1-63 letters, digits or '-', not starting or ending with '-'", d)
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return "", invalid("domain %q looks like an IP address", d)
+	}
+	return l, nil
+}
+
+// PutTenant creates or updates a tenant (domains are merged). Domains are
+// validated and unique across tenants (ErrConflict when another tenant
+// owns one); the check and the write are one store transaction.
 func (s *Server) PutTenant(ctx context.Context, id string, domains []string) error {
 	if !guidRE.MatchString(id) {
 		return invalid("tenant id %q is not a GUID", id)
 	}
-	id = strings.ToLower(id)
-	t, _ := s.tenant(id)
-	t.ID = id
-	for _, d := range domains {
-		if !slices.Contains(t.Domains, d) {
-			t.Domains = append(t.Domains, d)
-		}
+	if len(domains) > 50 {
+		return invalid("at most 50 domains per tenant")
 	}
-	if err := s.store.PutTenant(t); err != nil {
-		return fmt.Errorf("put tenant: %w", err)
+	id = strings.ToLower(id)
+	norm := make([]string, 0, len(domains))
+	for _, d := range domains {
+		l, err := validateDomain(d)
+		if err != nil {
+			return err
+		}
+		norm = append(norm, l)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := s.store.UpdateTenant(id, func(cur *store.Tenant) (*store.Tenant, error) {
+		t := store.Tenant{ID: id}
+		if cur != nil {
+			t.Domains = slices.Clone(cur.Domains)
+		}
+		for _, d := range norm {
+			if !slices.Contains(t.Domains, d) {
+				t.Domains = append(t.Domains, d)
+			}
+		}
+		if len(t.Domains) > 50 {
+			return nil, invalid("at most 50 domains per tenant")
+		}
+		return &t, nil
+	})
+	if err != nil {
+		return fmt.Errorf("put tenant %s: %w", id, err)
 	}
 	return s.reloadTenants()
 }
@@ -80,6 +145,9 @@ type Application struct {
 // PutApplication creates or updates an app registration; it reports whether
 // it was created.
 func (s *Server) PutApplication(ctx context.Context, tenantID string, a Application) (*store.Principal, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
 	if _, ok := s.tenant(tenantID); !ok {
 		return nil, false, fmt.Errorf("%w: tenant %s", ErrNotFound, tenantID)
 	}
@@ -127,25 +195,11 @@ func (s *Server) PutApplication(ctx context.Context, tenantID string, a Applicat
 // DeletePrincipal deletes an app registration or identity and its role
 // assignments.
 func (s *Server) DeletePrincipal(ctx context.Context, clientID string) error {
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
-		if cur == nil {
-			return nil, ErrNotFound
-		}
-		return nil, nil
-	})
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ras, err := s.store.RoleAssignments("")
-	if err != nil {
+	if err := s.store.DeletePrincipal(clientID); err != nil {
 		return err
-	}
-	for _, ra := range ras {
-		if ra.Principal == clientID {
-			if err := s.store.DeleteRoleAssignment(ra.ID); err != nil {
-				return err
-			}
-		}
 	}
 	return s.reindex()
 }
@@ -154,6 +208,9 @@ func (s *Server) DeletePrincipal(ctx context.Context, clientID string) error {
 // is already registered it returns the existing id, so bootstrap is
 // idempotent. A zero expires means no expiry.
 func (s *Server) AddSecret(ctx context.Context, clientID, displayName, value string, expires time.Time) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	if len(value) < 16 || len(value) > 512 {
 		return "", invalid("client secret length must be 16..512")
 	}
@@ -195,6 +252,9 @@ func (s *Server) GenerateSecret(ctx context.Context, clientID, displayName strin
 
 // DeleteSecret removes a secret by id.
 func (s *Server) DeleteSecret(ctx context.Context, clientID, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
@@ -212,6 +272,9 @@ func (s *Server) DeleteSecret(ctx context.Context, clientID, id string) error {
 // AddCertificate registers a public certificate (DER or PEM) for
 // certificate-based client assertions. Idempotent on the certificate.
 func (s *Server) AddCertificate(ctx context.Context, clientID string, certData []byte) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	der := certData
 	if b, _ := pem.Decode(certData); b != nil {
 		if b.Type != "CERTIFICATE" {
@@ -246,6 +309,9 @@ func (s *Server) AddCertificate(ctx context.Context, clientID string, certData [
 
 // DeleteCertificate removes a certificate by id (its SHA-256 thumbprint, hex).
 func (s *Server) DeleteCertificate(ctx context.Context, clientID, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
@@ -275,6 +341,9 @@ type Identity struct {
 // PutIdentity creates or updates a user-assigned identity; ids never change
 // once created. It reports whether it was created.
 func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
 	if _, ok := s.tenant(id.TenantID); !ok {
 		return nil, false, fmt.Errorf("%w: tenant %s", ErrNotFound, id.TenantID)
 	}
@@ -351,17 +420,35 @@ func validateFIC(f *store.FederatedCredential) error {
 			return invalid("%s must be 1..%d characters", field, MaxFICFieldLen)
 		}
 	}
-	u, err := url.Parse(f.Issuer)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return invalid("issuer must be an https URL")
+	return validateIssuerURL(f.Issuer)
+}
+
+// validateIssuerURL accepts what can be fetched as an OIDC issuer, as Entra
+// does: an absolute https URL with a host and no user-info, query or
+// fragment (discovery appends a path, so those could never be fetched, and
+// user-info would put a credential into every log line naming the issuer).
+func validateIssuerURL(iss string) error {
+	u, err := url.Parse(iss)
+	switch {
+	case err != nil || u.Scheme != "https" || u.Opaque != "" || u.Hostname() == "":
+		return invalid("issuer %q must be an absolute https URL", iss)
+	case u.User != nil:
+		return invalid("issuer %q must not contain user information", iss)
+	case u.RawQuery != "" || u.ForceQuery:
+		return invalid("issuer %q must not contain a query", iss)
+	case u.Fragment != "" || strings.Contains(iss, "#"):
+		return invalid("issuer %q must not contain a fragment", iss)
 	}
 	return nil
 }
 
 // PutFederatedCredential creates or replaces a federated identity credential
 // of an identity or app (by client id). Issuer+subject must be unique per
-// principal (ErrConflict); at most MaxFICsPerPrincipal.
+// principal (ErrInvalid, as Entra answers 400); at most MaxFICsPerPrincipal.
 func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f store.FederatedCredential) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	if err := validateFIC(&f); err != nil {
 		return false, err
 	}
@@ -373,7 +460,11 @@ func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f 
 		i := slices.IndexFunc(cur.FederatedCreds, func(x store.FederatedCredential) bool { return strings.EqualFold(x.Name, f.Name) })
 		for j, x := range cur.FederatedCreds {
 			if j != i && x.Issuer == f.Issuer && x.Subject == f.Subject {
-				return nil, fmt.Errorf("%w: federated credential %q already has issuer %q and subject %q", ErrConflict, x.Name, f.Issuer, f.Subject)
+				// Entra answers 400 here (ARM and Graph alike), not 409.
+				if cur.Kind == store.KindIdentity {
+					return nil, invalid("Issuer and subject combination already exists for this Managed Identity.")
+				}
+				return nil, invalid("The combination of issuer and subject must be unique for the application. Issuer %s and Subject: %s already exist.", f.Issuer, f.Subject)
 			}
 		}
 		if i >= 0 {
@@ -393,6 +484,9 @@ func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f 
 
 // DeleteFederatedCredential removes a federated identity credential by name.
 func (s *Server) DeleteFederatedCredential(ctx context.Context, clientID, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
@@ -411,6 +505,9 @@ func (s *Server) DeleteFederatedCredential(ctx context.Context, clientID, name s
 // With an empty id, the id is derived from the content, so repeating the
 // call is idempotent.
 func (s *Server) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment) (store.RoleAssignment, error) {
+	if err := ctx.Err(); err != nil {
+		return ra, err
+	}
 	p, err := s.store.Principal(strings.ToLower(ra.Principal))
 	if err != nil {
 		return ra, fmt.Errorf("principal %s: %w", ra.Principal, err)
@@ -437,6 +534,9 @@ func (s *Server) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment)
 
 // DeleteRoleAssignment removes a role assignment.
 func (s *Server) DeleteRoleAssignment(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := s.store.DeleteRoleAssignment(id); err != nil {
 		return err
 	}
@@ -452,6 +552,9 @@ func (s *Server) Principal(clientID string) (*store.Principal, error) {
 // names and deletes nothing.
 func (s *Server) Apply(ctx context.Context, b *Bootstrap) error {
 	for _, t := range b.Tenants {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
 		if err := s.PutTenant(ctx, t.ID, t.Domains); err != nil {
 			return fmt.Errorf("bootstrap tenant %s: %w", t.ID, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,6 +289,11 @@ func (s *Server) baseURL(r *http.Request) string {
 	return s.PublicURL()
 }
 
+// reloadTenants rebuilds the name → tenant index. Ids always name their own
+// tenant. A domain resolves only when exactly one tenant owns it and it is a
+// valid domain; a name several tenants claim (state written before names
+// were checked) resolves to none, loudly, rather than to whichever tenant
+// happened to be indexed last.
 func (s *Server) reloadTenants() error {
 	ts, err := s.store.Tenants()
 	if err != nil {
@@ -296,9 +302,34 @@ func (s *Server) reloadTenants() error {
 	m := make(map[string]store.Tenant, len(ts)*2)
 	for _, t := range ts {
 		m[strings.ToLower(t.ID)] = t
+	}
+	claims := map[string][]store.Tenant{}
+	for _, t := range ts {
 		for _, d := range t.Domains {
-			m[strings.ToLower(d)] = t
+			l, err := validateDomain(d)
+			if err != nil {
+				s.log.Error("tenant domain ignored", "tenant", t.ID, "domain", truncate(d, 64), "err", err)
+				continue
+			}
+			if _, isID := m[l]; isID {
+				s.log.Error("tenant domain ignored: it is another tenant's id", "tenant", t.ID, "domain", l)
+				continue
+			}
+			if !slices.ContainsFunc(claims[l], func(o store.Tenant) bool { return o.ID == t.ID }) {
+				claims[l] = append(claims[l], t)
+			}
 		}
+	}
+	for d, owners := range claims {
+		if len(owners) != 1 {
+			ids := make([]string, len(owners))
+			for i, o := range owners {
+				ids[i] = o.ID
+			}
+			s.log.Error("tenant domain claimed by several tenants resolves to none", "domain", d, "tenants", ids)
+			continue
+		}
+		m[d] = owners[0]
 	}
 	s.mu.Lock()
 	s.tenants = m
@@ -376,3 +407,6 @@ func (s *Server) serveTenant(w http.ResponseWriter, r *http.Request, segs []stri
 
 // PublicKeys returns the published JWKS (current key first).
 func (s *Server) PublicKeys() jose.JSONWebKeySet { return s.keys.Public() }
+
+// Tenant resolves a tenant by id or domain, as the token paths do.
+func (s *Server) Tenant(seg string) (store.Tenant, bool) { return s.tenant(seg) }
