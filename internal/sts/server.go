@@ -347,14 +347,43 @@ func (s *Server) tenant(seg string) (store.Tenant, bool) {
 
 // Handler returns the HTTP handler (after Open). Exposed so a test can
 // mount it on its own TLS listener.
+//
+// The first segment picks the API. Tenant-scoped Entra paths and hosted
+// cluster issuers are routed by ServeMux patterns; ARM keeps its own parser
+// because ARM's literal segments match case-insensitively, which patterns
+// cannot express. Every error, routed or not, is a JSON document.
 func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(s.route)
+	tenant := http.NewServeMux()
+	tenant.HandleFunc("/{tenant}/oauth2/v2.0/token", func(w http.ResponseWriter, r *http.Request) { s.serveToken(w, r, r.PathValue("tenant"), 2) })
+	tenant.HandleFunc("/{tenant}/oauth2/token", func(w http.ResponseWriter, r *http.Request) { s.serveToken(w, r, r.PathValue("tenant"), 1) })
+	tenant.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		s.serveDiscovery(w, r, r.PathValue("tenant"), 2)
+	})
+	tenant.HandleFunc("GET /{tenant}/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		s.serveDiscovery(w, r, r.PathValue("tenant"), 1)
+	})
+	tenant.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.serveJWKS)
+	tenant.HandleFunc("GET /{tenant}/discovery/keys", s.serveJWKS)
+	tenant.HandleFunc("GET /{tenant}/discovery/instance", s.serveInstanceDiscovery)
+	tenant.HandleFunc("GET /{tenant}/discovery/instance/{$}", s.serveInstanceDiscovery)
+
+	clusters := http.NewServeMux()
+	clusters.HandleFunc("GET /clusters/{name}/.well-known/openid-configuration", s.serveClusterDiscovery)
+	clusters.HandleFunc("GET /clusters/{name}/openid/v1/jwks", s.serveClusterJWKS)
+
+	return &router{s: s, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters)}
 }
 
-func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+type router struct {
+	s        *Server
+	tenant   http.Handler
+	clusters http.Handler
+}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Work on the raw path so an encoded separator cannot alias a route.
 	if strings.ContainsAny(r.URL.RawPath, "%") || strings.Contains(r.URL.Path, "//") {
-		http.Error(w, "bad path", http.StatusBadRequest)
+		writeHTTPError(w, http.StatusBadRequest, "invalid_request", "The request path is malformed: encoded characters and empty segments are not accepted.")
 		return
 	}
 	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
@@ -362,47 +391,77 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	case len(segs) == 1 && segs[0] == "healthz":
 		writeJSON(w, 200, map[string]string{"status": "ok"})
 	case strings.EqualFold(segs[0], "subscriptions"):
-		s.serveARM(w, r, segs)
+		rt.s.serveARM(w, r, segs)
 	case segs[0] == "clusters":
-		s.serveCluster(w, r, segs)
+		rt.clusters.ServeHTTP(w, r)
 	case segs[0] == "podid" && len(segs) >= 2 && segs[1] == "v1":
-		s.serveAdmin(w, r, segs[2:])
+		rt.s.serveAdmin(w, r, segs[2:])
 	default:
-		s.serveTenant(w, r, segs)
+		rt.tenant.ServeHTTP(w, foldTenantPath(r))
 	}
 }
 
-func (s *Server) serveTenant(w http.ResponseWriter, r *http.Request, segs []string) {
-	if len(segs) < 2 {
-		http.NotFound(w, r)
+// foldTenantPath lower-cases everything after the tenant segment: Entra
+// matches its paths case-insensitively, and every literal of the tenant
+// routes is lower case. The tenant segment keeps its case (it is resolved
+// case-insensitively, and echoed in errors as sent).
+func foldTenantPath(r *http.Request) *http.Request {
+	tseg, rest, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	lower := strings.ToLower(rest)
+	if !ok || lower == rest {
+		return r
+	}
+	r2 := r.WithContext(r.Context())
+	u := *r.URL
+	u.Path = "/" + tseg + "/" + lower
+	r2.URL = &u
+	return r2
+}
+
+// jsonErrors serves mux, answering what no pattern matches (404, or 405
+// with Allow) as JSON instead of the mux's text/plain.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, pattern := mux.Handler(r); pattern == "" {
+			h.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// jsonErrorWriter turns the mux's plain-text error into a JSON one, keeping
+// its status and headers (Allow).
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (j *jsonErrorWriter) WriteHeader(code int) {
+	if j.wrote {
 		return
 	}
-	tseg, rest := segs[0], strings.Join(segs[1:], "/")
-	switch rest {
-	case "oauth2/v2.0/token":
-		s.serveToken(w, r, tseg, 2)
-		return
-	case "oauth2/token":
-		s.serveToken(w, r, tseg, 1)
-		return
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	switch rest {
-	case "v2.0/.well-known/openid-configuration":
-		s.serveDiscovery(w, r, tseg, 2)
-	case ".well-known/openid-configuration":
-		s.serveDiscovery(w, r, tseg, 1)
-	case "discovery/v2.0/keys", "discovery/keys":
-		s.serveJWKS(w, r)
-	case "discovery/instance", "discovery/instance/":
-		s.serveInstanceDiscovery(w, r)
+	j.wrote = true
+	j.Header().Del("X-Content-Type-Options")
+	switch code {
+	case http.StatusMethodNotAllowed:
+		writeHTTPError(j.ResponseWriter, code, "invalid_request", "The request method is not allowed on this path.")
 	default:
-		http.NotFound(w, r)
+		writeHTTPError(j.ResponseWriter, code, "not_found", "The requested path was not found.")
 	}
+}
+
+func (j *jsonErrorWriter) Write(p []byte) (int, error) {
+	if !j.wrote {
+		j.WriteHeader(http.StatusNotFound)
+	}
+	return len(p), nil // the mux's text body is replaced by the JSON one
+}
+
+// writeHTTPError answers a request no API claimed, in the OAuth error shape
+// clients of the tenant paths parse.
+func writeHTTPError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
 // PublicKeys returns the published JWKS (current key first).
