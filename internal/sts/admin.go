@@ -133,7 +133,7 @@ func (s *Server) serveApplications(w http.ResponseWriter, r *http.Request, c *ca
 	if len(rest) == 0 {
 		switch r.Method {
 		case http.MethodGet:
-			ps, err := s.store.Principals(tid)
+			ps, err := s.Principals(tid)
 			if err != nil {
 				adminErr(w, err)
 				return
@@ -168,7 +168,7 @@ func (s *Server) serveApplications(w http.ResponseWriter, r *http.Request, c *ca
 		return
 	}
 	clientID := strings.ToLower(rest[0])
-	p, err := s.store.Principal(clientID)
+	p, err := s.Principal(clientID)
 	if err == nil && (p.TenantID != tid || p.Kind != store.KindApplication) {
 		err = ErrNotFound
 	}
@@ -319,7 +319,7 @@ func (s *Server) serveAppFIC(w http.ResponseWriter, r *http.Request, p *store.Pr
 func (s *Server) serveRoleAssignments(w http.ResponseWriter, r *http.Request, c *caller, tid string, rest []string) {
 	switch {
 	case len(rest) == 0 && r.Method == http.MethodGet:
-		ras, err := s.store.RoleAssignments(tid)
+		ras, err := s.RoleAssignments(tid)
 		if err != nil {
 			adminErr(w, err)
 			return
@@ -343,7 +343,7 @@ func (s *Server) serveRoleAssignments(w http.ResponseWriter, r *http.Request, c 
 		s.log.Info("role assigned", "principal", ra.Principal, "resource", ra.Resource, "role", ra.Role, "by", c.clientID)
 		writeJSON(w, 201, ra)
 	case len(rest) == 1 && r.Method == http.MethodDelete:
-		ras, err := s.store.RoleAssignments(tid)
+		ras, err := s.RoleAssignments(tid)
 		if err != nil {
 			adminErr(w, err)
 			return

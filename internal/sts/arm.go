@@ -236,7 +236,7 @@ func (s *Server) serveARM(w http.ResponseWriter, r *http.Request, segs []string)
 	case len(rest) == 1:
 		s.serveIdentity(w, r, c, sub, rg, rest[0])
 	case len(rest) >= 2 && eq(rest[1], "federatedIdentityCredentials") && len(rest) <= 3:
-		p, err := s.store.PrincipalByResourceID(IdentityResourceID(sub, rg, rest[0]))
+		p, err := s.IdentityByResourceID(IdentityResourceID(sub, rg, rest[0]))
 		if err != nil || p.TenantID != c.tenantID {
 			writeARMError(w, armError{404, "ResourceNotFound", "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/" + rest[0] + "' under resource group '" + rg + "' was not found."})
 			return
@@ -259,7 +259,7 @@ func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller
 	rid := IdentityResourceID(sub, rg, name)
 	switch r.Method {
 	case http.MethodGet:
-		p, err := s.store.PrincipalByResourceID(rid)
+		p, err := s.IdentityByResourceID(rid)
 		if err != nil || p.TenantID != c.tenantID {
 			writeARMError(w, armError{404, "ResourceNotFound", "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/" + name + "' under resource group '" + rg + "' was not found."})
 			return
@@ -271,7 +271,7 @@ func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller
 			writeARMError(w, armError{400, "InvalidRequestContent", err.Error()})
 			return
 		}
-		existing, _ := s.store.PrincipalByResourceID(rid)
+		existing, _ := s.IdentityByResourceID(rid)
 		if existing != nil && existing.TenantID != c.tenantID {
 			writeARMError(w, armError{409, "Conflict", "identity exists in another tenant"})
 			return
@@ -306,7 +306,7 @@ func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller
 		}
 		writeJSON(w, status, identityJSON(p))
 	case http.MethodDelete:
-		p, err := s.store.PrincipalByResourceID(rid)
+		p, err := s.IdentityByResourceID(rid)
 		if err != nil || p.TenantID != c.tenantID {
 			w.WriteHeader(http.StatusNoContent)
 			return
@@ -358,7 +358,7 @@ func page[T any](r *http.Request, base string, items []T, q url.Values) ([]T, *s
 }
 
 func (s *Server) listIdentities(w http.ResponseWriter, r *http.Request, c *caller, prefix string, q url.Values) {
-	ps, err := s.store.IdentitiesUnder(prefix)
+	ps, err := s.IdentitiesUnder(prefix)
 	if err != nil {
 		writeARMError(w, armErrorFor(err))
 		return
@@ -412,7 +412,7 @@ func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Princ
 			writeARMError(w, armErrorFor(err))
 			return
 		}
-		np, err := s.store.Principal(p.ClientID)
+		np, err := s.Principal(p.ClientID)
 		if err != nil {
 			writeARMError(w, armErrorFor(err))
 			return

@@ -10,11 +10,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/podid/podid/internal/sts/store"
@@ -27,7 +29,25 @@ var (
 	ErrInvalid  = errors.New("invalid")
 )
 
-// Limits from CONTRACTS.md §3.
+// Directory is the tenant directory over the store: tenants and their
+// names, app registrations, managed identities, their credentials and role
+// assignments. Every write is validated here and is one store transaction;
+// after it, the in-memory indexes the token path reads (tenant names, and
+// resources and roles) are rebuilt. The HTTP layers only translate.
+type Directory struct {
+	store *store.Store
+	log   *slog.Logger
+	dir   dirHolder // resources and roles, read lock-free by issuance
+
+	mu      sync.RWMutex            // protects tenants
+	tenants map[string]store.Tenant // by lower-case id and domain
+}
+
+func newDirectory(st *store.Store, log *slog.Logger) *Directory {
+	return &Directory{store: st, log: log, tenants: map[string]store.Tenant{}}
+}
+
+// Limits of federated credentials, as Entra enforces them.
 const (
 	MaxFICsPerPrincipal = 20
 	MaxFICFieldLen      = 600
@@ -93,7 +113,7 @@ func validateDomain(d string) (string, error) {
 // PutTenant creates or updates a tenant (domains are merged). Domains are
 // validated and unique across tenants (ErrConflict when another tenant
 // owns one); the check and the write are one store transaction.
-func (s *Server) PutTenant(ctx context.Context, id string, domains []string) error {
+func (d *Directory) PutTenant(ctx context.Context, id string, domains []string) error {
 	if !guidRE.MatchString(id) {
 		return invalid("tenant id %q is not a GUID", id)
 	}
@@ -102,8 +122,8 @@ func (s *Server) PutTenant(ctx context.Context, id string, domains []string) err
 	}
 	id = strings.ToLower(id)
 	norm := make([]string, 0, len(domains))
-	for _, d := range domains {
-		l, err := validateDomain(d)
+	for _, dom := range domains {
+		l, err := validateDomain(dom)
 		if err != nil {
 			return err
 		}
@@ -112,14 +132,14 @@ func (s *Server) PutTenant(ctx context.Context, id string, domains []string) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	_, err := s.store.UpdateTenant(id, func(cur *store.Tenant) (*store.Tenant, error) {
+	_, err := d.store.UpdateTenant(id, func(cur *store.Tenant) (*store.Tenant, error) {
 		t := store.Tenant{ID: id}
 		if cur != nil {
 			t.Domains = slices.Clone(cur.Domains)
 		}
-		for _, d := range norm {
-			if !slices.Contains(t.Domains, d) {
-				t.Domains = append(t.Domains, d)
+		for _, dom := range norm {
+			if !slices.Contains(t.Domains, dom) {
+				t.Domains = append(t.Domains, dom)
 			}
 		}
 		if len(t.Domains) > 50 {
@@ -130,8 +150,67 @@ func (s *Server) PutTenant(ctx context.Context, id string, domains []string) err
 	if err != nil {
 		return fmt.Errorf("put tenant %s: %w", id, err)
 	}
-	return s.reloadTenants()
+	return d.reloadTenants()
 }
+
+// reloadTenants rebuilds the name → tenant index. Ids always name their own
+// tenant. A domain resolves only when exactly one tenant owns it and it is a
+// valid domain; a name several tenants claim (state written before names
+// were checked) resolves to none, loudly, rather than to whichever tenant
+// happened to be indexed last.
+func (d *Directory) reloadTenants() error {
+	ts, err := d.store.Tenants()
+	if err != nil {
+		return fmt.Errorf("load tenants: %w", err)
+	}
+	m := make(map[string]store.Tenant, len(ts)*2)
+	for _, t := range ts {
+		m[strings.ToLower(t.ID)] = t
+	}
+	claims := map[string][]store.Tenant{}
+	for _, t := range ts {
+		for _, dom := range t.Domains {
+			l, err := validateDomain(dom)
+			if err != nil {
+				d.log.Error("tenant domain ignored", "tenant", t.ID, "domain", truncate(dom, 64), "err", err)
+				continue
+			}
+			if _, isID := m[l]; isID {
+				d.log.Error("tenant domain ignored: it is another tenant's id", "tenant", t.ID, "domain", l)
+				continue
+			}
+			if !slices.ContainsFunc(claims[l], func(o store.Tenant) bool { return o.ID == t.ID }) {
+				claims[l] = append(claims[l], t)
+			}
+		}
+	}
+	for dom, owners := range claims {
+		if len(owners) != 1 {
+			ids := make([]string, len(owners))
+			for i, o := range owners {
+				ids[i] = o.ID
+			}
+			d.log.Error("tenant domain claimed by several tenants resolves to none", "domain", dom, "tenants", ids)
+			continue
+		}
+		m[dom] = owners[0]
+	}
+	d.mu.Lock()
+	d.tenants = m
+	d.mu.Unlock()
+	return nil
+}
+
+// tenant resolves a tenant path segment (id or domain).
+func (d *Directory) tenant(seg string) (store.Tenant, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	t, ok := d.tenants[strings.ToLower(seg)]
+	return t, ok
+}
+
+// Tenant resolves a tenant by id or domain, as the token paths do.
+func (d *Directory) Tenant(seg string) (store.Tenant, bool) { return d.tenant(seg) }
 
 // Application is what PutApplication sets on an app registration.
 type Application struct {
@@ -144,11 +223,11 @@ type Application struct {
 
 // PutApplication creates or updates an app registration; it reports whether
 // it was created.
-func (s *Server) PutApplication(ctx context.Context, tenantID string, a Application) (*store.Principal, bool, error) {
+func (d *Directory) PutApplication(ctx context.Context, tenantID string, a Application) (*store.Principal, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
-	if _, ok := s.tenant(tenantID); !ok {
+	if _, ok := d.tenant(tenantID); !ok {
 		return nil, false, fmt.Errorf("%w: tenant %s", ErrNotFound, tenantID)
 	}
 	if a.ClientID == "" {
@@ -166,7 +245,7 @@ func (s *Server) PutApplication(ctx context.Context, tenantID string, a Applicat
 		}
 	}
 	created := false
-	p, err := s.store.UpdatePrincipal(strings.ToLower(a.ClientID), func(cur *store.Principal) (*store.Principal, error) {
+	p, err := d.store.UpdatePrincipal(strings.ToLower(a.ClientID), func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			created = true
 			oid := a.ObjectID
@@ -189,25 +268,25 @@ func (s *Server) PutApplication(ctx context.Context, tenantID string, a Applicat
 	if err != nil {
 		return nil, false, err
 	}
-	return p, created, s.reindex()
+	return p, created, d.reindex()
 }
 
 // DeletePrincipal deletes an app registration or identity and its role
 // assignments.
-func (s *Server) DeletePrincipal(ctx context.Context, clientID string) error {
+func (d *Directory) DeletePrincipal(ctx context.Context, clientID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.store.DeletePrincipal(clientID); err != nil {
+	if err := d.store.DeletePrincipal(clientID); err != nil {
 		return err
 	}
-	return s.reindex()
+	return d.reindex()
 }
 
 // AddSecret registers a client secret (stored salted-hashed). If the value
 // is already registered it returns the existing id, so bootstrap is
 // idempotent. A zero expires means no expiry.
-func (s *Server) AddSecret(ctx context.Context, clientID, displayName, value string, expires time.Time) (string, error) {
+func (d *Directory) AddSecret(ctx context.Context, clientID, displayName, value string, expires time.Time) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -215,7 +294,7 @@ func (s *Server) AddSecret(ctx context.Context, clientID, displayName, value str
 		return "", invalid("client secret length must be 16..512")
 	}
 	var id string
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -242,20 +321,20 @@ func (s *Server) AddSecret(ctx context.Context, clientID, displayName, value str
 
 // GenerateSecret creates a random secret, registers it and returns id and
 // value. The value is returned once and never stored.
-func (s *Server) GenerateSecret(ctx context.Context, clientID, displayName string, expires time.Time) (id, value string, err error) {
+func (d *Directory) GenerateSecret(ctx context.Context, clientID, displayName string, expires time.Time) (id, value string, err error) {
 	b := make([]byte, 30)
 	_, _ = rand.Read(b)
 	value = strings.NewReplacer("-", "~", "_", ".").Replace(base64URL(b))
-	id, err = s.AddSecret(ctx, clientID, displayName, value, expires)
+	id, err = d.AddSecret(ctx, clientID, displayName, value, expires)
 	return id, value, err
 }
 
 // DeleteSecret removes a secret by id.
-func (s *Server) DeleteSecret(ctx context.Context, clientID, id string) error {
+func (d *Directory) DeleteSecret(ctx context.Context, clientID, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -271,7 +350,7 @@ func (s *Server) DeleteSecret(ctx context.Context, clientID, id string) error {
 
 // AddCertificate registers a public certificate (DER or PEM) for
 // certificate-based client assertions. Idempotent on the certificate.
-func (s *Server) AddCertificate(ctx context.Context, clientID string, certData []byte) (string, error) {
+func (d *Directory) AddCertificate(ctx context.Context, clientID string, certData []byte) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -288,7 +367,7 @@ func (s *Server) AddCertificate(ctx context.Context, clientID string, certData [
 	}
 	sum := sha256.Sum256(cert.Raw)
 	id := hex.EncodeToString(sum[:])
-	_, err = s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err = d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -308,11 +387,11 @@ func (s *Server) AddCertificate(ctx context.Context, clientID string, certData [
 }
 
 // DeleteCertificate removes a certificate by id (its SHA-256 thumbprint, hex).
-func (s *Server) DeleteCertificate(ctx context.Context, clientID, id string) error {
+func (d *Directory) DeleteCertificate(ctx context.Context, clientID, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -340,11 +419,11 @@ type Identity struct {
 
 // PutIdentity creates or updates a user-assigned identity; ids never change
 // once created. It reports whether it was created.
-func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal, bool, error) {
+func (d *Directory) PutIdentity(ctx context.Context, id Identity) (*store.Principal, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
-	if _, ok := s.tenant(id.TenantID); !ok {
+	if _, ok := d.tenant(id.TenantID); !ok {
 		return nil, false, fmt.Errorf("%w: tenant %s", ErrNotFound, id.TenantID)
 	}
 	if !guidRE.MatchString(id.Subscription) {
@@ -363,7 +442,7 @@ func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal
 		return nil, false, invalid("client and principal ids must be GUIDs")
 	}
 	rid := IdentityResourceID(id.Subscription, id.ResourceGroup, id.Name)
-	existing, err := s.store.PrincipalByResourceID(rid)
+	existing, err := d.store.PrincipalByResourceID(rid)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
@@ -378,7 +457,7 @@ func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal
 		clientID = newGUID()
 	}
 	created := false
-	p, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	p, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			created = true
 			oid := strings.ToLower(id.PrincipalID)
@@ -401,10 +480,10 @@ func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal
 	if err != nil {
 		return nil, false, err
 	}
-	return p, created, s.reindex()
+	return p, created, d.reindex()
 }
 
-// validateFIC applies CONTRACTS.md §3 to one credential.
+// validateFIC applies Entra's limits to one credential.
 func validateFIC(f *store.FederatedCredential) error {
 	if !nameRE.MatchString(f.Name) {
 		return invalid("federated credential name %q must be 3-120 characters of letters, digits, '-' and '_', starting with a letter or digit", f.Name)
@@ -445,7 +524,7 @@ func validateIssuerURL(iss string) error {
 // PutFederatedCredential creates or replaces a federated identity credential
 // of an identity or app (by client id). Issuer+subject must be unique per
 // principal (ErrInvalid, as Entra answers 400); at most MaxFICsPerPrincipal.
-func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f store.FederatedCredential) (bool, error) {
+func (d *Directory) PutFederatedCredential(ctx context.Context, clientID string, f store.FederatedCredential) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
@@ -453,7 +532,7 @@ func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f 
 		return false, err
 	}
 	created := false
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -483,11 +562,11 @@ func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f 
 }
 
 // DeleteFederatedCredential removes a federated identity credential by name.
-func (s *Server) DeleteFederatedCredential(ctx context.Context, clientID, name string) error {
+func (d *Directory) DeleteFederatedCredential(ctx context.Context, clientID, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -504,11 +583,11 @@ func (s *Server) DeleteFederatedCredential(ctx context.Context, clientID, name s
 // PutRoleAssignment grants role on resource to the principal (client id).
 // With an empty id, the id is derived from the content, so repeating the
 // call is idempotent.
-func (s *Server) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment) (store.RoleAssignment, error) {
+func (d *Directory) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment) (store.RoleAssignment, error) {
 	if err := ctx.Err(); err != nil {
 		return ra, err
 	}
-	p, err := s.store.Principal(strings.ToLower(ra.Principal))
+	p, err := d.store.Principal(strings.ToLower(ra.Principal))
 	if err != nil {
 		return ra, fmt.Errorf("principal %s: %w", ra.Principal, err)
 	}
@@ -526,41 +605,61 @@ func (s *Server) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment)
 		sum := sha256.Sum256([]byte(ra.TenantID + "|" + ra.Principal + "|" + normResource(ra.Resource) + "|" + ra.Role))
 		ra.ID = hex.EncodeToString(sum[:16])
 	}
-	if err := s.store.PutRoleAssignment(ra); err != nil {
+	if err := d.store.PutRoleAssignment(ra); err != nil {
 		return ra, err
 	}
-	return ra, s.reindex()
+	return ra, d.reindex()
 }
 
 // DeleteRoleAssignment removes a role assignment.
-func (s *Server) DeleteRoleAssignment(ctx context.Context, id string) error {
+func (d *Directory) DeleteRoleAssignment(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.store.DeleteRoleAssignment(id); err != nil {
+	if err := d.store.DeleteRoleAssignment(id); err != nil {
 		return err
 	}
-	return s.reindex()
+	return d.reindex()
 }
 
 // Principal returns an app or identity by client id.
-func (s *Server) Principal(clientID string) (*store.Principal, error) {
-	return s.store.Principal(strings.ToLower(clientID))
+func (d *Directory) Principal(clientID string) (*store.Principal, error) {
+	return d.store.Principal(strings.ToLower(clientID))
+}
+
+// Principals lists a tenant's apps and identities.
+func (d *Directory) Principals(tenantID string) ([]store.Principal, error) {
+	return d.store.Principals(tenantID)
+}
+
+// IdentityByResourceID returns a managed identity by ARM resource id.
+func (d *Directory) IdentityByResourceID(resourceID string) (*store.Principal, error) {
+	return d.store.PrincipalByResourceID(resourceID)
+}
+
+// IdentitiesUnder lists identities whose ARM resource id starts with prefix.
+func (d *Directory) IdentitiesUnder(prefix string) ([]store.Principal, error) {
+	return d.store.IdentitiesUnder(prefix)
+}
+
+// RoleAssignments lists a tenant's role assignments.
+func (d *Directory) RoleAssignments(tenantID string) ([]store.RoleAssignment, error) {
+	return d.store.RoleAssignments(tenantID)
 }
 
 // Apply applies a bootstrap idempotently: it creates or updates what it
 // names and deletes nothing.
-func (s *Server) Apply(ctx context.Context, b *Bootstrap) error {
+func (d *Directory) Apply(ctx context.Context, b *Bootstrap) error {
 	for _, t := range b.Tenants {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
-		if err := s.PutTenant(ctx, t.ID, t.Domains); err != nil {
+		if err := d.PutTenant(ctx, t.ID, t.Domains); err != nil {
 			return fmt.Errorf("bootstrap tenant %s: %w", t.ID, err)
 		}
 		tid := strings.ToLower(t.ID)
 		for _, a := range t.Applications {
-			p, _, err := s.PutApplication(ctx, tid, Application{ClientID: a.ClientID, ObjectID: a.ObjectID, DisplayName: a.DisplayName, IdentifierURIs: a.IdentifierURIs, AccessTokenVersion: a.AccessTokenVersion})
+			p, _, err := d.PutApplication(ctx, tid, Application{ClientID: a.ClientID, ObjectID: a.ObjectID, DisplayName: a.DisplayName, IdentifierURIs: a.IdentifierURIs, AccessTokenVersion: a.AccessTokenVersion})
 			if err != nil {
 				return fmt.Errorf("bootstrap application %s: %w", a.ClientID, err)
 			}
@@ -569,7 +668,7 @@ func (s *Server) Apply(ctx context.Context, b *Bootstrap) error {
 				if err != nil {
 					return fmt.Errorf("bootstrap application %s secret %d: %w", a.ClientID, i, err)
 				}
-				if _, err := s.AddSecret(ctx, p.ClientID, "bootstrap", v, time.Time{}); err != nil {
+				if _, err := d.AddSecret(ctx, p.ClientID, "bootstrap", v, time.Time{}); err != nil {
 					return fmt.Errorf("bootstrap application %s secret %d: %w", a.ClientID, i, err)
 				}
 			}
@@ -580,35 +679,35 @@ func (s *Server) Apply(ctx context.Context, b *Bootstrap) error {
 						return fmt.Errorf("bootstrap application %s certificate %d: %w", a.ClientID, i, err)
 					}
 				}
-				if _, err := s.AddCertificate(ctx, p.ClientID, data); err != nil {
+				if _, err := d.AddCertificate(ctx, p.ClientID, data); err != nil {
 					return fmt.Errorf("bootstrap application %s certificate %d: %w", a.ClientID, i, err)
 				}
 			}
-			if err := s.applyFICs(ctx, p.ClientID, a.FederatedCreds); err != nil {
+			if err := d.applyFICs(ctx, p.ClientID, a.FederatedCreds); err != nil {
 				return fmt.Errorf("bootstrap application %s: %w", a.ClientID, err)
 			}
 		}
 		for _, id := range t.Identities {
-			p, _, err := s.PutIdentity(ctx, Identity{TenantID: tid, Subscription: id.Subscription, ResourceGroup: id.ResourceGroup, Name: id.Name, Location: id.Location, ClientID: id.ClientID, PrincipalID: id.PrincipalID})
+			p, _, err := d.PutIdentity(ctx, Identity{TenantID: tid, Subscription: id.Subscription, ResourceGroup: id.ResourceGroup, Name: id.Name, Location: id.Location, ClientID: id.ClientID, PrincipalID: id.PrincipalID})
 			if err != nil {
 				return fmt.Errorf("bootstrap identity %s: %w", id.Name, err)
 			}
-			if err := s.applyFICs(ctx, p.ClientID, id.FederatedCreds); err != nil {
+			if err := d.applyFICs(ctx, p.ClientID, id.FederatedCreds); err != nil {
 				return fmt.Errorf("bootstrap identity %s: %w", id.Name, err)
 			}
 		}
 		for _, ra := range t.RoleAssignments {
-			if _, err := s.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: tid, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
+			if _, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: tid, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
 				return fmt.Errorf("bootstrap role assignment %s/%s: %w", ra.Principal, ra.Role, err)
 			}
 		}
 	}
-	return s.reindex()
+	return d.reindex()
 }
 
-func (s *Server) applyFICs(ctx context.Context, clientID string, fics []BootstrapFederatedIdentity) error {
+func (d *Directory) applyFICs(ctx context.Context, clientID string, fics []BootstrapFederatedIdentity) error {
 	for _, f := range fics {
-		if _, err := s.PutFederatedCredential(ctx, clientID, store.FederatedCredential{Name: f.Name, Issuer: f.Issuer, Subject: f.Subject, Audiences: f.Audiences}); err != nil {
+		if _, err := d.PutFederatedCredential(ctx, clientID, store.FederatedCredential{Name: f.Name, Issuer: f.Issuer, Subject: f.Subject, Audiences: f.Audiences}); err != nil {
 			return fmt.Errorf("federated credential %s: %w", f.Name, err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,8 +26,12 @@ import (
 	"github.com/podid/podid/internal/sts/store"
 )
 
-// Server is the identity provider.
+// Server is the identity provider: the HTTP APIs, the signing keys and the
+// external issuers' keys, over the Directory (promoted, so a Server offers
+// the directory's methods to the bootstrap and to tests).
 type Server struct {
+	*Directory // set by Open
+
 	cfg Config
 	log *slog.Logger
 
@@ -37,12 +40,10 @@ type Server struct {
 	keys     *keyset.Set
 	material *pki.Material
 	ext      *jwks.Cache
-	dir      dirHolder
 	metrics  *metrics
 	registry *prometheus.Registry // served on cfg.MetricsAddr; nil when off
 
-	mu        sync.RWMutex            // protects tenants, publicURL
-	tenants   map[string]store.Tenant // by lower-case id and domain
+	mu        sync.RWMutex // protects publicURL
 	publicURL string
 }
 
@@ -72,7 +73,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sts: register metrics: %w", err)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, metrics: m, registry: reg, tenants: map[string]store.Tenant{}, publicURL: cfg.PublicURL}, nil
+	return &Server{cfg: cfg, log: cfg.Logger, metrics: m, registry: reg, publicURL: cfg.PublicURL}, nil
 }
 
 // Open opens the state file, loads or creates the CA, serving certificate
@@ -108,6 +109,7 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	s.store, s.keys, s.material = st, keys, mat
+	s.Directory = newDirectory(st, s.log)
 	trust := s.cfg.ExternalTrust
 	if len(s.cfg.ClusterIssuers) > 0 {
 		// Hosted cluster issuers are fetched from ourselves: trust our CA.
@@ -289,62 +291,6 @@ func (s *Server) baseURL(r *http.Request) string {
 	return s.PublicURL()
 }
 
-// reloadTenants rebuilds the name → tenant index. Ids always name their own
-// tenant. A domain resolves only when exactly one tenant owns it and it is a
-// valid domain; a name several tenants claim (state written before names
-// were checked) resolves to none, loudly, rather than to whichever tenant
-// happened to be indexed last.
-func (s *Server) reloadTenants() error {
-	ts, err := s.store.Tenants()
-	if err != nil {
-		return fmt.Errorf("load tenants: %w", err)
-	}
-	m := make(map[string]store.Tenant, len(ts)*2)
-	for _, t := range ts {
-		m[strings.ToLower(t.ID)] = t
-	}
-	claims := map[string][]store.Tenant{}
-	for _, t := range ts {
-		for _, d := range t.Domains {
-			l, err := validateDomain(d)
-			if err != nil {
-				s.log.Error("tenant domain ignored", "tenant", t.ID, "domain", truncate(d, 64), "err", err)
-				continue
-			}
-			if _, isID := m[l]; isID {
-				s.log.Error("tenant domain ignored: it is another tenant's id", "tenant", t.ID, "domain", l)
-				continue
-			}
-			if !slices.ContainsFunc(claims[l], func(o store.Tenant) bool { return o.ID == t.ID }) {
-				claims[l] = append(claims[l], t)
-			}
-		}
-	}
-	for d, owners := range claims {
-		if len(owners) != 1 {
-			ids := make([]string, len(owners))
-			for i, o := range owners {
-				ids[i] = o.ID
-			}
-			s.log.Error("tenant domain claimed by several tenants resolves to none", "domain", d, "tenants", ids)
-			continue
-		}
-		m[d] = owners[0]
-	}
-	s.mu.Lock()
-	s.tenants = m
-	s.mu.Unlock()
-	return nil
-}
-
-// tenant resolves a tenant path segment (id or domain).
-func (s *Server) tenant(seg string) (store.Tenant, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	t, ok := s.tenants[strings.ToLower(seg)]
-	return t, ok
-}
-
 // Handler returns the HTTP handler (after Open). Exposed so a test can
 // mount it on its own TLS listener.
 //
@@ -466,6 +412,3 @@ func writeHTTPError(w http.ResponseWriter, status int, code, desc string) {
 
 // PublicKeys returns the published JWKS (current key first).
 func (s *Server) PublicKeys() jose.JSONWebKeySet { return s.keys.Public() }
-
-// Tenant resolves a tenant by id or domain, as the token paths do.
-func (s *Server) Tenant(seg string) (store.Tenant, bool) { return s.tenant(seg) }
