@@ -136,6 +136,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"B-no-role", "GET", "/podid/v1/tenants/" + tenantB + "/applications", "", 403},
 		{"none", "GET", "/podid/v1/tenants/" + a + "/applications", "", 401},
 		{"B-owner", "GET", "/podid/v1/tenants/" + tenantB + "/applications", "", 200},
+		// Authorization comes before routing: another tenant's unknown route is 403.
+		{"B-owner", "PATCH", "/podid/v1/tenants/" + a + "/applications", `{}`, 403},
+		{"B-owner", "GET", "/podid/v1/tenants/" + a + "/nope", "", 403},
+		{"B-owner", "PATCH", "/podid/v1/tenants/" + tenantB + "/applications", `{}`, 405},
+		{"B-owner", "GET", "/podid/v1/tenants/" + tenantB + "/nope", "", 404},
+		{"B-owner", "GET", "/podid/v1/other", "", 404},
+		{"none", "GET", "/podid/v1/other", "", 401},
 		// The system Owner administers every tenant through /podid/v1.
 		{"A-system-owner", "GET", "/podid/v1/tenants/" + tenantB + "/applications", "", 200},
 		// ARM: another tenant's identity is invisible and cannot be taken over.

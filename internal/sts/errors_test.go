@@ -28,6 +28,8 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"DELETE", "/common/discovery/keys", 405},
 		{"GET", "/" + tid + "/oauth2%2Fv2.0/token", 400},
 		{"GET", "//" + tid + "/oauth2/v2.0/token", 400},
+		{"GET", "/" + tid + "/oauth2/../v2.0/.well-known/openid-configuration", 400},
+		{"GET", "/podid/v1/tenants/" + tid + "/./applications", 400},
 		{"GET", "/clusters/unknown/.well-known/openid-configuration", 404},
 		{"POST", "/clusters/unknown/openid/v1/jwks", 405},
 		{"GET", "/podid/v2/x", 404},

@@ -317,18 +317,21 @@ func (s *Server) Handler() http.Handler {
 	clusters.HandleFunc("GET /clusters/{name}/.well-known/openid-configuration", s.serveClusterDiscovery)
 	clusters.HandleFunc("GET /clusters/{name}/openid/v1/jwks", s.serveClusterJWKS)
 
-	return &router{s: s, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters)}
+	return &router{s: s, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters), admin: s.adminHandler()}
 }
 
 type router struct {
 	s        *Server
 	tenant   http.Handler
 	clusters http.Handler
+	admin    http.Handler
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Work on the raw path so an encoded separator cannot alias a route.
-	if strings.ContainsAny(r.URL.RawPath, "%") || strings.Contains(r.URL.Path, "//") {
+	// Dot segments are refused too: the muxes would redirect them, and the
+	// admin API authorizes on the tenant segment as sent.
+	if strings.ContainsAny(r.URL.RawPath, "%") || strings.Contains(r.URL.Path, "//") || hasDotSegment(r.URL.Path) {
 		writeHTTPError(w, http.StatusBadRequest, "invalid_request", "The request path is malformed: encoded characters and empty segments are not accepted.")
 		return
 	}
@@ -341,10 +344,19 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case segs[0] == "clusters":
 		rt.clusters.ServeHTTP(w, r)
 	case segs[0] == "podid" && len(segs) >= 2 && segs[1] == "v1":
-		rt.s.serveAdmin(w, r, segs[2:])
+		rt.admin.ServeHTTP(w, r)
 	default:
 		rt.tenant.ServeHTTP(w, foldTenantPath(r))
 	}
+}
+
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // foldTenantPath lower-cases everything after the tenant segment: Entra
@@ -367,19 +379,32 @@ func foldTenantPath(r *http.Request) *http.Request {
 // jsonErrors serves mux, answering what no pattern matches (404, or 405
 // with Allow) as JSON instead of the mux's text/plain.
 func jsonErrors(mux *http.ServeMux) http.Handler {
+	return jsonErrorsWith(mux, func(w http.ResponseWriter, status int) {
+		if status == http.StatusMethodNotAllowed {
+			writeHTTPError(w, status, "invalid_request", "The request method is not allowed on this path.")
+			return
+		}
+		writeHTTPError(w, status, "not_found", "The requested path was not found.")
+	})
+}
+
+// jsonErrorsWith serves mux, answering what no pattern matches with
+// write(status) instead of the mux's text/plain (its headers, such as Allow,
+// are kept).
+func jsonErrorsWith(mux *http.ServeMux, write func(w http.ResponseWriter, status int)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h, pattern := mux.Handler(r); pattern == "" {
-			h.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
+			h.ServeHTTP(&jsonErrorWriter{ResponseWriter: w, write: write}, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
 }
 
-// jsonErrorWriter turns the mux's plain-text error into a JSON one, keeping
-// its status and headers (Allow).
+// jsonErrorWriter replaces the mux's plain-text error with a JSON one.
 type jsonErrorWriter struct {
 	http.ResponseWriter
+	write func(w http.ResponseWriter, status int)
 	wrote bool
 }
 
@@ -389,12 +414,7 @@ func (j *jsonErrorWriter) WriteHeader(code int) {
 	}
 	j.wrote = true
 	j.Header().Del("X-Content-Type-Options")
-	switch code {
-	case http.StatusMethodNotAllowed:
-		writeHTTPError(j.ResponseWriter, code, "invalid_request", "The request method is not allowed on this path.")
-	default:
-		writeHTTPError(j.ResponseWriter, code, "not_found", "The requested path was not found.")
-	}
+	j.write(j.ResponseWriter, code)
 }
 
 func (j *jsonErrorWriter) Write(p []byte) (int, error) {
