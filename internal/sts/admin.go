@@ -70,7 +70,7 @@ func callerOf(r *http.Request) *caller { return r.Context().Value(callerKey{}).(
 // (tenants, app registrations, their credentials, role assignments); see
 // docs/sts.md. Routes are ServeMux patterns behind adminAuth, so no handler
 // runs before the caller is authenticated and allowed the target tenant.
-func (s *Server) adminHandler() http.Handler {
+func (s *mgmt) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	const t = "/podid/v1/tenants/{tid}"
 	const app = t + "/applications/{cid}"
@@ -102,7 +102,7 @@ func (s *Server) adminHandler() http.Handler {
 // authentication and the admin role, then the target tenant. A caller
 // administers its own tenant; only the system tenant's administrators
 // administer other tenants, which includes creating them.
-func (s *Server) adminAuth(next http.Handler) http.Handler {
+func (s *mgmt) adminAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, ae := s.authorize(r)
 		if ae != nil {
@@ -126,7 +126,7 @@ func (s *Server) adminAuth(next http.Handler) http.Handler {
 
 // mayAdminister reports whether an authenticated administrator (the admin
 // role already checked) may manage tenant tid through /podid/v1.
-func (s *Server) mayAdminister(c *caller, tid string) bool {
+func (s *mgmt) mayAdminister(c *caller, tid string) bool {
 	if c.tenantID == tid {
 		return true
 	}
@@ -136,7 +136,7 @@ func (s *Server) mayAdminister(c *caller, tid string) bool {
 
 func tenantOf(r *http.Request) string { return strings.ToLower(r.PathValue("tid")) }
 
-func (s *Server) putTenant(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) putTenant(w http.ResponseWriter, r *http.Request) {
 	tid := tenantOf(r)
 	var body struct {
 		Domains []string `json:"domains"`
@@ -155,7 +155,7 @@ func (s *Server) putTenant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, t)
 }
 
-func (s *Server) listApplications(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) listApplications(w http.ResponseWriter, r *http.Request) {
 	ps, err := s.Principals(tenantOf(r))
 	if err != nil {
 		adminErr(w, err)
@@ -170,7 +170,7 @@ func (s *Server) listApplications(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"value": out})
 }
 
-func (s *Server) createApplication(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) createApplication(w http.ResponseWriter, r *http.Request) {
 	var b appBody
 	if err := readBody(r, &b); err != nil {
 		adminErr(w, err)
@@ -191,7 +191,7 @@ func (s *Server) createApplication(w http.ResponseWriter, r *http.Request) {
 
 // tenantApp returns the app registration the path names, if it is an
 // application of the path's tenant (another tenant's is not found).
-func (s *Server) tenantApp(r *http.Request) (*store.Principal, error) {
+func (s *mgmt) tenantApp(r *http.Request) (*store.Principal, error) {
 	p, err := s.Principal(r.PathValue("cid"))
 	if err == nil && (p.TenantID != tenantOf(r) || p.Kind != store.KindApplication) {
 		err = ErrNotFound
@@ -200,7 +200,7 @@ func (s *Server) tenantApp(r *http.Request) (*store.Principal, error) {
 }
 
 // withApp runs h with the path's application, or answers 404.
-func (s *Server) withApp(h func(http.ResponseWriter, *http.Request, *store.Principal)) http.HandlerFunc {
+func (s *mgmt) withApp(h func(http.ResponseWriter, *http.Request, *store.Principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.tenantApp(r)
 		if err != nil {
@@ -211,11 +211,11 @@ func (s *Server) withApp(h func(http.ResponseWriter, *http.Request, *store.Princ
 	}
 }
 
-func (s *Server) getApplication(w http.ResponseWriter, _ *http.Request, p *store.Principal) {
+func (s *mgmt) getApplication(w http.ResponseWriter, _ *http.Request, p *store.Principal) {
 	writeJSON(w, 200, applicationJSON(p))
 }
 
-func (s *Server) putApplication(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) putApplication(w http.ResponseWriter, r *http.Request) {
 	var b appBody
 	if err := readBody(r, &b); err != nil {
 		adminErr(w, err)
@@ -233,7 +233,7 @@ func (s *Server) putApplication(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, applicationJSON(np))
 }
 
-func (s *Server) deleteApplication(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) deleteApplication(w http.ResponseWriter, r *http.Request) {
 	p, err := s.tenantApp(r)
 	if err != nil {
 		w.WriteHeader(http.StatusNoContent)
@@ -247,7 +247,7 @@ func (s *Server) deleteApplication(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *Server) addSecret(w http.ResponseWriter, r *http.Request, p *store.Principal) {
+func (s *mgmt) addSecret(w http.ResponseWriter, r *http.Request, p *store.Principal) {
 	var b struct {
 		DisplayName   string `json:"displayName"`
 		ExpiresInDays int    `json:"expiresInDays"`
@@ -273,7 +273,7 @@ func (s *Server) addSecret(w http.ResponseWriter, r *http.Request, p *store.Prin
 	writeJSON(w, 201, map[string]any{"id": id, "hint": value[:3], "secretText": value})
 }
 
-func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p *store.Principal) {
+func (s *mgmt) deleteSecret(w http.ResponseWriter, r *http.Request, p *store.Principal) {
 	if err := s.DeleteSecret(r.Context(), p.ClientID, r.PathValue("id")); err != nil && !errors.Is(err, ErrNotFound) {
 		adminErr(w, err)
 		return
@@ -281,7 +281,7 @@ func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p *store.P
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *Server) addCertificate(w http.ResponseWriter, r *http.Request, p *store.Principal) {
+func (s *mgmt) addCertificate(w http.ResponseWriter, r *http.Request, p *store.Principal) {
 	var b struct {
 		PEM string `json:"pem"`
 	}
@@ -297,7 +297,7 @@ func (s *Server) addCertificate(w http.ResponseWriter, r *http.Request, p *store
 	writeJSON(w, 201, map[string]any{"id": id})
 }
 
-func (s *Server) deleteCertificate(w http.ResponseWriter, r *http.Request, p *store.Principal) {
+func (s *mgmt) deleteCertificate(w http.ResponseWriter, r *http.Request, p *store.Principal) {
 	if err := s.DeleteCertificate(r.Context(), p.ClientID, r.PathValue("id")); err != nil && !errors.Is(err, ErrNotFound) {
 		adminErr(w, err)
 		return
@@ -305,11 +305,11 @@ func (s *Server) deleteCertificate(w http.ResponseWriter, r *http.Request, p *st
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *Server) listAppFICs(w http.ResponseWriter, _ *http.Request, p *store.Principal) {
+func (s *mgmt) listAppFICs(w http.ResponseWriter, _ *http.Request, p *store.Principal) {
 	writeJSON(w, 200, map[string]any{"value": applicationJSON(p)["federatedIdentityCredentials"]})
 }
 
-func (s *Server) serveAppFIC(w http.ResponseWriter, r *http.Request, p *store.Principal) {
+func (s *mgmt) serveAppFIC(w http.ResponseWriter, r *http.Request, p *store.Principal) {
 	name := r.PathValue("name")
 	switch r.Method {
 	case http.MethodGet:
@@ -352,7 +352,7 @@ func (s *Server) serveAppFIC(w http.ResponseWriter, r *http.Request, p *store.Pr
 	}
 }
 
-func (s *Server) listRoleAssignments(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) listRoleAssignments(w http.ResponseWriter, r *http.Request) {
 	ras, err := s.RoleAssignments(tenantOf(r))
 	if err != nil {
 		adminErr(w, err)
@@ -364,7 +364,7 @@ func (s *Server) listRoleAssignments(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"value": ras})
 }
 
-func (s *Server) createRoleAssignment(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) createRoleAssignment(w http.ResponseWriter, r *http.Request) {
 	var b store.RoleAssignment
 	if err := readBody(r, &b); err != nil {
 		adminErr(w, err)
@@ -380,7 +380,7 @@ func (s *Server) createRoleAssignment(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 201, ra)
 }
 
-func (s *Server) deleteRoleAssignment(w http.ResponseWriter, r *http.Request) {
+func (s *mgmt) deleteRoleAssignment(w http.ResponseWriter, r *http.Request) {
 	ras, err := s.RoleAssignments(tenantOf(r))
 	if err != nil {
 		adminErr(w, err)

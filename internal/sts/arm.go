@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/podid/podid/internal/sts/keyset"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -51,6 +53,18 @@ func armErrorFor(err error) armError {
 	return armError{500, "InternalServerError", "internal error"}
 }
 
+// mgmt serves the management APIs — ARM's Microsoft.ManagedIdentity subset
+// and podid's /podid/v1 — over the Directory. It verifies callers' tokens
+// with the sts's published keys and decides who may manage what; the
+// directory does the rest.
+type mgmt struct {
+	*Directory
+	cfg     *Config
+	log     *slog.Logger
+	keys    *keyset.Set
+	baseURL func(*http.Request) string // for ARM nextLinks
+}
+
 // caller is an authenticated management API caller.
 type caller struct {
 	tenantID string
@@ -60,7 +74,7 @@ type caller struct {
 // authorize checks a bearer token the sts itself issued: signature by one of
 // our published keys, our issuer, the ARM audience, validity, and the admin
 // role. The management API is never open.
-func (s *Server) authorize(r *http.Request) (*caller, *armError) {
+func (s *mgmt) authorize(r *http.Request) (*caller, *armError) {
 	h := r.Header.Get("Authorization")
 	raw, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || raw == "" || len(raw) > MaxAssertionBytes {
@@ -176,7 +190,7 @@ func ficJSON(p *store.Principal, f store.FederatedCredential) map[string]any {
 //	  …/userAssignedIdentities/{name}/federatedIdentityCredentials/{fic}  PUT GET DELETE
 //
 // Literal segments match case-insensitively, as in ARM.
-func (s *Server) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
+func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 	c, ae := s.authorize(r)
 	if ae != nil {
 		writeARMError(w, *ae)
@@ -255,7 +269,7 @@ func (s *Server) serveARM(w http.ResponseWriter, r *http.Request, segs []string)
 	}
 }
 
-func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller, sub, rg, name string) {
+func (s *mgmt) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller, sub, rg, name string) {
 	rid := IdentityResourceID(sub, rg, name)
 	switch r.Method {
 	case http.MethodGet:
@@ -357,7 +371,7 @@ func page[T any](r *http.Request, base string, items []T, q url.Values) ([]T, *s
 	return items[off:end], &next, nil
 }
 
-func (s *Server) listIdentities(w http.ResponseWriter, r *http.Request, c *caller, prefix string, q url.Values) {
+func (s *mgmt) listIdentities(w http.ResponseWriter, r *http.Request, c *caller, prefix string, q url.Values) {
 	ps, err := s.IdentitiesUnder(prefix)
 	if err != nil {
 		writeARMError(w, armErrorFor(err))
@@ -372,7 +386,7 @@ func (s *Server) listIdentities(w http.ResponseWriter, r *http.Request, c *calle
 	s.writePage(w, r, items, q)
 }
 
-func (s *Server) listFICs(w http.ResponseWriter, r *http.Request, p *store.Principal, q url.Values) {
+func (s *mgmt) listFICs(w http.ResponseWriter, r *http.Request, p *store.Principal, q url.Values) {
 	var items []map[string]any
 	for _, f := range p.FederatedCreds {
 		items = append(items, ficJSON(p, f))
@@ -380,7 +394,7 @@ func (s *Server) listFICs(w http.ResponseWriter, r *http.Request, p *store.Princ
 	s.writePage(w, r, items, q)
 }
 
-func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Principal, name string) {
+func (s *mgmt) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Principal, name string) {
 	find := func(p *store.Principal) (store.FederatedCredential, bool) {
 		i := slices.IndexFunc(p.FederatedCreds, func(f store.FederatedCredential) bool { return strings.EqualFold(f.Name, name) })
 		if i < 0 {
@@ -440,7 +454,7 @@ func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Princ
 
 // writePage answers an ARM list request with one page of items and, when
 // more remain, the nextLink armmsi's pager follows.
-func (s *Server) writePage(w http.ResponseWriter, r *http.Request, items []map[string]any, q url.Values) {
+func (s *mgmt) writePage(w http.ResponseWriter, r *http.Request, items []map[string]any, q url.Values) {
 	pg, next, ae := page(r, s.baseURL(r), items, q)
 	if ae != nil {
 		writeARMError(w, *ae)

@@ -317,11 +317,12 @@ func (s *Server) Handler() http.Handler {
 	clusters.HandleFunc("GET /clusters/{name}/.well-known/openid-configuration", s.serveClusterDiscovery)
 	clusters.HandleFunc("GET /clusters/{name}/openid/v1/jwks", s.serveClusterJWKS)
 
-	return &router{s: s, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters), admin: s.adminHandler()}
+	m := &mgmt{Directory: s.Directory, cfg: &s.cfg, log: s.log, keys: s.keys, baseURL: s.baseURL}
+	return &router{mgmt: m, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters), admin: m.adminHandler()}
 }
 
 type router struct {
-	s        *Server
+	mgmt     *mgmt
 	tenant   http.Handler
 	clusters http.Handler
 	admin    http.Handler
@@ -340,7 +341,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(segs) == 1 && segs[0] == "healthz":
 		writeJSON(w, 200, map[string]string{"status": "ok"})
 	case strings.EqualFold(segs[0], "subscriptions"):
-		rt.s.serveARM(w, r, segs)
+		rt.mgmt.serveARM(w, r, segs)
 	case segs[0] == "clusters":
 		rt.clusters.ServeHTTP(w, r)
 	case segs[0] == "podid" && len(segs) >= 2 && segs[1] == "v1":
