@@ -281,7 +281,7 @@ func (s *Store) UpdatePrincipal(clientID string, fn func(cur *Principal) (*Princ
 		if next.ResourceID != "" {
 			key := []byte(strings.ToLower(next.ResourceID))
 			if owner := tx.Bucket(bucketARMIndex).Get(key); owner != nil && string(owner) != clientID {
-				return fmt.Errorf("resource %s already belongs to client %s", next.ResourceID, owner)
+				return fmt.Errorf("%w: resource %s already belongs to client %s", ErrConflict, next.ResourceID, owner)
 			}
 			if err := tx.Bucket(bucketARMIndex).Put(key, []byte(clientID)); err != nil {
 				return err
@@ -360,9 +360,21 @@ func (s *Store) IdentitiesUnder(prefix string) ([]Principal, error) {
 	return out, err
 }
 
-// PutRoleAssignment creates or replaces a role assignment.
+// PutRoleAssignment creates or replaces a role assignment. The principal it
+// names must exist in the assignment's tenant, checked in the same
+// transaction (ErrNotFound otherwise), so an assignment racing the
+// principal's deletion cannot outlive it.
 func (s *Store) PutRoleAssignment(r RoleAssignment) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketRoles, r.ID, r) })
+	return s.db.Update(func(tx *bolt.Tx) error {
+		p, err := get[Principal](tx, bucketPrincipals, r.Principal)
+		if err != nil {
+			return fmt.Errorf("principal %s: %w", r.Principal, err)
+		}
+		if p.TenantID != r.TenantID {
+			return fmt.Errorf("principal %s in tenant %s: %w", r.Principal, r.TenantID, ErrNotFound)
+		}
+		return put(tx, bucketRoles, r.ID, r)
+	})
 }
 
 // DeleteRoleAssignment removes a role assignment.

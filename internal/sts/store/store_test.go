@@ -113,9 +113,20 @@ func TestDeletePrincipalTakesRoleAssignments(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := st.UpdatePrincipal("c2", func(*store.Principal) (*store.Principal, error) {
+		return &store.Principal{ClientID: "c2", TenantID: "t", Kind: store.KindApplication}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, ra := range []store.RoleAssignment{{ID: "r1", TenantID: "t", Principal: "c1"}, {ID: "r2", TenantID: "t", Principal: "c2"}} {
 		if err := st.PutRoleAssignment(ra); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// An assignment for a principal that is absent, or in another tenant, is refused.
+	for _, ra := range []store.RoleAssignment{{ID: "r3", TenantID: "t", Principal: "gone"}, {ID: "r4", TenantID: "other", Principal: "c2"}} {
+		if err := st.PutRoleAssignment(ra); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("PutRoleAssignment(%+v) = %v, want ErrNotFound", ra, err)
 		}
 	}
 	if err := st.DeletePrincipal("c1"); err != nil {
