@@ -224,6 +224,16 @@ func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 		return
 	}
 	sub := strings.ToLower(segs[1])
+	// A subscription another tenant owns does not exist for this caller
+	// (ARM's answer for a subscription outside the caller's tenant).
+	switch owner, err := s.SubscriptionTenant(sub); {
+	case err != nil:
+		writeARMError(w, armErrorFor(err))
+		return
+	case owner != "" && owner != c.tenantID:
+		writeARMError(w, armError{404, "SubscriptionNotFound", "The subscription '" + sub + "' could not be found."})
+		return
+	}
 	rest := segs[2:]
 	// Subscription-wide list.
 	if len(rest) == 3 && eq(rest[0], "providers") && eq(rest[1], "Microsoft.ManagedIdentity") && eq(rest[2], "userAssignedIdentities") {

@@ -105,6 +105,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	const av = "?api-version=2023-01-31"
 	armID := "/subscriptions/" + ststest.SubscriptionID + "/resourceGroups/" + victimRG + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" + victimID
+	armSub := "/subscriptions/" + ststest.SubscriptionID + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
+	armOther := "/subscriptions/" + ststest.SubscriptionID + "/resourceGroups/rg-new/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-new"
+	const subB = "5a0b1c2d-0000-4000-8000-0000000000cc"
+	armB := "/subscriptions/" + subB + "/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-b"
+	armBOther := "/subscriptions/" + subB + "/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-a"
 	fic := `{"issuer":"https://attacker.example","subject":"x"}`
 	armFIC := `{"properties":{"issuer":"https://attacker.example","subject":"x","audiences":["api://AzureADTokenExchange"]}}`
 	for _, tt := range []struct {
@@ -145,14 +150,21 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"none", "GET", "/podid/v1/other", "", 401},
 		// The system Owner administers every tenant through /podid/v1.
 		{"A-system-owner", "GET", "/podid/v1/tenants/" + tenantB + "/applications", "", 200},
-		// ARM: another tenant's identity is invisible and cannot be taken over.
+		// ARM: a subscription belongs to the tenant that first put an
+		// identity in it; to any other tenant it does not exist, so another
+		// tenant's identities are invisible and their names cannot be squatted.
 		{"B-owner", "GET", armID + av, "", 404},
-		{"B-owner", "PUT", armID + av, `{"location":"westeurope"}`, 409},
-		{"B-owner", "PATCH", armID + av, `{"tags":{"a":"b"}}`, 409},
-		{"B-owner", "DELETE", armID + av, "", 204},
+		{"B-owner", "PUT", armID + av, `{"location":"westeurope"}`, 404},
+		{"B-owner", "PATCH", armID + av, `{"tags":{"a":"b"}}`, 404},
+		{"B-owner", "DELETE", armID + av, "", 404},
+		{"B-owner", "PUT", armOther + av, `{"location":"westeurope"}`, 404},
+		{"B-owner", "GET", armSub + av, "", 404},
 		{"B-owner", "GET", armID + "/federatedIdentityCredentials" + av, "", 404},
 		{"B-owner", "PUT", armID + "/federatedIdentityCredentials/x" + av, armFIC, 404},
 		{"B-owner", "DELETE", armID + "/federatedIdentityCredentials/x" + av, "", 404},
+		{"B-owner", "PUT", armB + av, `{"location":"westeurope"}`, 201},
+		{"A-system-owner", "PUT", armBOther + av, `{"location":"westeurope"}`, 404},
+		{"A-system-owner", "GET", armB + av, "", 404},
 		{"B-no-role", "GET", armID + av, "", 403},
 		{"none", "GET", armID + av, "", 401},
 		{"A-system-owner", "GET", armID + av, "", 200},

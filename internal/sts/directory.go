@@ -637,6 +637,12 @@ func (d *Directory) IdentityByResourceID(resourceID string) (*store.Principal, e
 	return d.store.PrincipalByResourceID(resourceID)
 }
 
+// SubscriptionTenant returns the tenant a subscription belongs to ("" when
+// none has put an identity in it yet).
+func (d *Directory) SubscriptionTenant(sub string) (string, error) {
+	return d.store.SubscriptionTenant(sub)
+}
+
 // IdentitiesUnder lists identities whose ARM resource id starts with prefix.
 func (d *Directory) IdentitiesUnder(prefix string) ([]store.Principal, error) {
 	return d.store.IdentitiesUnder(prefix)

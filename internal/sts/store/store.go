@@ -23,6 +23,7 @@ var (
 	bucketTenants    = []byte("tenants")
 	bucketPrincipals = []byte("principals")
 	bucketARMIndex   = []byte("armindex")
+	bucketSubs       = []byte("subscriptions") // subscription id → tenant id
 	bucketRoles      = []byte("roles")
 	bucketKeys       = []byte("signingkeys")
 	bucketBlobs      = []byte("blobs")
@@ -116,7 +117,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTenants, bucketPrincipals, bucketARMIndex, bucketRoles, bucketKeys, bucketBlobs} {
+		for _, b := range [][]byte{bucketTenants, bucketPrincipals, bucketARMIndex, bucketSubs, bucketRoles, bucketKeys, bucketBlobs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -279,6 +280,9 @@ func (s *Store) UpdatePrincipal(clientID string, fn func(cur *Principal) (*Princ
 			return fmt.Errorf("principal client id changed from %q to %q", clientID, next.ClientID)
 		}
 		if next.ResourceID != "" {
+			if err := bindSubscription(tx, subscriptionOf(next.ResourceID), next.TenantID); err != nil {
+				return err
+			}
 			key := []byte(strings.ToLower(next.ResourceID))
 			if owner := tx.Bucket(bucketARMIndex).Get(key); owner != nil && string(owner) != clientID {
 				return fmt.Errorf("%w: resource %s already belongs to client %s", ErrConflict, next.ResourceID, owner)
@@ -324,6 +328,61 @@ func (s *Store) DeletePrincipal(clientID string) error {
 		}
 		return nil
 	})
+}
+
+// subscriptionOf returns the lower-case subscription id of an ARM resource
+// id ("/subscriptions/{id}/…"), or "".
+func subscriptionOf(resourceID string) string {
+	rest, ok := strings.CutPrefix(strings.ToLower(resourceID), "/subscriptions/")
+	if !ok {
+		return ""
+	}
+	sub, _, _ := strings.Cut(rest, "/")
+	return sub
+}
+
+// subscriptionTenant returns the tenant a subscription belongs to: its
+// binding, or for state written before bindings existed, the tenant of the
+// identities already in it ("" when it has none).
+func subscriptionTenant(tx *bolt.Tx, sub string) (string, error) {
+	if owner := tx.Bucket(bucketSubs).Get([]byte(sub)); owner != nil {
+		return string(owner), nil
+	}
+	prefix := "/subscriptions/" + sub + "/"
+	c := tx.Bucket(bucketARMIndex).Cursor()
+	for k, v := c.Seek([]byte(prefix)); k != nil && strings.HasPrefix(string(k), prefix); k, v = c.Next() {
+		p, err := get[Principal](tx, bucketPrincipals, string(v))
+		if err != nil {
+			return "", err
+		}
+		return p.TenantID, nil
+	}
+	return "", nil
+}
+
+// bindSubscription records that sub belongs to tenant, or refuses with
+// ErrConflict when it belongs to another: as in Azure, a subscription
+// trusts exactly one tenant, the one that first put an identity in it.
+func bindSubscription(tx *bolt.Tx, sub, tenant string) error {
+	if sub == "" {
+		return fmt.Errorf("resource id names no subscription")
+	}
+	owner, err := subscriptionTenant(tx, sub)
+	if err != nil {
+		return err
+	}
+	if owner != "" && owner != tenant {
+		return fmt.Errorf("%w: subscription %s belongs to another tenant", ErrConflict, sub)
+	}
+	return tx.Bucket(bucketSubs).Put([]byte(sub), []byte(tenant))
+}
+
+// SubscriptionTenant returns the tenant a subscription belongs to, or ""
+// when no tenant has put an identity in it yet.
+func (s *Store) SubscriptionTenant(sub string) (string, error) {
+	var out string
+	err := s.db.View(func(tx *bolt.Tx) (err error) { out, err = subscriptionTenant(tx, strings.ToLower(sub)); return })
+	return out, err
 }
 
 // PrincipalByResourceID finds an identity by its ARM resource id

@@ -143,3 +143,50 @@ func TestDeletePrincipalTakesRoleAssignments(t *testing.T) {
 		t.Errorf("second delete: %v", err)
 	}
 }
+
+func TestSubscriptionBelongsToOneTenant(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rid := func(sub, name string) string {
+		return "/subscriptions/" + sub + "/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" + name
+	}
+	put := func(clientID, tenant, resourceID string) error {
+		_, err := st.UpdatePrincipal(clientID, func(*store.Principal) (*store.Principal, error) {
+			return &store.Principal{ClientID: clientID, TenantID: tenant, Kind: store.KindIdentity, ResourceID: resourceID}, nil
+		})
+		return err
+	}
+	for _, tt := range []struct {
+		name             string
+		client, tenant   string
+		resourceID, want string
+		err              error
+	}{
+		{"first identity binds", "c1", "ta", rid("S1", "a"), "ta", nil},
+		{"same tenant again", "c2", "ta", rid("s1", "b"), "ta", nil},
+		{"other tenant refused", "c3", "tb", rid("s1", "c"), "ta", store.ErrConflict},
+		{"other subscription", "c3", "tb", rid("s2", "c"), "tb", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := put(tt.client, tt.tenant, tt.resourceID); !errors.Is(err, tt.err) {
+				t.Fatalf("err = %v, want %v", err, tt.err)
+			}
+			sub := strings.Split(tt.resourceID, "/")[2]
+			if got, err := st.SubscriptionTenant(sub); err != nil || got != tt.want {
+				t.Errorf("SubscriptionTenant(%s) = %q %v, want %q", sub, got, err, tt.want)
+			}
+		})
+	}
+	// Deleting the identities does not release the subscription.
+	for _, c := range []string{"c1", "c2"} {
+		if err := st.DeletePrincipal(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := put("c4", "tb", rid("s1", "d")); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("subscription released by deletes: %v", err)
+	}
+}
