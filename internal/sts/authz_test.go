@@ -1,7 +1,9 @@
 package sts_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -352,5 +354,32 @@ func TestTenantIndexNeverPrefers(t *testing.T) {
 		if (tt.want == "") == ok || got.ID != tt.want {
 			t.Errorf("Tenant(%q) = %q %v, want %q", tt.seg, got.ID, ok, tt.want)
 		}
+	}
+}
+
+// TestCancelledContextWritesNothing: a directory write whose request is
+// gone does not commit.
+func TestCancelledContextWritesNothing(t *testing.T) {
+	srv := ststest.Start(t, ststest.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	const cid = "72f988bf-0000-4000-8000-0000000000ce"
+	if _, _, err := srv.PutApplication(ctx, srv.TenantID, sts.Application{ClientID: cid}); !errors.Is(err, context.Canceled) {
+		t.Errorf("PutApplication: %v, want context.Canceled", err)
+	}
+	if _, err := srv.Principal(cid); !errors.Is(err, sts.ErrNotFound) {
+		t.Errorf("application written despite cancellation: %v", err)
+	}
+	if err := srv.PutTenant(ctx, newTenant, []string{"cancel.test"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("PutTenant: %v", err)
+	}
+	if _, ok := srv.Tenant(newTenant); ok {
+		t.Errorf("tenant written despite cancellation")
+	}
+	if err := srv.DeletePrincipal(ctx, ststest.AdminClientID); !errors.Is(err, context.Canceled) {
+		t.Errorf("DeletePrincipal: %v", err)
+	}
+	if _, err := srv.Principal(ststest.AdminClientID); err != nil {
+		t.Errorf("admin deleted despite cancellation: %v", err)
 	}
 }
