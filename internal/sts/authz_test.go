@@ -296,6 +296,8 @@ func TestFICIssuerValidation(t *testing.T) {
 		{"https://", 400},
 		{"https:opaque", 400},
 		{"issuer.example", 400},
+		{"https://issuer.example/a b", 400},
+		{"https://issuer.example/a\\tb", 400},
 		{"https://issuer.example/path", 201},
 	} {
 		t.Run(tt.issuer, func(t *testing.T) {

@@ -509,6 +509,8 @@ func validateFIC(f *store.FederatedCredential) error {
 func validateIssuerURL(iss string) error {
 	u, err := url.Parse(iss)
 	switch {
+	case strings.ContainsFunc(iss, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return invalid("issuer %q must not contain spaces or control characters", iss)
 	case err != nil || u.Scheme != "https" || u.Opaque != "" || u.Hostname() == "":
 		return invalid("issuer %q must be an absolute https URL", iss)
 	case u.User != nil:

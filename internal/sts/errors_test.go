@@ -46,6 +46,9 @@ func TestErrorsAreJSON(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Errorf("status %d, want %d: %s", resp.StatusCode, tt.status, raw)
 			}
+			if resp.StatusCode == http.StatusMethodNotAllowed && resp.Header.Get("Allow") == "" {
+				t.Errorf("405 without Allow")
+			}
 			mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 			var m map[string]any
 			if mt != "application/json" || json.Unmarshal(raw, &m) != nil || m["error"] == nil {
