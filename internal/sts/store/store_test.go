@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -188,5 +190,44 @@ func TestSubscriptionBelongsToOneTenant(t *testing.T) {
 	}
 	if err := put("c4", "tb", rid("s1", "d")); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("subscription released by deletes: %v", err)
+	}
+}
+
+// TestSubscriptionWithoutBinding: state written before subscriptions were
+// bound derives the owner from the identities already in it.
+func TestSubscriptionWithoutBinding(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rid = "/subscriptions/s1/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a"
+	if _, err := st.UpdatePrincipal("c1", func(*store.Principal) (*store.Principal, error) {
+		return &store.Principal{ClientID: "c1", TenantID: "ta", Kind: store.KindIdentity, ResourceID: rid}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("subscriptions")).Delete([]byte("s1")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st, err = store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got, err := st.SubscriptionTenant("S1"); err != nil || got != "ta" {
+		t.Errorf("SubscriptionTenant = %q %v, want ta", got, err)
+	}
+	_, err = st.UpdatePrincipal("c2", func(*store.Principal) (*store.Principal, error) {
+		return &store.Principal{ClientID: "c2", TenantID: "tb", Kind: store.KindIdentity, ResourceID: strings.Replace(rid, "/a", "/b", 1)}, nil
+	})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Errorf("other tenant in an unbound subscription with identities: %v", err)
 	}
 }
