@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/podid/podid/internal/sts/keyset"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -51,6 +53,18 @@ func armErrorFor(err error) armError {
 	return armError{500, "InternalServerError", "internal error"}
 }
 
+// mgmt serves the management APIs — ARM's Microsoft.ManagedIdentity subset
+// and podid's /podid/v1 — over the Directory. It verifies callers' tokens
+// with the sts's published keys and decides who may manage what; the
+// directory does the rest.
+type mgmt struct {
+	*Directory
+	cfg     *Config
+	log     *slog.Logger
+	keys    *keyset.Set
+	baseURL func(*http.Request) string // for ARM nextLinks
+}
+
 // caller is an authenticated management API caller.
 type caller struct {
 	tenantID string
@@ -60,7 +74,7 @@ type caller struct {
 // authorize checks a bearer token the sts itself issued: signature by one of
 // our published keys, our issuer, the ARM audience, validity, and the admin
 // role. The management API is never open.
-func (s *Server) authorize(r *http.Request) (*caller, *armError) {
+func (s *mgmt) authorize(r *http.Request) (*caller, *armError) {
 	h := r.Header.Get("Authorization")
 	raw, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || raw == "" || len(raw) > MaxAssertionBytes {
@@ -176,7 +190,7 @@ func ficJSON(p *store.Principal, f store.FederatedCredential) map[string]any {
 //	  …/userAssignedIdentities/{name}/federatedIdentityCredentials/{fic}  PUT GET DELETE
 //
 // Literal segments match case-insensitively, as in ARM.
-func (s *Server) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
+func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 	c, ae := s.authorize(r)
 	if ae != nil {
 		writeARMError(w, *ae)
@@ -210,6 +224,16 @@ func (s *Server) serveARM(w http.ResponseWriter, r *http.Request, segs []string)
 		return
 	}
 	sub := strings.ToLower(segs[1])
+	// A subscription another tenant owns does not exist for this caller
+	// (ARM's answer for a subscription outside the caller's tenant).
+	switch owner, err := s.SubscriptionTenant(sub); {
+	case err != nil:
+		writeARMError(w, armErrorFor(err))
+		return
+	case owner != "" && owner != c.tenantID:
+		writeARMError(w, armError{404, "SubscriptionNotFound", "The subscription '" + sub + "' could not be found."})
+		return
+	}
 	rest := segs[2:]
 	// Subscription-wide list.
 	if len(rest) == 3 && eq(rest[0], "providers") && eq(rest[1], "Microsoft.ManagedIdentity") && eq(rest[2], "userAssignedIdentities") {
@@ -236,7 +260,7 @@ func (s *Server) serveARM(w http.ResponseWriter, r *http.Request, segs []string)
 	case len(rest) == 1:
 		s.serveIdentity(w, r, c, sub, rg, rest[0])
 	case len(rest) >= 2 && eq(rest[1], "federatedIdentityCredentials") && len(rest) <= 3:
-		p, err := s.store.PrincipalByResourceID(IdentityResourceID(sub, rg, rest[0]))
+		p, err := s.IdentityByResourceID(IdentityResourceID(sub, rg, rest[0]))
 		if err != nil || p.TenantID != c.tenantID {
 			writeARMError(w, armError{404, "ResourceNotFound", "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/" + rest[0] + "' under resource group '" + rg + "' was not found."})
 			return
@@ -255,11 +279,11 @@ func (s *Server) serveARM(w http.ResponseWriter, r *http.Request, segs []string)
 	}
 }
 
-func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller, sub, rg, name string) {
+func (s *mgmt) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller, sub, rg, name string) {
 	rid := IdentityResourceID(sub, rg, name)
 	switch r.Method {
 	case http.MethodGet:
-		p, err := s.store.PrincipalByResourceID(rid)
+		p, err := s.IdentityByResourceID(rid)
 		if err != nil || p.TenantID != c.tenantID {
 			writeARMError(w, armError{404, "ResourceNotFound", "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/" + name + "' under resource group '" + rg + "' was not found."})
 			return
@@ -271,7 +295,7 @@ func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller
 			writeARMError(w, armError{400, "InvalidRequestContent", err.Error()})
 			return
 		}
-		existing, _ := s.store.PrincipalByResourceID(rid)
+		existing, _ := s.IdentityByResourceID(rid)
 		if existing != nil && existing.TenantID != c.tenantID {
 			writeARMError(w, armError{409, "Conflict", "identity exists in another tenant"})
 			return
@@ -306,7 +330,7 @@ func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller
 		}
 		writeJSON(w, status, identityJSON(p))
 	case http.MethodDelete:
-		p, err := s.store.PrincipalByResourceID(rid)
+		p, err := s.IdentityByResourceID(rid)
 		if err != nil || p.TenantID != c.tenantID {
 			w.WriteHeader(http.StatusNoContent)
 			return
@@ -357,8 +381,8 @@ func page[T any](r *http.Request, base string, items []T, q url.Values) ([]T, *s
 	return items[off:end], &next, nil
 }
 
-func (s *Server) listIdentities(w http.ResponseWriter, r *http.Request, c *caller, prefix string, q url.Values) {
-	ps, err := s.store.IdentitiesUnder(prefix)
+func (s *mgmt) listIdentities(w http.ResponseWriter, r *http.Request, c *caller, prefix string, q url.Values) {
+	ps, err := s.IdentitiesUnder(prefix)
 	if err != nil {
 		writeARMError(w, armErrorFor(err))
 		return
@@ -372,7 +396,7 @@ func (s *Server) listIdentities(w http.ResponseWriter, r *http.Request, c *calle
 	s.writePage(w, r, items, q)
 }
 
-func (s *Server) listFICs(w http.ResponseWriter, r *http.Request, p *store.Principal, q url.Values) {
+func (s *mgmt) listFICs(w http.ResponseWriter, r *http.Request, p *store.Principal, q url.Values) {
 	var items []map[string]any
 	for _, f := range p.FederatedCreds {
 		items = append(items, ficJSON(p, f))
@@ -380,7 +404,7 @@ func (s *Server) listFICs(w http.ResponseWriter, r *http.Request, p *store.Princ
 	s.writePage(w, r, items, q)
 }
 
-func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Principal, name string) {
+func (s *mgmt) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Principal, name string) {
 	find := func(p *store.Principal) (store.FederatedCredential, bool) {
 		i := slices.IndexFunc(p.FederatedCreds, func(f store.FederatedCredential) bool { return strings.EqualFold(f.Name, name) })
 		if i < 0 {
@@ -412,7 +436,7 @@ func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Princ
 			writeARMError(w, armErrorFor(err))
 			return
 		}
-		np, err := s.store.Principal(p.ClientID)
+		np, err := s.Principal(p.ClientID)
 		if err != nil {
 			writeARMError(w, armErrorFor(err))
 			return
@@ -440,7 +464,7 @@ func (s *Server) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Princ
 
 // writePage answers an ARM list request with one page of items and, when
 // more remain, the nextLink armmsi's pager follows.
-func (s *Server) writePage(w http.ResponseWriter, r *http.Request, items []map[string]any, q url.Values) {
+func (s *mgmt) writePage(w http.ResponseWriter, r *http.Request, items []map[string]any, q url.Values) {
 	pg, next, ae := page(r, s.baseURL(r), items, q)
 	if ae != nil {
 		writeARMError(w, *ae)

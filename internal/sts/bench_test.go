@@ -192,3 +192,21 @@ func benchServer(b *testing.B) (*ststest.Server, string, *ststest.Issuer) {
 	}
 	return srv, body, is
 }
+
+// BenchmarkRouting measures the router alone: a public metadata request
+// (no signing, no store) through the whole handler, in-process.
+//
+//	go test ./internal/sts -run '^$' -bench BenchmarkRouting -benchtime 1s -count 3
+func BenchmarkRouting(b *testing.B) {
+	srv := ststest.Start(b, ststest.Options{})
+	h := srv.Handler()
+	for _, path := range []string{"/" + srv.TenantID + "/discovery/v2.0/keys", "/" + srv.TenantID + "/Discovery/V2.0/Keys", "/nope/x"} {
+		b.Run(strings.ReplaceAll(strings.TrimPrefix(path, "/"+srv.TenantID), "/", "_"), func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(httptest.NewRecorder(), req)
+			}
+		})
+	}
+}

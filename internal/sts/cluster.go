@@ -83,33 +83,28 @@ func LoadClusterIssuerKeys(path string) (jose.JSONWebKeySet, error) {
 // as the API server's --service-account-issuer.
 func (s *Server) ClusterIssuerURL(name string) string { return s.PublicURL() + "/clusters/" + name }
 
-// serveCluster publishes OIDC discovery and JWKS for clusters whose API
-// server does not serve them publicly (CONTRACTS §4 shape).
-func (s *Server) serveCluster(w http.ResponseWriter, r *http.Request, segs []string) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+// serveClusterDiscovery and serveClusterJWKS publish OIDC discovery and
+// JWKS for clusters whose API server does not serve them publicly, in the
+// shape a Kubernetes API server does.
+func (s *Server) serveClusterDiscovery(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, ok := s.cfg.ClusterIssuers[name]; !ok {
+		writeHTTPError(w, http.StatusNotFound, "not_found", "No cluster issuer is hosted under this name.")
 		return
 	}
-	if len(segs) < 3 {
-		http.NotFound(w, r)
-		return
-	}
-	set, ok := s.cfg.ClusterIssuers[segs[1]]
+	iss := s.baseURL(r) + "/clusters/" + name
+	writeJSONCacheable(w, map[string]any{
+		"issuer": iss, "jwks_uri": iss + "/openid/v1/jwks",
+		"response_types_supported": []string{"id_token"}, "subject_types_supported": []string{"public"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+	})
+}
+
+func (s *Server) serveClusterJWKS(w http.ResponseWriter, r *http.Request) {
+	set, ok := s.cfg.ClusterIssuers[r.PathValue("name")]
 	if !ok {
-		http.NotFound(w, r)
+		writeHTTPError(w, http.StatusNotFound, "not_found", "No cluster issuer is hosted under this name.")
 		return
 	}
-	iss := s.baseURL(r) + "/clusters/" + segs[1]
-	switch rest := segs[2:]; {
-	case len(rest) == 2 && rest[0] == ".well-known" && rest[1] == "openid-configuration":
-		writeJSONCacheable(w, map[string]any{
-			"issuer": iss, "jwks_uri": iss + "/openid/v1/jwks",
-			"response_types_supported": []string{"id_token"}, "subject_types_supported": []string{"public"},
-			"id_token_signing_alg_values_supported": []string{"RS256"},
-		})
-	case len(rest) == 3 && rest[0] == "openid" && rest[1] == "v1" && rest[2] == "jwks":
-		writeJSONCacheable(w, set)
-	default:
-		http.NotFound(w, r)
-	}
+	writeJSONCacheable(w, set)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,13 @@ type Config struct {
 	// server does not publish discovery: name → the API server's
 	// service-account public keys. Issuer URL: {PublicURL}/clusters/{name}.
 	ClusterIssuers map[string]jose.JSONWebKeySet
+
+	// SystemTenantID is the tenant whose administrators may create tenants
+	// and administer every tenant through /podid/v1 (the operator's own).
+	// Administrators of any other tenant manage only their tenant. Default:
+	// the first tenant of Bootstrap; without either, no caller can create
+	// tenants (the bootstrap file still can).
+	SystemTenantID string
 
 	// AdminRole is the app role (on resource https://management.azure.com)
 	// that the management API requires. Default "Owner".
@@ -102,6 +110,13 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("sts: cluster issuer name %q must be a DNS label", name)
 		}
 	}
+	if c.SystemTenantID == "" && c.Bootstrap != nil && len(c.Bootstrap.Tenants) > 0 {
+		c.SystemTenantID = c.Bootstrap.Tenants[0].ID
+	}
+	if c.SystemTenantID != "" && !guidRE.MatchString(c.SystemTenantID) {
+		return fmt.Errorf("sts: system tenant id %q is not a GUID", c.SystemTenantID)
+	}
+	c.SystemTenantID = strings.ToLower(c.SystemTenantID)
 	if c.AdminRole == "" {
 		c.AdminRole = "Owner"
 	}

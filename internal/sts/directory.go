@@ -10,11 +10,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/podid/podid/internal/sts/store"
@@ -23,11 +25,29 @@ import (
 // Errors of directory writes; the HTTP layers map them to status codes.
 var (
 	ErrNotFound = store.ErrNotFound
-	ErrConflict = errors.New("conflict")
+	ErrConflict = store.ErrConflict
 	ErrInvalid  = errors.New("invalid")
 )
 
-// Limits from CONTRACTS.md §3.
+// Directory is the tenant directory over the store: tenants and their
+// names, app registrations, managed identities, their credentials and role
+// assignments. Every write is validated here and is one store transaction;
+// after it, the in-memory indexes the token path reads (tenant names, and
+// resources and roles) are rebuilt. The HTTP layers only translate.
+type Directory struct {
+	store *store.Store
+	log   *slog.Logger
+	dir   dirHolder // resources and roles, read lock-free by issuance
+
+	mu      sync.RWMutex            // protects tenants
+	tenants map[string]store.Tenant // by lower-case id and domain
+}
+
+func newDirectory(st *store.Store, log *slog.Logger) *Directory {
+	return &Directory{store: st, log: log, tenants: map[string]store.Tenant{}}
+}
+
+// Limits of federated credentials, as Entra enforces them.
 const (
 	MaxFICsPerPrincipal = 20
 	MaxFICFieldLen      = 600
@@ -40,8 +60,15 @@ var (
 	idRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$`)
 )
 
+// invalidError is an ErrInvalid whose text is only the message, so the
+// answer carries what Entra would say and nothing of ours.
+type invalidError string
+
+func (e invalidError) Error() string        { return string(e) }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	return invalidError(fmt.Sprintf(format, args...))
 }
 
 // IdentityResourceID is the ARM id of a user-assigned identity.
@@ -49,24 +76,141 @@ func IdentityResourceID(sub, rg, name string) string {
 	return "/subscriptions/" + sub + "/resourcegroups/" + rg + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" + name
 }
 
-// PutTenant creates or updates a tenant (domains are merged).
-func (s *Server) PutTenant(ctx context.Context, id string, domains []string) error {
+// reservedTenantNames are tenant path segments Entra gives a meaning of its
+// own; no tenant may own them.
+var reservedTenantNames = []string{"common", "organizations", "consumers"}
+
+var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validateDomain checks a tenant domain and returns it lower-cased. A domain
+// is a DNS name of at least two labels, not an IP address, never a GUID
+// (it would shadow a tenant id in the token path) and never a reserved name.
+func validateDomain(d string) (string, error) {
+	l := strings.ToLower(d)
+	switch {
+	case guidRE.MatchString(l):
+		return "", invalid("domain %q is a GUID; tenant ids cannot be used as domains", d)
+	case slices.Contains(reservedTenantNames, l):
+		return "", invalid("domain %q is reserved", d)
+	case len(l) == 0 || len(l) > 253:
+		return "", invalid("domain must be 1..253 characters")
+	}
+	labels := strings.Split(l, ".")
+	if len(labels) < 2 {
+		return "", invalid("domain %q must be a DNS name with at least two labels", d)
+	}
+	for _, lb := range labels {
+		if !dnsLabelRE.MatchString(lb) {
+			return "", invalid("domain %q is not a DNS name: each label is 1-63 letters, digits or '-', not starting or ending with '-'", d)
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return "", invalid("domain %q looks like an IP address", d)
+	}
+	return l, nil
+}
+
+// PutTenant creates or updates a tenant (domains are merged). Domains are
+// validated and unique across tenants (ErrConflict when another tenant
+// owns one); the check and the write are one store transaction.
+func (d *Directory) PutTenant(ctx context.Context, id string, domains []string) error {
 	if !guidRE.MatchString(id) {
 		return invalid("tenant id %q is not a GUID", id)
 	}
+	if len(domains) > 50 {
+		return invalid("at most 50 domains per tenant")
+	}
 	id = strings.ToLower(id)
-	t, _ := s.tenant(id)
-	t.ID = id
-	for _, d := range domains {
-		if !slices.Contains(t.Domains, d) {
-			t.Domains = append(t.Domains, d)
+	norm := make([]string, 0, len(domains))
+	for _, dom := range domains {
+		l, err := validateDomain(dom)
+		if err != nil {
+			return err
+		}
+		norm = append(norm, l)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := d.store.UpdateTenant(id, func(cur *store.Tenant) (*store.Tenant, error) {
+		t := store.Tenant{ID: id}
+		if cur != nil {
+			t.Domains = slices.Clone(cur.Domains)
+		}
+		for _, dom := range norm {
+			if !slices.Contains(t.Domains, dom) {
+				t.Domains = append(t.Domains, dom)
+			}
+		}
+		if len(t.Domains) > 50 {
+			return nil, invalid("at most 50 domains per tenant")
+		}
+		return &t, nil
+	})
+	if err != nil {
+		return fmt.Errorf("put tenant %s: %w", id, err)
+	}
+	return d.reloadTenants()
+}
+
+// reloadTenants rebuilds the name → tenant index. Ids always name their own
+// tenant. A domain resolves only when exactly one tenant owns it and it is a
+// valid domain; a name several tenants claim (state written before names
+// were checked) resolves to none, loudly, rather than to whichever tenant
+// happened to be indexed last.
+func (d *Directory) reloadTenants() error {
+	ts, err := d.store.Tenants()
+	if err != nil {
+		return fmt.Errorf("load tenants: %w", err)
+	}
+	m := make(map[string]store.Tenant, len(ts)*2)
+	for _, t := range ts {
+		m[strings.ToLower(t.ID)] = t
+	}
+	claims := map[string][]store.Tenant{}
+	for _, t := range ts {
+		for _, dom := range t.Domains {
+			l, err := validateDomain(dom)
+			if err != nil {
+				d.log.Error("tenant domain ignored", "tenant", t.ID, "domain", truncate(dom, 64), "err", err)
+				continue
+			}
+			if _, isID := m[l]; isID {
+				d.log.Error("tenant domain ignored: it is another tenant's id", "tenant", t.ID, "domain", l)
+				continue
+			}
+			if !slices.ContainsFunc(claims[l], func(o store.Tenant) bool { return o.ID == t.ID }) {
+				claims[l] = append(claims[l], t)
+			}
 		}
 	}
-	if err := s.store.PutTenant(t); err != nil {
-		return fmt.Errorf("put tenant: %w", err)
+	for dom, owners := range claims {
+		if len(owners) != 1 {
+			ids := make([]string, len(owners))
+			for i, o := range owners {
+				ids[i] = o.ID
+			}
+			d.log.Error("tenant domain claimed by several tenants resolves to none", "domain", dom, "tenants", ids)
+			continue
+		}
+		m[dom] = owners[0]
 	}
-	return s.reloadTenants()
+	d.mu.Lock()
+	d.tenants = m
+	d.mu.Unlock()
+	return nil
 }
+
+// tenant resolves a tenant path segment (id or domain).
+func (d *Directory) tenant(seg string) (store.Tenant, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	t, ok := d.tenants[strings.ToLower(seg)]
+	return t, ok
+}
+
+// Tenant resolves a tenant by id or domain, as the token paths do.
+func (d *Directory) Tenant(seg string) (store.Tenant, bool) { return d.tenant(seg) }
 
 // Application is what PutApplication sets on an app registration.
 type Application struct {
@@ -79,8 +223,11 @@ type Application struct {
 
 // PutApplication creates or updates an app registration; it reports whether
 // it was created.
-func (s *Server) PutApplication(ctx context.Context, tenantID string, a Application) (*store.Principal, bool, error) {
-	if _, ok := s.tenant(tenantID); !ok {
+func (d *Directory) PutApplication(ctx context.Context, tenantID string, a Application) (*store.Principal, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	if _, ok := d.tenant(tenantID); !ok {
 		return nil, false, fmt.Errorf("%w: tenant %s", ErrNotFound, tenantID)
 	}
 	if a.ClientID == "" {
@@ -98,7 +245,7 @@ func (s *Server) PutApplication(ctx context.Context, tenantID string, a Applicat
 		}
 	}
 	created := false
-	p, err := s.store.UpdatePrincipal(strings.ToLower(a.ClientID), func(cur *store.Principal) (*store.Principal, error) {
+	p, err := d.store.UpdatePrincipal(strings.ToLower(a.ClientID), func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			created = true
 			oid := a.ObjectID
@@ -121,44 +268,33 @@ func (s *Server) PutApplication(ctx context.Context, tenantID string, a Applicat
 	if err != nil {
 		return nil, false, err
 	}
-	return p, created, s.reindex()
+	return p, created, d.reindex()
 }
 
 // DeletePrincipal deletes an app registration or identity and its role
 // assignments.
-func (s *Server) DeletePrincipal(ctx context.Context, clientID string) error {
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
-		if cur == nil {
-			return nil, ErrNotFound
-		}
-		return nil, nil
-	})
-	if err != nil {
+func (d *Directory) DeletePrincipal(ctx context.Context, clientID string) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ras, err := s.store.RoleAssignments("")
-	if err != nil {
+	if err := d.store.DeletePrincipal(clientID); err != nil {
 		return err
 	}
-	for _, ra := range ras {
-		if ra.Principal == clientID {
-			if err := s.store.DeleteRoleAssignment(ra.ID); err != nil {
-				return err
-			}
-		}
-	}
-	return s.reindex()
+	return d.reindex()
 }
 
 // AddSecret registers a client secret (stored salted-hashed). If the value
 // is already registered it returns the existing id, so bootstrap is
 // idempotent. A zero expires means no expiry.
-func (s *Server) AddSecret(ctx context.Context, clientID, displayName, value string, expires time.Time) (string, error) {
+func (d *Directory) AddSecret(ctx context.Context, clientID, displayName, value string, expires time.Time) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	if len(value) < 16 || len(value) > 512 {
 		return "", invalid("client secret length must be 16..512")
 	}
 	var id string
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -185,17 +321,20 @@ func (s *Server) AddSecret(ctx context.Context, clientID, displayName, value str
 
 // GenerateSecret creates a random secret, registers it and returns id and
 // value. The value is returned once and never stored.
-func (s *Server) GenerateSecret(ctx context.Context, clientID, displayName string, expires time.Time) (id, value string, err error) {
+func (d *Directory) GenerateSecret(ctx context.Context, clientID, displayName string, expires time.Time) (id, value string, err error) {
 	b := make([]byte, 30)
 	_, _ = rand.Read(b)
 	value = strings.NewReplacer("-", "~", "_", ".").Replace(base64URL(b))
-	id, err = s.AddSecret(ctx, clientID, displayName, value, expires)
+	id, err = d.AddSecret(ctx, clientID, displayName, value, expires)
 	return id, value, err
 }
 
 // DeleteSecret removes a secret by id.
-func (s *Server) DeleteSecret(ctx context.Context, clientID, id string) error {
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+func (d *Directory) DeleteSecret(ctx context.Context, clientID, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -211,7 +350,10 @@ func (s *Server) DeleteSecret(ctx context.Context, clientID, id string) error {
 
 // AddCertificate registers a public certificate (DER or PEM) for
 // certificate-based client assertions. Idempotent on the certificate.
-func (s *Server) AddCertificate(ctx context.Context, clientID string, certData []byte) (string, error) {
+func (d *Directory) AddCertificate(ctx context.Context, clientID string, certData []byte) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	der := certData
 	if b, _ := pem.Decode(certData); b != nil {
 		if b.Type != "CERTIFICATE" {
@@ -225,7 +367,7 @@ func (s *Server) AddCertificate(ctx context.Context, clientID string, certData [
 	}
 	sum := sha256.Sum256(cert.Raw)
 	id := hex.EncodeToString(sum[:])
-	_, err = s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err = d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -245,8 +387,11 @@ func (s *Server) AddCertificate(ctx context.Context, clientID string, certData [
 }
 
 // DeleteCertificate removes a certificate by id (its SHA-256 thumbprint, hex).
-func (s *Server) DeleteCertificate(ctx context.Context, clientID, id string) error {
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+func (d *Directory) DeleteCertificate(ctx context.Context, clientID, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -274,8 +419,11 @@ type Identity struct {
 
 // PutIdentity creates or updates a user-assigned identity; ids never change
 // once created. It reports whether it was created.
-func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal, bool, error) {
-	if _, ok := s.tenant(id.TenantID); !ok {
+func (d *Directory) PutIdentity(ctx context.Context, id Identity) (*store.Principal, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	if _, ok := d.tenant(id.TenantID); !ok {
 		return nil, false, fmt.Errorf("%w: tenant %s", ErrNotFound, id.TenantID)
 	}
 	if !guidRE.MatchString(id.Subscription) {
@@ -294,7 +442,7 @@ func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal
 		return nil, false, invalid("client and principal ids must be GUIDs")
 	}
 	rid := IdentityResourceID(id.Subscription, id.ResourceGroup, id.Name)
-	existing, err := s.store.PrincipalByResourceID(rid)
+	existing, err := d.store.PrincipalByResourceID(rid)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
@@ -309,7 +457,7 @@ func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal
 		clientID = newGUID()
 	}
 	created := false
-	p, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	p, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			created = true
 			oid := strings.ToLower(id.PrincipalID)
@@ -332,10 +480,10 @@ func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal
 	if err != nil {
 		return nil, false, err
 	}
-	return p, created, s.reindex()
+	return p, created, d.reindex()
 }
 
-// validateFIC applies CONTRACTS.md §3 to one credential.
+// validateFIC applies Entra's limits to one credential.
 func validateFIC(f *store.FederatedCredential) error {
 	if !nameRE.MatchString(f.Name) {
 		return invalid("federated credential name %q must be 3-120 characters of letters, digits, '-' and '_', starting with a letter or digit", f.Name)
@@ -351,29 +499,53 @@ func validateFIC(f *store.FederatedCredential) error {
 			return invalid("%s must be 1..%d characters", field, MaxFICFieldLen)
 		}
 	}
-	u, err := url.Parse(f.Issuer)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return invalid("issuer must be an https URL")
+	return validateIssuerURL(f.Issuer)
+}
+
+// validateIssuerURL accepts what can be fetched as an OIDC issuer, as Entra
+// does: an absolute https URL with a host and no user-info, query or
+// fragment (discovery appends a path, so those could never be fetched, and
+// user-info would put a credential into every log line naming the issuer).
+func validateIssuerURL(iss string) error {
+	u, err := url.Parse(iss)
+	switch {
+	case strings.ContainsFunc(iss, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return invalid("issuer %q must not contain spaces or control characters", iss)
+	case err != nil || u.Scheme != "https" || u.Opaque != "" || u.Hostname() == "":
+		return invalid("issuer %q must be an absolute https URL", iss)
+	case u.User != nil:
+		return invalid("issuer %q must not contain user information", iss)
+	case u.RawQuery != "" || u.ForceQuery:
+		return invalid("issuer %q must not contain a query", iss)
+	case u.Fragment != "" || strings.Contains(iss, "#"):
+		return invalid("issuer %q must not contain a fragment", iss)
 	}
 	return nil
 }
 
 // PutFederatedCredential creates or replaces a federated identity credential
 // of an identity or app (by client id). Issuer+subject must be unique per
-// principal (ErrConflict); at most MaxFICsPerPrincipal.
-func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f store.FederatedCredential) (bool, error) {
+// principal (ErrInvalid, as Entra answers 400); at most MaxFICsPerPrincipal.
+func (d *Directory) PutFederatedCredential(ctx context.Context, clientID string, f store.FederatedCredential) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	if err := validateFIC(&f); err != nil {
 		return false, err
 	}
 	created := false
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
 		i := slices.IndexFunc(cur.FederatedCreds, func(x store.FederatedCredential) bool { return strings.EqualFold(x.Name, f.Name) })
 		for j, x := range cur.FederatedCreds {
 			if j != i && x.Issuer == f.Issuer && x.Subject == f.Subject {
-				return nil, fmt.Errorf("%w: federated credential %q already has issuer %q and subject %q", ErrConflict, x.Name, f.Issuer, f.Subject)
+				// Entra answers 400 here (ARM and Graph alike), not 409.
+				if cur.Kind == store.KindIdentity {
+					return nil, invalid("Issuer and subject combination already exists for this Managed Identity.")
+				}
+				return nil, invalid("The combination of issuer and subject must be unique for the application. Issuer %s and Subject: %s already exist.", f.Issuer, f.Subject)
 			}
 		}
 		if i >= 0 {
@@ -392,8 +564,11 @@ func (s *Server) PutFederatedCredential(ctx context.Context, clientID string, f 
 }
 
 // DeleteFederatedCredential removes a federated identity credential by name.
-func (s *Server) DeleteFederatedCredential(ctx context.Context, clientID, name string) error {
-	_, err := s.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
+func (d *Directory) DeleteFederatedCredential(ctx context.Context, clientID, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := d.store.UpdatePrincipal(clientID, func(cur *store.Principal) (*store.Principal, error) {
 		if cur == nil {
 			return nil, ErrNotFound
 		}
@@ -410,8 +585,11 @@ func (s *Server) DeleteFederatedCredential(ctx context.Context, clientID, name s
 // PutRoleAssignment grants role on resource to the principal (client id).
 // With an empty id, the id is derived from the content, so repeating the
 // call is idempotent.
-func (s *Server) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment) (store.RoleAssignment, error) {
-	p, err := s.store.Principal(strings.ToLower(ra.Principal))
+func (d *Directory) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment) (store.RoleAssignment, error) {
+	if err := ctx.Err(); err != nil {
+		return ra, err
+	}
+	p, err := d.store.Principal(strings.ToLower(ra.Principal))
 	if err != nil {
 		return ra, fmt.Errorf("principal %s: %w", ra.Principal, err)
 	}
@@ -429,35 +607,67 @@ func (s *Server) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment)
 		sum := sha256.Sum256([]byte(ra.TenantID + "|" + ra.Principal + "|" + normResource(ra.Resource) + "|" + ra.Role))
 		ra.ID = hex.EncodeToString(sum[:16])
 	}
-	if err := s.store.PutRoleAssignment(ra); err != nil {
+	if err := d.store.PutRoleAssignment(ra); err != nil {
 		return ra, err
 	}
-	return ra, s.reindex()
+	return ra, d.reindex()
 }
 
 // DeleteRoleAssignment removes a role assignment.
-func (s *Server) DeleteRoleAssignment(ctx context.Context, id string) error {
-	if err := s.store.DeleteRoleAssignment(id); err != nil {
+func (d *Directory) DeleteRoleAssignment(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.reindex()
+	if err := d.store.DeleteRoleAssignment(id); err != nil {
+		return err
+	}
+	return d.reindex()
 }
 
 // Principal returns an app or identity by client id.
-func (s *Server) Principal(clientID string) (*store.Principal, error) {
-	return s.store.Principal(strings.ToLower(clientID))
+func (d *Directory) Principal(clientID string) (*store.Principal, error) {
+	return d.store.Principal(strings.ToLower(clientID))
+}
+
+// Principals lists a tenant's apps and identities.
+func (d *Directory) Principals(tenantID string) ([]store.Principal, error) {
+	return d.store.Principals(tenantID)
+}
+
+// IdentityByResourceID returns a managed identity by ARM resource id.
+func (d *Directory) IdentityByResourceID(resourceID string) (*store.Principal, error) {
+	return d.store.PrincipalByResourceID(resourceID)
+}
+
+// SubscriptionTenant returns the tenant a subscription belongs to ("" when
+// none has put an identity in it yet).
+func (d *Directory) SubscriptionTenant(sub string) (string, error) {
+	return d.store.SubscriptionTenant(sub)
+}
+
+// IdentitiesUnder lists identities whose ARM resource id starts with prefix.
+func (d *Directory) IdentitiesUnder(prefix string) ([]store.Principal, error) {
+	return d.store.IdentitiesUnder(prefix)
+}
+
+// RoleAssignments lists a tenant's role assignments.
+func (d *Directory) RoleAssignments(tenantID string) ([]store.RoleAssignment, error) {
+	return d.store.RoleAssignments(tenantID)
 }
 
 // Apply applies a bootstrap idempotently: it creates or updates what it
 // names and deletes nothing.
-func (s *Server) Apply(ctx context.Context, b *Bootstrap) error {
+func (d *Directory) Apply(ctx context.Context, b *Bootstrap) error {
 	for _, t := range b.Tenants {
-		if err := s.PutTenant(ctx, t.ID, t.Domains); err != nil {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		if err := d.PutTenant(ctx, t.ID, t.Domains); err != nil {
 			return fmt.Errorf("bootstrap tenant %s: %w", t.ID, err)
 		}
 		tid := strings.ToLower(t.ID)
 		for _, a := range t.Applications {
-			p, _, err := s.PutApplication(ctx, tid, Application{ClientID: a.ClientID, ObjectID: a.ObjectID, DisplayName: a.DisplayName, IdentifierURIs: a.IdentifierURIs, AccessTokenVersion: a.AccessTokenVersion})
+			p, _, err := d.PutApplication(ctx, tid, Application{ClientID: a.ClientID, ObjectID: a.ObjectID, DisplayName: a.DisplayName, IdentifierURIs: a.IdentifierURIs, AccessTokenVersion: a.AccessTokenVersion})
 			if err != nil {
 				return fmt.Errorf("bootstrap application %s: %w", a.ClientID, err)
 			}
@@ -466,7 +676,7 @@ func (s *Server) Apply(ctx context.Context, b *Bootstrap) error {
 				if err != nil {
 					return fmt.Errorf("bootstrap application %s secret %d: %w", a.ClientID, i, err)
 				}
-				if _, err := s.AddSecret(ctx, p.ClientID, "bootstrap", v, time.Time{}); err != nil {
+				if _, err := d.AddSecret(ctx, p.ClientID, "bootstrap", v, time.Time{}); err != nil {
 					return fmt.Errorf("bootstrap application %s secret %d: %w", a.ClientID, i, err)
 				}
 			}
@@ -477,35 +687,35 @@ func (s *Server) Apply(ctx context.Context, b *Bootstrap) error {
 						return fmt.Errorf("bootstrap application %s certificate %d: %w", a.ClientID, i, err)
 					}
 				}
-				if _, err := s.AddCertificate(ctx, p.ClientID, data); err != nil {
+				if _, err := d.AddCertificate(ctx, p.ClientID, data); err != nil {
 					return fmt.Errorf("bootstrap application %s certificate %d: %w", a.ClientID, i, err)
 				}
 			}
-			if err := s.applyFICs(ctx, p.ClientID, a.FederatedCreds); err != nil {
+			if err := d.applyFICs(ctx, p.ClientID, a.FederatedCreds); err != nil {
 				return fmt.Errorf("bootstrap application %s: %w", a.ClientID, err)
 			}
 		}
 		for _, id := range t.Identities {
-			p, _, err := s.PutIdentity(ctx, Identity{TenantID: tid, Subscription: id.Subscription, ResourceGroup: id.ResourceGroup, Name: id.Name, Location: id.Location, ClientID: id.ClientID, PrincipalID: id.PrincipalID})
+			p, _, err := d.PutIdentity(ctx, Identity{TenantID: tid, Subscription: id.Subscription, ResourceGroup: id.ResourceGroup, Name: id.Name, Location: id.Location, ClientID: id.ClientID, PrincipalID: id.PrincipalID})
 			if err != nil {
 				return fmt.Errorf("bootstrap identity %s: %w", id.Name, err)
 			}
-			if err := s.applyFICs(ctx, p.ClientID, id.FederatedCreds); err != nil {
+			if err := d.applyFICs(ctx, p.ClientID, id.FederatedCreds); err != nil {
 				return fmt.Errorf("bootstrap identity %s: %w", id.Name, err)
 			}
 		}
 		for _, ra := range t.RoleAssignments {
-			if _, err := s.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: tid, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
+			if _, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: tid, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
 				return fmt.Errorf("bootstrap role assignment %s/%s: %w", ra.Principal, ra.Role, err)
 			}
 		}
 	}
-	return s.reindex()
+	return d.reindex()
 }
 
-func (s *Server) applyFICs(ctx context.Context, clientID string, fics []BootstrapFederatedIdentity) error {
+func (d *Directory) applyFICs(ctx context.Context, clientID string, fics []BootstrapFederatedIdentity) error {
 	for _, f := range fics {
-		if _, err := s.PutFederatedCredential(ctx, clientID, store.FederatedCredential{Name: f.Name, Issuer: f.Issuer, Subject: f.Subject, Audiences: f.Audiences}); err != nil {
+		if _, err := d.PutFederatedCredential(ctx, clientID, store.FederatedCredential{Name: f.Name, Issuer: f.Issuer, Subject: f.Subject, Audiences: f.Audiences}); err != nil {
 			return fmt.Errorf("federated credential %s: %w", f.Name, err)
 		}
 	}

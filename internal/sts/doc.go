@@ -10,6 +10,12 @@
 // by New (no I/O); Open loads state and key material; Serve or
 // ListenAndServe block until the context ends.
 //
+// Inside, a Directory owns the tenants, principals, credentials and role
+// assignments over the store (validation, one transaction per write, the
+// indexes issuance reads); mgmt serves the management APIs over it and
+// decides who may manage what; Server keeps the token and metadata
+// endpoints, the keys and the routing.
+//
 // Limits: one process owns the state file (bbolt locks it); there is no
 // user sign-in, only the client-credentials grant; tokens are RS256.
 package sts

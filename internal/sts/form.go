@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"mime"
 	"net/url"
+	"strconv"
 )
 
 // Bounds on the token request body.
@@ -13,10 +14,12 @@ const (
 	maxFormFields = 64
 )
 
-var (
-	errFormTooLarge  = errors.New("request body too large")
-	errFormDuplicate = errors.New("duplicate form field")
-)
+var errFormTooLarge = errors.New("request body too large")
+
+// duplicateFieldError names a form field sent more than once.
+type duplicateFieldError struct{ name string }
+
+func (e *duplicateFieldError) Error() string { return "duplicate form field " + strconv.Quote(e.name) }
 
 // parseForm parses an application/x-www-form-urlencoded body strictly: valid
 // encoding, no field repeated (a repeated client_id or scope is ambiguous,
@@ -39,7 +42,7 @@ func parseForm(contentType string, body []byte) (map[string]string, error) {
 	out := make(map[string]string, len(vals))
 	for k, v := range vals {
 		if len(v) != 1 {
-			return nil, fmt.Errorf("%w %q", errFormDuplicate, k)
+			return nil, &duplicateFieldError{name: k}
 		}
 		out[k] = v[0]
 	}

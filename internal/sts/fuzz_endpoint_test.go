@@ -63,3 +63,44 @@ func FuzzTokenEndpoint(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRouter drives the whole handler with arbitrary methods and paths (no
+// credentials): every answer is JSON, and nothing unauthenticated is ever
+// a 2xx outside the public metadata, nor a 5xx.
+func FuzzRouter(f *testing.F) {
+	srv := ststest.Start(f, ststest.Options{})
+	for _, seed := range []string{
+		"/", "/healthz", "/" + srv.TenantID + "/oauth2/v2.0/token", "/" + srv.TenantID + "/OAUTH2/TOKEN",
+		"/common/discovery/keys", "/podid.test/v2.0/.well-known/openid-configuration", "/common/discovery/instance/",
+		"/podid/v1/tenants/" + srv.TenantID + "/applications", "/podid/v1/tenants/x/../y",
+		"/subscriptions/" + ststest.SubscriptionID + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities?api-version=2023-01-31",
+		"/clusters/dev/openid/v1/jwks", "/a/b/c/d/e", "/%2e%2e/x",
+	} {
+		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
+			f.Add(m, seed)
+		}
+	}
+	h := srv.Handler()
+	f.Fuzz(func(t *testing.T, method, target string) {
+		if !strings.HasPrefix(target, "/") {
+			return
+		}
+		req, err := http.NewRequest(method, "https://127.0.0.1"+target, http.NoBody)
+		if err != nil {
+			return
+		}
+		req.Body = http.NoBody // as the server sets it
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s: %d %s", method, target, rec.Code, rec.Body)
+		}
+		var v any
+		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil && method != http.MethodHead {
+			t.Fatalf("%s %s: non-JSON answer %d: %q", method, target, rec.Code, rec.Body)
+		}
+		if rec.Code < 300 && (strings.Contains(req.URL.Path, "/podid/v1") || strings.Contains(strings.ToLower(req.URL.Path), "subscriptions") || strings.Contains(strings.ToLower(req.URL.Path), "token")) {
+			t.Fatalf("%s %s: %d without credentials", method, target, rec.Code)
+		}
+	})
+}

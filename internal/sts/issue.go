@@ -37,7 +37,7 @@ func normResource(r string) string {
 }
 
 // reindex rebuilds the directory from the store.
-func (s *Server) reindex() error {
+func (s *Directory) reindex() error {
 	ps, err := s.store.Principals("")
 	if err != nil {
 		return fmt.Errorf("index principals: %w", err)

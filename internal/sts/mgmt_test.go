@@ -153,9 +153,10 @@ func TestARMManagedIdentity(t *testing.T) {
 	if _, err := fics.CreateOrUpdate(ctx, "rg-app", "id-app", "fic-0", fic(subject), nil); err != nil {
 		t.Fatalf("FIC create: %v", err)
 	}
+	// Entra answers a duplicate issuer+subject with 400, not 409.
 	_, err = fics.CreateOrUpdate(ctx, "rg-app", "id-app", "fic-dup", fic(subject), nil)
-	if code, _ := respCode(err); code != http.StatusConflict {
-		t.Errorf("duplicate issuer+subject: err = %v, want 409", err)
+	if code, ec := respCode(err); code != http.StatusBadRequest || ec != "BadRequest" || !strings.Contains(err.Error(), "Issuer and subject combination already exists for this Managed Identity.") {
+		t.Errorf("duplicate issuer+subject: err = %v, want 400 BadRequest with Entra's message", err)
 	}
 	for i := 1; i < sts.MaxFICsPerPrincipal; i++ {
 		if _, err := fics.CreateOrUpdate(ctx, "rg-app", "id-app", fmt.Sprintf("fic-%d", i), fic(fmt.Sprintf("%s-%d", subject, i)), nil); err != nil {
@@ -294,7 +295,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	call("POST", "/roleAssignments", `{"principal":"`+cid+`","resource":"https://storage.azure.com","role":"Storage.Reader"}`, 201)
 	call("PUT", "/applications/"+cid+"/federatedIdentityCredentials/github", `{"issuer":"https://token.actions.githubusercontent.com","subject":"repo:o/r:ref:refs/heads/main"}`, 201)
-	call("PUT", "/applications/"+cid+"/federatedIdentityCredentials/github2", `{"issuer":"https://token.actions.githubusercontent.com","subject":"repo:o/r:ref:refs/heads/main"}`, 409)
+	call("PUT", "/applications/"+cid+"/federatedIdentityCredentials/github2", `{"issuer":"https://token.actions.githubusercontent.com","subject":"repo:o/r:ref:refs/heads/main"}`, 400)
 	cred, _ := azidentity.NewClientSecretCredential(srv.TenantID, cid, secret,
 		&azidentity.ClientSecretCredentialOptions{ClientOptions: clientOptions(srv), DisableInstanceDiscovery: true})
 	c := verify(t, srv, getToken(t, cred, storage+"/.default"), storage, nil)

@@ -20,7 +20,7 @@ type OAuthError struct {
 	Description string
 }
 
-// Codes podid returns; the first five are contracted in CONTRACTS.md §2.
+// Codes podid returns, Entra's for the same conditions (docs/sts.md).
 const (
 	CodeNoMatchingFIC      = 70021   // no federated identity record matches iss/sub/aud
 	CodeAssertionTime      = 700024  // assertion outside its valid time range
@@ -37,6 +37,15 @@ const (
 	CodeUnsupportedGrant   = 70003   // grant_type not client_credentials
 	CodeInvalidScope       = 70011   // scope not "<resource>/.default"
 	CodeMethodNotAllowed   = 900561  // token endpoint called with a method other than POST
+
+	// Federated-credential mismatch, as Entra distinguishes it today: the
+	// first field no credential of the client matches names the code.
+	CodeFICIssuerMismatch   = 700211  // no credential has the assertion's issuer
+	CodeFICAudienceMismatch = 700212  // issuer and subject match, audience does not
+	CodeFICSubjectMismatch  = 700213  // issuer matches, subject does not
+	CodeFICSubjectCase      = 7002138 // subject matches only ignoring case
+	CodeScopeNotDefault     = 1002012 // client_credentials scope without /.default
+	CodeDuplicateParameter  = 9000411 // a form parameter sent more than once
 )
 
 func newErr(status int, oauth string, code int, format string, args ...any) *OAuthError {

@@ -26,8 +26,12 @@ import (
 	"github.com/podid/podid/internal/sts/store"
 )
 
-// Server is the identity provider.
+// Server is the identity provider: the HTTP APIs, the signing keys and the
+// external issuers' keys, over the Directory (promoted, so a Server offers
+// the directory's methods to the bootstrap and to tests).
 type Server struct {
+	*Directory // set by Open
+
 	cfg Config
 	log *slog.Logger
 
@@ -36,12 +40,10 @@ type Server struct {
 	keys     *keyset.Set
 	material *pki.Material
 	ext      *jwks.Cache
-	dir      dirHolder
 	metrics  *metrics
 	registry *prometheus.Registry // served on cfg.MetricsAddr; nil when off
 
-	mu        sync.RWMutex            // protects tenants, publicURL
-	tenants   map[string]store.Tenant // by lower-case id and domain
+	mu        sync.RWMutex // protects publicURL
 	publicURL string
 }
 
@@ -71,7 +73,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sts: register metrics: %w", err)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, metrics: m, registry: reg, tenants: map[string]store.Tenant{}, publicURL: cfg.PublicURL}, nil
+	return &Server{cfg: cfg, log: cfg.Logger, metrics: m, registry: reg, publicURL: cfg.PublicURL}, nil
 }
 
 // Open opens the state file, loads or creates the CA, serving certificate
@@ -107,6 +109,7 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	s.store, s.keys, s.material = st, keys, mat
+	s.Directory = newDirectory(st, s.log)
 	trust := s.cfg.ExternalTrust
 	if len(s.cfg.ClusterIssuers) > 0 {
 		// Hosted cluster issuers are fetched from ourselves: trust our CA.
@@ -288,42 +291,49 @@ func (s *Server) baseURL(r *http.Request) string {
 	return s.PublicURL()
 }
 
-func (s *Server) reloadTenants() error {
-	ts, err := s.store.Tenants()
-	if err != nil {
-		return fmt.Errorf("load tenants: %w", err)
-	}
-	m := make(map[string]store.Tenant, len(ts)*2)
-	for _, t := range ts {
-		m[strings.ToLower(t.ID)] = t
-		for _, d := range t.Domains {
-			m[strings.ToLower(d)] = t
-		}
-	}
-	s.mu.Lock()
-	s.tenants = m
-	s.mu.Unlock()
-	return nil
-}
-
-// tenant resolves a tenant path segment (id or domain).
-func (s *Server) tenant(seg string) (store.Tenant, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	t, ok := s.tenants[strings.ToLower(seg)]
-	return t, ok
-}
-
 // Handler returns the HTTP handler (after Open). Exposed so a test can
 // mount it on its own TLS listener.
+//
+// The first segment picks the API. Tenant-scoped Entra paths and hosted
+// cluster issuers are routed by ServeMux patterns; ARM keeps its own parser
+// because ARM's literal segments match case-insensitively, which patterns
+// cannot express. Every error, routed or not, is a JSON document.
 func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(s.route)
+	tenant := http.NewServeMux()
+	tenant.HandleFunc("/{tenant}/oauth2/v2.0/token", func(w http.ResponseWriter, r *http.Request) { s.serveToken(w, r, r.PathValue("tenant"), 2) })
+	tenant.HandleFunc("/{tenant}/oauth2/token", func(w http.ResponseWriter, r *http.Request) { s.serveToken(w, r, r.PathValue("tenant"), 1) })
+	tenant.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		s.serveDiscovery(w, r, r.PathValue("tenant"), 2)
+	})
+	tenant.HandleFunc("GET /{tenant}/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		s.serveDiscovery(w, r, r.PathValue("tenant"), 1)
+	})
+	tenant.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.serveJWKS)
+	tenant.HandleFunc("GET /{tenant}/discovery/keys", s.serveJWKS)
+	tenant.HandleFunc("GET /{tenant}/discovery/instance", s.serveInstanceDiscovery)
+	tenant.HandleFunc("GET /{tenant}/discovery/instance/{$}", s.serveInstanceDiscovery)
+
+	clusters := http.NewServeMux()
+	clusters.HandleFunc("GET /clusters/{name}/.well-known/openid-configuration", s.serveClusterDiscovery)
+	clusters.HandleFunc("GET /clusters/{name}/openid/v1/jwks", s.serveClusterJWKS)
+
+	m := &mgmt{Directory: s.Directory, cfg: &s.cfg, log: s.log, keys: s.keys, baseURL: s.baseURL}
+	return &router{mgmt: m, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters), admin: m.adminHandler()}
 }
 
-func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+type router struct {
+	mgmt     *mgmt
+	tenant   http.Handler
+	clusters http.Handler
+	admin    http.Handler
+}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Work on the raw path so an encoded separator cannot alias a route.
-	if strings.ContainsAny(r.URL.RawPath, "%") || strings.Contains(r.URL.Path, "//") {
-		http.Error(w, "bad path", http.StatusBadRequest)
+	// Dot segments are refused too: the muxes would redirect them, and the
+	// admin API authorizes on the tenant segment as sent.
+	if strings.ContainsAny(r.URL.RawPath, "%") || strings.Contains(r.URL.Path, "//") || hasDotSegment(r.URL.Path) {
+		writeHTTPError(w, http.StatusBadRequest, "invalid_request", "The request path is malformed: encoded characters and empty segments are not accepted.")
 		return
 	}
 	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
@@ -331,47 +341,94 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	case len(segs) == 1 && segs[0] == "healthz":
 		writeJSON(w, 200, map[string]string{"status": "ok"})
 	case strings.EqualFold(segs[0], "subscriptions"):
-		s.serveARM(w, r, segs)
+		rt.mgmt.serveARM(w, r, segs)
 	case segs[0] == "clusters":
-		s.serveCluster(w, r, segs)
+		rt.clusters.ServeHTTP(w, r)
 	case segs[0] == "podid" && len(segs) >= 2 && segs[1] == "v1":
-		s.serveAdmin(w, r, segs[2:])
+		rt.admin.ServeHTTP(w, r)
 	default:
-		s.serveTenant(w, r, segs)
+		rt.tenant.ServeHTTP(w, foldTenantPath(r))
 	}
 }
 
-func (s *Server) serveTenant(w http.ResponseWriter, r *http.Request, segs []string) {
-	if len(segs) < 2 {
-		http.NotFound(w, r)
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// foldTenantPath lower-cases everything after the tenant segment: Entra
+// matches its paths case-insensitively, and every literal of the tenant
+// routes is lower case. The tenant segment keeps its case (it is resolved
+// case-insensitively, and echoed in errors as sent).
+func foldTenantPath(r *http.Request) *http.Request {
+	tseg, rest, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	lower := strings.ToLower(rest)
+	if !ok || lower == rest {
+		return r
+	}
+	r2 := r.WithContext(r.Context())
+	u := *r.URL
+	u.Path = "/" + tseg + "/" + lower
+	r2.URL = &u
+	return r2
+}
+
+// jsonErrors serves mux, answering what no pattern matches (404, or 405
+// with Allow) as JSON instead of the mux's text/plain.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return jsonErrorsWith(mux, func(w http.ResponseWriter, status int) {
+		if status == http.StatusMethodNotAllowed {
+			writeHTTPError(w, status, "invalid_request", "The request method is not allowed on this path.")
+			return
+		}
+		writeHTTPError(w, status, "not_found", "The requested path was not found.")
+	})
+}
+
+// jsonErrorsWith serves mux, answering what no pattern matches with
+// write(status) instead of the mux's text/plain (its headers, such as Allow,
+// are kept).
+func jsonErrorsWith(mux *http.ServeMux, write func(w http.ResponseWriter, status int)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, pattern := mux.Handler(r); pattern == "" {
+			h.ServeHTTP(&jsonErrorWriter{ResponseWriter: w, write: write}, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// jsonErrorWriter replaces the mux's plain-text error with a JSON one.
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	write func(w http.ResponseWriter, status int)
+	wrote bool
+}
+
+func (j *jsonErrorWriter) WriteHeader(code int) {
+	if j.wrote {
 		return
 	}
-	tseg, rest := segs[0], strings.Join(segs[1:], "/")
-	switch rest {
-	case "oauth2/v2.0/token":
-		s.serveToken(w, r, tseg, 2)
-		return
-	case "oauth2/token":
-		s.serveToken(w, r, tseg, 1)
-		return
+	j.wrote = true
+	j.Header().Del("X-Content-Type-Options")
+	j.write(j.ResponseWriter, code)
+}
+
+func (j *jsonErrorWriter) Write(p []byte) (int, error) {
+	if !j.wrote {
+		j.WriteHeader(http.StatusNotFound)
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	switch rest {
-	case "v2.0/.well-known/openid-configuration":
-		s.serveDiscovery(w, r, tseg, 2)
-	case ".well-known/openid-configuration":
-		s.serveDiscovery(w, r, tseg, 1)
-	case "discovery/v2.0/keys", "discovery/keys":
-		s.serveJWKS(w, r)
-	case "discovery/instance", "discovery/instance/":
-		s.serveInstanceDiscovery(w, r)
-	default:
-		http.NotFound(w, r)
-	}
+	return len(p), nil // the mux's text body is replaced by the JSON one
+}
+
+// writeHTTPError answers a request no API claimed, in the OAuth error shape
+// clients of the tenant paths parse.
+func writeHTTPError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
 // PublicKeys returns the published JWKS (current key first).

@@ -317,6 +317,7 @@ func TestTokenEndpointNegative(t *testing.T) {
 	srv := startWithIssuer(t, is, ststest.Options{})
 	const subject = "system:serviceaccount:ns:sa"
 	clientID := srv.AddIdentity(t, "neg", is.URL, subject)
+	noFIC := srv.AddIdentity(t, "nofic", "", "")
 	now := time.Now()
 	good := is.Token(t, subject, sts.DefaultFICAudience, now, time.Hour, nil)
 	parts := strings.Split(good, ".")
@@ -343,11 +344,13 @@ func TestTokenEndpointNegative(t *testing.T) {
 		code   int
 		err    string
 	}{
-		{"wrong issuer", v2, form(is.Token(t, subject, sts.DefaultFICAudience, now, time.Hour, map[string]any{"iss": is.URL + "/other"})), 400, sts.CodeNoMatchingFIC, "invalid_request"},
-		{"issuer case differs", v2, form(is.Token(t, subject, sts.DefaultFICAudience, now, time.Hour, map[string]any{"iss": strings.ToUpper(is.URL)})), 400, sts.CodeNoMatchingFIC, "invalid_request"},
-		{"wrong subject", v2, form(is.Token(t, subject+"x", sts.DefaultFICAudience, now, time.Hour, nil)), 400, sts.CodeNoMatchingFIC, "invalid_request"},
-		{"subject trailing space", v2, form(is.Token(t, subject+" ", sts.DefaultFICAudience, now, time.Hour, nil)), 400, sts.CodeNoMatchingFIC, "invalid_request"},
-		{"wrong audience", v2, form(is.Token(t, subject, "api://other", now, time.Hour, nil)), 400, sts.CodeNoMatchingFIC, "invalid_request"},
+		{"wrong issuer", v2, form(is.Token(t, subject, sts.DefaultFICAudience, now, time.Hour, map[string]any{"iss": is.URL + "/other"})), 400, sts.CodeFICIssuerMismatch, "invalid_client"},
+		{"issuer case differs", v2, form(is.Token(t, subject, sts.DefaultFICAudience, now, time.Hour, map[string]any{"iss": strings.ToUpper(is.URL)})), 400, sts.CodeFICIssuerMismatch, "invalid_client"},
+		{"wrong subject", v2, form(is.Token(t, subject+"x", sts.DefaultFICAudience, now, time.Hour, nil)), 400, sts.CodeFICSubjectMismatch, "invalid_client"},
+		{"subject trailing space", v2, form(is.Token(t, subject+" ", sts.DefaultFICAudience, now, time.Hour, nil)), 400, sts.CodeFICSubjectMismatch, "invalid_client"},
+		{"subject case differs", v2, form(is.Token(t, strings.ToUpper(subject), sts.DefaultFICAudience, now, time.Hour, nil)), 400, sts.CodeFICSubjectCase, "invalid_client"},
+		{"wrong audience", v2, form(is.Token(t, subject, "api://other", now, time.Hour, nil)), 400, sts.CodeFICAudienceMismatch, "invalid_client"},
+		{"client without federated credentials", v2, strings.Replace(form(good), clientID, noFIC, 1), 400, sts.CodeNoMatchingFIC, "invalid_request"},
 		{"expired", v2, form(is.Token(t, subject, sts.DefaultFICAudience, now.Add(-2*time.Hour), time.Hour, nil)), 401, sts.CodeAssertionTime, "invalid_client"},
 		{"not yet valid", v2, form(is.Token(t, subject, sts.DefaultFICAudience, now, time.Hour, map[string]any{"nbf": now.Add(10 * time.Minute).Unix()})), 401, sts.CodeAssertionTime, "invalid_client"},
 		{"alg none", v2, form(none), 400, sts.CodeMalformedJWT, "invalid_request"},
@@ -357,19 +360,29 @@ func TestTokenEndpointNegative(t *testing.T) {
 		{"tampered signature", v2, form(tampered), 401, sts.CodeAssertionSignature, "invalid_client"},
 		{"garbage assertion", v2, form("not-a-jwt"), 400, sts.CodeMalformedJWT, "invalid_request"},
 		{"oversized body", v2, form(good) + "&pad=" + strings.Repeat("a", sts.MaxFormBytes), 400, sts.CodeMalformedRequest, "invalid_request"},
-		{"duplicate client_id", v2, form(good) + "&client_id=" + clientID, 400, sts.CodeMalformedRequest, "invalid_request"},
-		{"duplicate scope", v2, form(good) + "&scope=x%2F.default", 400, sts.CodeMalformedRequest, "invalid_request"},
+		{"duplicate client_id", v2, form(good) + "&client_id=" + clientID, 400, sts.CodeDuplicateParameter, "invalid_request"},
+		{"duplicate scope", v2, form(good) + "&scope=x%2F.default", 400, sts.CodeDuplicateParameter, "invalid_request"},
+		{"token path in other case", "/" + srv.TenantID + "/OAuth2/V2.0/Token", form(good), 200, 0, ""},
 		{"unknown tenant", "/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token", form(good), 400, sts.CodeTenantNotFound, "invalid_request"},
 		{"unknown client", v2, strings.Replace(form(good), clientID, "11111111-2222-3333-4444-555555555555", 1), 400, sts.CodeAppNotFound, "unauthorized_client"},
 		{"wrong secret", v2, url.Values{"grant_type": {"client_credentials"}, "client_id": {ststest.AdminClientID}, "scope": {storage + "/.default"}, "client_secret": {"wrong-secret-wrong-secret"}}.Encode(), 401, sts.CodeInvalidSecret, "invalid_client"},
 		{"no credential", v2, url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}, "scope": {storage + "/.default"}}.Encode(), 401, sts.CodeNoCredential, "invalid_client"},
 		{"missing scope", v2, url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}}.Encode(), 400, sts.CodeMissingParameter, "invalid_request"},
-		{"bad scope", v2, strings.Replace(form(good), "%2F.default", "", 1), 400, sts.CodeInvalidScope, "invalid_scope"},
+		{"scope without /.default", v2, strings.Replace(form(good), "%2F.default", "", 1), 400, sts.CodeScopeNotDefault, "invalid_scope"},
+		{"scope with a permission", v2, strings.Replace(form(good), "%2F.default", "%2Fuser_impersonation", 1), 400, sts.CodeScopeNotDefault, "invalid_scope"},
+		{"two resources", v2, strings.Replace(form(good), "%2F.default", "%2F.default+api%3A%2F%2Fx%2F.default", 1), 400, sts.CodeInvalidScope, "invalid_scope"},
 		{"wrong grant", v2, strings.Replace(form(good), "client_credentials", "password", 1), 400, sts.CodeUnsupportedGrant, "unsupported_grant_type"},
 		{"semicolon form", v2, form(good) + ";x=1", 400, sts.CodeMalformedRequest, "invalid_request"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			assertAADSTS(t, postForm(t, srv, tt.path, ct, tt.body), tt.status, tt.code, tt.err)
+			r := postForm(t, srv, tt.path, ct, tt.body)
+			if tt.status == 200 {
+				if r.status != 200 {
+					t.Fatalf("status %d: %v", r.status, r.body)
+				}
+				return
+			}
+			assertAADSTS(t, r, tt.status, tt.code, tt.err)
 		})
 	}
 	t.Run("wrong content type", func(t *testing.T) {

@@ -60,7 +60,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, tseg string, ver 
 		return fail(newErr(400, "invalid_request", CodeMalformedRequest, "Invalid request. Could not read the request body."))
 	}
 	form, err := parseForm(r.Header.Get("Content-Type"), body)
-	if err != nil {
+	var dup *duplicateFieldError
+	switch {
+	case errors.As(err, &dup):
+		return fail(newErr(400, "invalid_request", CodeDuplicateParameter, "The request is not properly formatted. The parameter '%s' is duplicated.", truncate(dup.name, 64)))
+	case err != nil:
 		return fail(newErr(400, "invalid_request", CodeMalformedRequest, "Invalid request. Request is malformed or invalid: %s.", err))
 	}
 	if oe := mergeBasicAuth(r, form); oe != nil {
@@ -145,7 +149,11 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, tseg string,
 			return nil, newErr(400, "invalid_request", CodeMissingParameter, "The request body must contain the following parameter: 'scope'.")
 		}
 		var err error
-		if resource, err = resourceFromScope(scope); err != nil {
+		var nd *scopeNotDefaultError
+		switch resource, err = resourceFromScope(scope); {
+		case errors.As(err, &nd):
+			return nil, newErr(400, "invalid_scope", CodeScopeNotDefault, "The provided value for scope %s is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", truncate(nd.scope, 600))
+		case err != nil:
 			return nil, newErr(400, "invalid_scope", CodeInvalidScope, "The provided value for the input parameter 'scope' is not valid: %s.", err)
 		}
 	} else {
@@ -201,7 +209,7 @@ func resourceFromScope(scope string) (string, error) {
 		}
 		r, ok := strings.CutSuffix(sc, "/.default")
 		if !ok || r == "" {
-			return "", errors.New("only '<resource>/.default' scopes are supported with client_credentials")
+			return "", &scopeNotDefaultError{scope: sc}
 		}
 		if resource != "" {
 			return "", errors.New("more than one resource requested")
@@ -215,6 +223,14 @@ func resourceFromScope(scope string) (string, error) {
 		return "", errors.New("no '<resource>/.default' scope")
 	}
 	return resource, nil
+}
+
+// scopeNotDefaultError is a scope the client-credentials grant cannot
+// serve: a permission or bare resource instead of "<resource>/.default".
+type scopeNotDefaultError struct{ scope string }
+
+func (e *scopeNotDefaultError) Error() string {
+	return "scope '" + e.scope + "' is not '<resource>/.default'"
 }
 
 // hashSecret is a salted SHA-256. Client secrets are random, high-entropy
@@ -262,14 +278,8 @@ func (s *Server) checkAssertion(ctx context.Context, r *http.Request, tseg strin
 // credential *before* any network I/O, so only issuers an administrator
 // trusted for this client are ever fetched (no SSRF via iss).
 func (s *Server) checkFederatedAssertion(ctx context.Context, client *store.Principal, a *assertion, now time.Time) *OAuthError {
-	matched := slices.ContainsFunc(client.FederatedCreds, func(f store.FederatedCredential) bool {
-		return f.Issuer == a.claims.Iss && f.Subject == a.claims.Sub &&
-			slices.ContainsFunc(f.Audiences, func(aud string) bool { return slices.Contains(a.claims.Aud, aud) })
-	})
-	if !matched {
-		return newErr(400, "invalid_request", CodeNoMatchingFIC,
-			"No matching federated identity record found for presented assertion. Assertion Issuer: '%s'. Assertion Subject: '%s'. Assertion Audience: '%s'.",
-			truncate(a.claims.Iss, 600), truncate(a.claims.Sub, 600), truncate(strings.Join(a.claims.Aud, ","), 600))
+	if oe := matchFederatedCredential(client.FederatedCreds, a); oe != nil {
+		return oe
 	}
 	// Only RS256, as Entra requires for federated assertions.
 	if a.header.Alg != string(jose.RS256) {
@@ -293,6 +303,52 @@ func (s *Server) checkFederatedAssertion(ctx context.Context, client *store.Prin
 		return errSignature(err.Error())
 	}
 	return s.checkTimes(a, now)
+}
+
+// matchFederatedCredential finds a credential with exactly the assertion's
+// issuer, subject and one of its audiences. Without one it answers as Entra
+// does, naming the first field that no candidate matches: issuer (700211),
+// subject (700213, or 7002138 when it matches only ignoring case), audience
+// (700212); a client with no federated credentials at all gets 70021.
+func matchFederatedCredential(fics []store.FederatedCredential, a *assertion) *OAuthError {
+	c := a.claims
+	if len(fics) == 0 {
+		return newErr(400, "invalid_request", CodeNoMatchingFIC,
+			"No matching federated identity record found for presented assertion. Assertion Issuer: '%s'. Assertion Subject: '%s'. Assertion Audience: '%s'.",
+			truncate(c.Iss, 600), truncate(c.Sub, 600), truncate(strings.Join(c.Aud, ","), 600))
+	}
+	const hint = " Check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+	var byIssuer []store.FederatedCredential
+	for _, f := range fics {
+		if f.Issuer == c.Iss {
+			byIssuer = append(byIssuer, f)
+		}
+	}
+	if len(byIssuer) == 0 {
+		return newErr(400, "invalid_client", CodeFICIssuerMismatch, "No matching federated identity record found for presented assertion issuer '%s'."+hint, truncate(c.Iss, 600))
+	}
+	var bySubject []store.FederatedCredential
+	folded := false
+	for _, f := range byIssuer {
+		switch {
+		case f.Subject == c.Sub:
+			bySubject = append(bySubject, f)
+		case strings.EqualFold(f.Subject, c.Sub):
+			folded = true
+		}
+	}
+	if len(bySubject) == 0 {
+		if folded {
+			return newErr(400, "invalid_client", CodeFICSubjectCase, "No matching federated identity record found for presented assertion subject '%s'. The subject matches with case-insensitive comparison, but not with case-sensitive comparison."+hint, truncate(c.Sub, 600))
+		}
+		return newErr(400, "invalid_client", CodeFICSubjectMismatch, "No matching federated identity record found for presented assertion subject '%s'."+hint, truncate(c.Sub, 600))
+	}
+	for _, f := range bySubject {
+		if slices.ContainsFunc(f.Audiences, func(aud string) bool { return slices.Contains(c.Aud, aud) }) {
+			return nil
+		}
+	}
+	return newErr(400, "invalid_client", CodeFICAudienceMismatch, "No matching federated identity record found for presented assertion audience '%s'."+hint, truncate(strings.Join(c.Aud, ","), 600))
 }
 
 func (s *Server) checkTimes(a *assertion, now time.Time) *OAuthError {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +75,11 @@ type clientKey struct{ authority, tenant, clientID string }
 const maxClients = 4096
 
 // NewProvider assembles a Provider.
+// missingFICCodes are Entra's answers when no federated credential of the
+// identity matches the pod's assertion: none at all (70021), or none with
+// its issuer, audience or subject (700211, 700212, 700213, 7002138).
+var missingFICCodes = []string{"AADSTS70021", "AADSTS700211", "AADSTS700212", "AADSTS700213", "AADSTS7002138"}
+
 func NewProvider(cfg ProviderConfig) *Provider {
 	if cfg.Authority == "" {
 		cfg.Authority = DefaultAuthority
@@ -259,7 +265,7 @@ func classify(err error, r Request, assertion string) error {
 		code = "AADSTS" + strconv.Itoa(body.Codes[0])
 	}
 	switch {
-	case code == "AADSTS70021":
+	case slices.Contains(missingFICCodes, code):
 		iss := issuerOf(assertion)
 		return &Error{Reason: ReasonMissingFederatedCredential, Msg: fmt.Sprintf(
 			"identity %s (%s) has no federated identity credential for this pod's service account: add one with issuer %q, subject %q, audience %q (provider said: %s)",

@@ -106,22 +106,26 @@ func TestProviderAgainstPodidSTS(t *testing.T) {
 		t.Fatalf("TokenRequests = %d, want 1 (federated only)", tr.calls)
 	}
 
-	// AADSTS70021 names the credential to add.
-	_, err := p.Token(ctx, Request{Identity: Identity{Kind: Federated, ClientID: nofic, TenantID: s.TenantID, Origin: "AzureIdentity ns/x"}, Resource: resource, Pod: pod})
-	var te *Error
-	if !errors.As(err, &te) || te.Reason != ReasonMissingFederatedCredential {
-		t.Fatalf("missing FIC: %v", err)
-	}
-	for _, want := range []string{is.URL, "system:serviceaccount:ns:app", ExchangeAudience, nofic} {
-		if !strings.Contains(te.Msg, want) {
-			t.Fatalf("message %q lacks %q", te.Msg, want)
+	// No credential for this pod (none at all: AADSTS70021; one for another
+	// subject: AADSTS700213) names the credential to add.
+	otherfic := s.AddIdentity(t, "otherfic", is.URL, "system:serviceaccount:ns:someone-else")
+	for _, cid := range []string{nofic, otherfic} {
+		_, err := p.Token(ctx, Request{Identity: Identity{Kind: Federated, ClientID: cid, TenantID: s.TenantID, Origin: "AzureIdentity ns/x"}, Resource: resource, Pod: pod})
+		var te *Error
+		if !errors.As(err, &te) || te.Reason != ReasonMissingFederatedCredential {
+			t.Fatalf("missing FIC for %s: %v", cid, err)
+		}
+		for _, want := range []string{is.URL, "system:serviceaccount:ns:app", ExchangeAudience, cid} {
+			if !strings.Contains(te.Msg, want) {
+				t.Fatalf("message %q lacks %q", te.Msg, want)
+			}
 		}
 	}
 
 	// A wrong secret is refused; neither secret appears in the error.
 	bad := mapSecrets{ref: {SecretKeyClientSecret: []byte("wrong-secret-value-0123456789")}}
 	p2 := NewProvider(ProviderConfig{Authority: s.URL, HTTPClient: s.Client(), Secrets: bad})
-	_, err = p2.Token(ctx, Request{Identity: Identity{Kind: Secret, ClientID: secretApp, TenantID: s.TenantID, SecretRef: ref}, Resource: resource})
+	_, err := p2.Token(ctx, Request{Identity: Identity{Kind: Secret, ClientID: secretApp, TenantID: s.TenantID, SecretRef: ref}, Resource: resource})
 	if ReasonOf(err) != ReasonProviderRejected || strings.Contains(err.Error(), "wrong-secret") || strings.Contains(err.Error(), secret) {
 		t.Fatalf("bad secret: %v", err)
 	}

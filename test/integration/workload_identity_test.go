@@ -543,7 +543,7 @@ func TestWorkloadIdentity(t *testing.T) {
 	}{
 		{name: "seed-003-quick-guide", sa: "sademo", ficSubject: subject("sademo")},
 		{name: "identity-without-federated-credential", sa: "sa-nofic", wantErr: "AADSTS70021"},
-		{name: "federated-credential-for-another-sa", sa: "sa-otherfic", ficSubject: subject("someone-else"), wantErr: "AADSTS70021"},
+		{name: "federated-credential-for-another-sa", sa: "sa-otherfic", ficSubject: subject("someone-else"), wantErr: "AADSTS700213"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			issuer := ""

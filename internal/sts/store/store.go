@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -14,10 +15,15 @@ import (
 // ErrNotFound is returned when a record does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrConflict is returned when a write would break a uniqueness rule the
+// store enforces (a tenant name owned by another tenant).
+var ErrConflict = errors.New("conflict")
+
 var (
 	bucketTenants    = []byte("tenants")
 	bucketPrincipals = []byte("principals")
 	bucketARMIndex   = []byte("armindex")
+	bucketSubs       = []byte("subscriptions") // subscription id → tenant id
 	bucketRoles      = []byte("roles")
 	bucketKeys       = []byte("signingkeys")
 	bucketBlobs      = []byte("blobs")
@@ -111,7 +117,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTenants, bucketPrincipals, bucketARMIndex, bucketRoles, bucketKeys, bucketBlobs} {
+		for _, b := range [][]byte{bucketTenants, bucketPrincipals, bucketARMIndex, bucketSubs, bucketRoles, bucketKeys, bucketBlobs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -163,7 +169,58 @@ func list[T any](tx *bolt.Tx, bucket []byte) ([]T, error) {
 
 // PutTenant creates or replaces a tenant.
 func (s *Store) PutTenant(t Tenant) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketTenants, t.ID, t) })
+	_, err := s.UpdateTenant(t.ID, func(*Tenant) (*Tenant, error) { return &t, nil })
+	return err
+}
+
+// UpdateTenant runs fn on the current tenant (nil if absent) and stores what
+// it returns, in one transaction. Tenant names are unique: a domain of the
+// result that is another tenant's id or domain (case-insensitively) is
+// refused with ErrConflict (names already on the tenant are not rechecked), checked inside the same transaction so two
+// concurrent writers cannot both claim a name.
+func (s *Store) UpdateTenant(id string, fn func(cur *Tenant) (*Tenant, error)) (*Tenant, error) {
+	var out *Tenant
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := get[Tenant](tx, bucketTenants, id)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		if next.ID != id {
+			return fmt.Errorf("tenant id changed from %q to %q", id, next.ID)
+		}
+		others, err := list[Tenant](tx, bucketTenants)
+		if err != nil {
+			return err
+		}
+		// Only names this write adds are checked, so a tenant whose state
+		// predates the rule can still be rewritten with what it had.
+		var added []string
+		if cur == nil {
+			added = append(added, next.ID)
+		}
+		for _, d := range next.Domains {
+			if cur == nil || !slices.ContainsFunc(cur.Domains, func(c string) bool { return strings.EqualFold(c, d) }) {
+				added = append(added, d)
+			}
+		}
+		for _, o := range others {
+			if o.ID == id {
+				continue
+			}
+			for _, d := range added {
+				if strings.EqualFold(d, o.ID) || slices.ContainsFunc(o.Domains, func(od string) bool { return strings.EqualFold(od, d) }) {
+					return fmt.Errorf("%w: %q is a name of another tenant", ErrConflict, d)
+				}
+			}
+		}
+		out = next
+		return put(tx, bucketTenants, id, next)
+	})
+	return out, err
 }
 
 // Tenants lists all tenants.
@@ -223,9 +280,12 @@ func (s *Store) UpdatePrincipal(clientID string, fn func(cur *Principal) (*Princ
 			return fmt.Errorf("principal client id changed from %q to %q", clientID, next.ClientID)
 		}
 		if next.ResourceID != "" {
+			if err := bindSubscription(tx, subscriptionOf(next.ResourceID), next.TenantID); err != nil {
+				return err
+			}
 			key := []byte(strings.ToLower(next.ResourceID))
 			if owner := tx.Bucket(bucketARMIndex).Get(key); owner != nil && string(owner) != clientID {
-				return fmt.Errorf("resource %s already belongs to client %s", next.ResourceID, owner)
+				return fmt.Errorf("%w: resource %s already belongs to client %s", ErrConflict, next.ResourceID, owner)
 			}
 			if err := tx.Bucket(bucketARMIndex).Put(key, []byte(clientID)); err != nil {
 				return err
@@ -234,6 +294,94 @@ func (s *Store) UpdatePrincipal(clientID string, fn func(cur *Principal) (*Princ
 		out = next
 		return put(tx, bucketPrincipals, clientID, next)
 	})
+	return out, err
+}
+
+// DeletePrincipal removes a principal, its ARM index entry and every role
+// assignment naming it, in one transaction: a crash never leaves role
+// assignments of a deleted principal behind for a later one with the same
+// client id to inherit.
+func (s *Store) DeletePrincipal(clientID string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := get[Principal](tx, bucketPrincipals, clientID)
+		if err != nil {
+			return err
+		}
+		if cur.ResourceID != "" {
+			if err := tx.Bucket(bucketARMIndex).Delete([]byte(strings.ToLower(cur.ResourceID))); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketPrincipals).Delete([]byte(clientID)); err != nil {
+			return err
+		}
+		ras, err := list[RoleAssignment](tx, bucketRoles)
+		if err != nil {
+			return err
+		}
+		for _, ra := range ras {
+			if ra.Principal == clientID {
+				if err := tx.Bucket(bucketRoles).Delete([]byte(ra.ID)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// subscriptionOf returns the lower-case subscription id of an ARM resource
+// id ("/subscriptions/{id}/…"), or "".
+func subscriptionOf(resourceID string) string {
+	rest, ok := strings.CutPrefix(strings.ToLower(resourceID), "/subscriptions/")
+	if !ok {
+		return ""
+	}
+	sub, _, _ := strings.Cut(rest, "/")
+	return sub
+}
+
+// subscriptionTenant returns the tenant a subscription belongs to: its
+// binding, or for state written before bindings existed, the tenant of the
+// identities already in it ("" when it has none).
+func subscriptionTenant(tx *bolt.Tx, sub string) (string, error) {
+	if owner := tx.Bucket(bucketSubs).Get([]byte(sub)); owner != nil {
+		return string(owner), nil
+	}
+	prefix := "/subscriptions/" + sub + "/"
+	c := tx.Bucket(bucketARMIndex).Cursor()
+	for k, v := c.Seek([]byte(prefix)); k != nil && strings.HasPrefix(string(k), prefix); k, v = c.Next() {
+		p, err := get[Principal](tx, bucketPrincipals, string(v))
+		if err != nil {
+			return "", err
+		}
+		return p.TenantID, nil
+	}
+	return "", nil
+}
+
+// bindSubscription records that sub belongs to tenant, or refuses with
+// ErrConflict when it belongs to another: as in Azure, a subscription
+// trusts exactly one tenant, the one that first put an identity in it.
+func bindSubscription(tx *bolt.Tx, sub, tenant string) error {
+	if sub == "" {
+		return fmt.Errorf("resource id names no subscription")
+	}
+	owner, err := subscriptionTenant(tx, sub)
+	if err != nil {
+		return err
+	}
+	if owner != "" && owner != tenant {
+		return fmt.Errorf("%w: subscription %s belongs to another tenant", ErrConflict, sub)
+	}
+	return tx.Bucket(bucketSubs).Put([]byte(sub), []byte(tenant))
+}
+
+// SubscriptionTenant returns the tenant a subscription belongs to, or ""
+// when no tenant has put an identity in it yet.
+func (s *Store) SubscriptionTenant(sub string) (string, error) {
+	var out string
+	err := s.db.View(func(tx *bolt.Tx) (err error) { out, err = subscriptionTenant(tx, strings.ToLower(sub)); return })
 	return out, err
 }
 
@@ -271,9 +419,21 @@ func (s *Store) IdentitiesUnder(prefix string) ([]Principal, error) {
 	return out, err
 }
 
-// PutRoleAssignment creates or replaces a role assignment.
+// PutRoleAssignment creates or replaces a role assignment. The principal it
+// names must exist in the assignment's tenant, checked in the same
+// transaction (ErrNotFound otherwise), so an assignment racing the
+// principal's deletion cannot outlive it.
 func (s *Store) PutRoleAssignment(r RoleAssignment) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketRoles, r.ID, r) })
+	return s.db.Update(func(tx *bolt.Tx) error {
+		p, err := get[Principal](tx, bucketPrincipals, r.Principal)
+		if err != nil {
+			return fmt.Errorf("principal %s: %w", r.Principal, err)
+		}
+		if p.TenantID != r.TenantID {
+			return fmt.Errorf("principal %s in tenant %s: %w", r.Principal, r.TenantID, ErrNotFound)
+		}
+		return put(tx, bucketRoles, r.ID, r)
+	})
 }
 
 // DeleteRoleAssignment removes a role assignment.
