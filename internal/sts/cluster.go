@@ -84,7 +84,7 @@ func LoadClusterIssuerKeys(path string) (jose.JSONWebKeySet, error) {
 func (s *Server) ClusterIssuerURL(name string) string { return s.PublicURL() + "/clusters/" + name }
 
 // serveCluster publishes OIDC discovery and JWKS for clusters whose API
-// server does not serve them publicly (CONTRACTS §4 shape).
+// server does not serve them publicly (docs/contracts.md §4 shape).
 func (s *Server) serveCluster(w http.ResponseWriter, r *http.Request, segs []string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

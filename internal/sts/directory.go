@@ -27,7 +27,7 @@ var (
 	ErrInvalid  = errors.New("invalid")
 )
 
-// Limits from CONTRACTS.md §3.
+// Limits from docs/contracts.md §3.
 const (
 	MaxFICsPerPrincipal = 20
 	MaxFICFieldLen      = 600
@@ -335,7 +335,7 @@ func (s *Server) PutIdentity(ctx context.Context, id Identity) (*store.Principal
 	return p, created, s.reindex()
 }
 
-// validateFIC applies CONTRACTS.md §3 to one credential.
+// validateFIC applies docs/contracts.md §3 to one credential.
 func validateFIC(f *store.FederatedCredential) error {
 	if !nameRE.MatchString(f.Name) {
 		return invalid("federated credential name %q must be 3-120 characters of letters, digits, '-' and '_', starting with a letter or digit", f.Name)

@@ -20,7 +20,7 @@ type OAuthError struct {
 	Description string
 }
 
-// Codes podid returns; the first five are contracted in CONTRACTS.md §2.
+// Codes podid returns; the first five are contracted in docs/contracts.md §2.
 const (
 	CodeNoMatchingFIC      = 70021   // no federated identity record matches iss/sub/aud
 	CodeAssertionTime      = 700024  // assertion outside its valid time range

@@ -338,7 +338,7 @@ type tokenProjection struct {
 	mountPath string
 }
 
-// assertInjected checks the stored pod against CONTRACTS.md §5 and returns
+// assertInjected checks the stored pod against docs/contracts.md §5 and returns
 // the container's env and the projection.
 func assertInjected(t *testing.T, pod *corev1.Pod, s *stack, clientID string) (map[string]string, tokenProjection) {
 	t.Helper()
