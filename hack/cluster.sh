@@ -64,8 +64,9 @@ fail_with_log() { # DAEMON MESSAGE
 start() {
   local n=$1; shift
   : >"$K/logs/$n.log"
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$K/pids/$n.pid" "$@" >>"$K/logs/$n.log" 2>&1 </dev/null 9>&- &
-  local i; for i in $(seq 50); do [ -s "$K/pids/$n.pid" ] && return 0; sleep 0.02; done
+  for _ in $(seq 50); do [ -s "$K/pids/$n.pid" ] && return 0; sleep 0.02; done
   fail_with_log "$n" "$n did not start"
 }
 
@@ -392,12 +393,12 @@ EOF
 phase() { [ -z "${PODID_VERBOSE:-}" ] || log "  $(since "$t0"): $*"; }
 
 stop_daemons() { # NAME...: SIGTERM to all at once, up to 10 s, then SIGKILL
-  local n p pids=() i
+  local n p pids=()
   for n in "$@"; do
     p=$(pid_of "$n") || continue
     [ -n "$p" ] && kill "$p" 2>/dev/null && pids+=("$p")
   done
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     local left=()
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left+=("$p"); done
     pids=("${left[@]}")
@@ -413,6 +414,7 @@ stop_daemons() { # NAME...: SIGTERM to all at once, up to 10 s, then SIGKILL
 # directory has no path of ours in its arguments).
 our_pids() {
   local f d c argv
+  # shellcheck disable=SC2013 # /proc/PID/cmdline paths hold no spaces
   for f in $(grep -lsaF -e "$K/" -e "$CTR_SOCK" /proc/[0-9]*/cmdline); do
     d=${f%/cmdline}
     [ "${d#/proc/}" = $$ ] && continue
@@ -474,7 +476,7 @@ cmd_down() {
   phase "mounts and network cleaned"
   # 6. Empty cgroups left by the kubelet and containerd.
   for d in /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/kubepods* /sys/fs/cgroup/k8s.io; do
-    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [ -d "$d" ]; then find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
   # 7. Kernel settings and host directories back to what they were.
   if [ -f "$K/host/sysctl.orig" ]; then
@@ -546,7 +548,7 @@ leftovers() {
   [ -e "$CLUSTER_RUN" ] && echo "LEFTOVER directory (runtime state, CNI config): $CLUSTER_RUN"
   ls /etc/cni/net.d/*podid* >/dev/null 2>&1 && echo "LEFTOVER CNI config in /etc/cni/net.d"
   if [ -f "$K/host/sysctl.orig" ]; then
-    while IFS== read -r p rest; do
+    while IFS='=' read -r p rest; do
       [ "$(sysctl -n "$p" 2>/dev/null)" = "$rest" ] || echo "LEFTOVER sysctl: $p=$(sysctl -n "$p") (was $rest)"
     done <"$K/host/sysctl.orig"
     for d in $HOST_DIRS /run/containerd; do
