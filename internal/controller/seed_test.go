@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
@@ -120,7 +121,14 @@ func TestSeedTestdataComesFromSeeds(t *testing.T) {
 
 func kubectlApply(t *testing.T, ns, file string) {
 	t.Helper()
-	k := env.Env.ControlPlane.KubeCtl()
+	admin, err := env.Env.ControlPlane.AddUser(envtest.User{Name: "seed-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatalf("add kubectl user: %v", err)
+	}
+	k, err := admin.Kubectl()
+	if err != nil {
+		t.Fatalf("kubectl for seed-admin: %v", err)
+	}
 	stdout, stderr, err := k.Run("apply", "-n", ns, "-f", file)
 	if err != nil {
 		o, _ := io.ReadAll(stdout)
