@@ -7,5 +7,6 @@
 // serving certificate in its store (Ensure, below): both are persisted so
 // that clients that trust the CA keep trusting it across restarts, and the
 // serving certificate is reissued when the requested names change or it
-// nears expiry.
+// nears expiry. hack/cluster.sh makes the local cluster's PKI with the same
+// code (hack/pki).
 package pki
