@@ -65,8 +65,9 @@ fail_with_log() { # DAEMON MESSAGE
 start() {
   local n=$1; shift
   : >"$K/logs/$n.log"
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$K/pids/$n.pid" "$@" >>"$K/logs/$n.log" 2>&1 </dev/null 9>&- &
-  local i; for i in $(seq 50); do [ -s "$K/pids/$n.pid" ] && return 0; sleep 0.02; done
+  for _ in $(seq 50); do [ -s "$K/pids/$n.pid" ] && return 0; sleep 0.02; done
   fail_with_log "$n" "$n did not start"
 }
 
@@ -88,36 +89,13 @@ STAGES=
 make_pki() { # NODE_IP
   local ip=$1 p=$K/pki
   if [ -f "$p/ca.crt" ] && [ "$(cat "$p/node-ip" 2>/dev/null)" = "$ip" ]; then return 0; fi
-  rm -rf "$p"; mkdir -p "$p"
-  (
-    cd "$p"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -subj "/CN=podid-local-ca" -days 3650 -out ca.crt 2>/dev/null
-    # Service-account token signing key (the issuer's JWKS).
-    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
-    openssl pkey -in sa.key -pubout -out sa.pub
-    cert() { # NAME SUBJECT [SERVER_SANS]
-      local name=$1 subj=$2 san=${3:-}
-      openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -subj "$subj" -out "$name.csr" 2>/dev/null
-      {
-        echo "basicConstraints=CA:FALSE"
-        echo "keyUsage=critical,digitalSignature,keyEncipherment"
-        if [ -n "$san" ]; then echo "extendedKeyUsage=serverAuth,clientAuth"; echo "subjectAltName=$san"
-        else echo "extendedKeyUsage=clientAuth"; fi
-      } >"$name.ext"
-      openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-        -extfile "$name.ext" -out "$name.crt" 2>/dev/null
-      rm -f "$name.csr" "$name.ext"
-    }
-    cert apiserver "/CN=kube-apiserver" "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP,IP:$ip"
-    cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
-    cert kubelet-serving "/CN=$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1,IP:$ip"
-    cert admin "/O=system:masters/CN=podid-admin"
-    cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
-    cert controller-manager "/CN=system:kube-controller-manager"
-    cert scheduler "/CN=system:kube-scheduler"
-    cert kube-proxy "/CN=system:kube-proxy"
-    echo "$ip" >node-ip
-  )
+  command -v go >/dev/null || die "go is not on PATH: hack/pki makes the cluster PKI"
+  rm -rf "$p"
+  # podid's own certificate code (internal/pki) makes the CA, the serving and
+  # client certificates (ECDSA P-256) and the service-account key (RSA 2048).
+  (cd "$REPO_ROOT" && go run ./hack/pki -dir "$p" -node-name "$NODE_NAME" -node-ip "$ip" -service-ip "$KUBERNETES_SVC_IP") ||
+    die "hack/pki failed: cannot make the cluster PKI"
+  echo "$ip" >"$p/node-ip"
   local n
   for n in admin kubelet controller-manager scheduler kube-proxy; do
     cat >"$K/$n.kubeconfig" <<EOF
@@ -327,7 +305,7 @@ cmd_up() {
   for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
     [ -x "$K8S_BIN/$b" ] || die "$K8S_BIN/$b is missing: run hack/install.sh first"
   done
-  for b in etcd containerd runc ctr iptables conntrack openssl; do
+  for b in etcd containerd runc ctr iptables conntrack; do
     command -v $b >/dev/null || die "$b is not installed: run hack/install.sh first"
   done
   if cmd_status >/dev/null 2>&1; then log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0; fi
@@ -418,12 +396,12 @@ EOF
 phase() { [ -z "${PODID_VERBOSE:-}" ] || log "  $(since "$t0"): $*"; }
 
 stop_daemons() { # NAME...: SIGTERM to all at once, up to 10 s, then SIGKILL
-  local n p pids=() i
+  local n p pids=()
   for n in "$@"; do
     p=$(pid_of "$n") || continue
     [ -n "$p" ] && kill "$p" 2>/dev/null && pids+=("$p")
   done
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     local left=()
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left+=("$p"); done
     pids=("${left[@]}")
@@ -439,6 +417,7 @@ stop_daemons() { # NAME...: SIGTERM to all at once, up to 10 s, then SIGKILL
 # directory has no path of ours in its arguments).
 our_pids() {
   local f d c argv
+  # shellcheck disable=SC2013 # /proc/PID/cmdline paths hold no spaces
   for f in $(grep -lsaF -e "$K/" -e "$CTR_SOCK" /proc/[0-9]*/cmdline); do
     d=${f%/cmdline}
     [ "${d#/proc/}" = $$ ] && continue
@@ -500,7 +479,7 @@ cmd_down() {
   phase "mounts and network cleaned"
   # 6. Empty cgroups left by the kubelet and containerd.
   for d in /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/kubepods* /sys/fs/cgroup/k8s.io; do
-    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [ -d "$d" ]; then find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
   # 7. Kernel settings and host directories back to what they were.
   if [ -f "$K/host/sysctl.orig" ]; then
@@ -572,7 +551,7 @@ leftovers() {
   [ -e "$CLUSTER_RUN" ] && echo "LEFTOVER directory (runtime state, CNI config): $CLUSTER_RUN"
   ls /etc/cni/net.d/*podid* >/dev/null 2>&1 && echo "LEFTOVER CNI config in /etc/cni/net.d"
   if [ -f "$K/host/sysctl.orig" ]; then
-    while IFS== read -r p rest; do
+    while IFS='=' read -r p rest; do
       [ "$(sysctl -n "$p" 2>/dev/null)" = "$rest" ] || echo "LEFTOVER sysctl: $p=$(sysctl -n "$p") (was $rest)"
     done <"$K/host/sysctl.orig"
     for d in $HOST_DIRS /run/containerd; do

@@ -9,7 +9,7 @@ need_root
 # etcd-server: etcd for both the API-server-only harness and the node.
 # containerd, runc, containernetworking-plugins: the container runtime and CNI bridge.
 # iptables, conntrack, iproute2: kube-proxy, kubelet and the node's network plumbing.
-# openssl: the cluster PKI. curl, kmod, procps: health checks, modprobe, sysctl.
+# openssl: inspecting certificates. curl, kmod, procps: health checks, modprobe, sysctl.
 # busybox-static is NOT installed: hack/image.sh extracts it into the test-client image.
 PACKAGES="etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2
 openssl ca-certificates curl kmod procps"

@@ -1,5 +1,6 @@
 # Helpers shared by the hack/ scripts. Sourced, not executed.
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the layout variables are for the scripts that source this
 . "$(dirname "${BASH_SOURCE[0]}")/versions.sh"
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -2,6 +2,7 @@
 # The test command (README, .ci/run). On a fresh machine it installs what the
 # tests need — Debian packages, the pinned Kubernetes binaries built from the Go
 # module proxy — then runs:
+#   0. hack/verify.sh: gofmt, go mod tidy, generated code, staticcheck, shellcheck;
 #   1. go vet and the unit + integration tests (a real etcd + kube-apiserver per
 #      package, via internal/testenv);
 #   2. the end-to-end suite on a real single node (hack/cluster.sh: kubelet,
@@ -16,12 +17,17 @@ e2e=1
 [ "${1:-}" = "--no-e2e" ] && e2e=0
 
 ./hack/install.sh
+t=$(date +%s)
+./hack/verify.sh
+echo "verify: $(( $(date +%s) - t ))s"
+
 export PODID_REQUIRE_CLUSTER=1
 t=$(date +%s)
 go vet ./...
 # Integration packages each start their own control plane; -p 2 matches the
 # machine's cores so they do not starve each other's API servers.
-go test -count=1 -p 2 -timeout 25m $(go list ./... | grep -v /test/e2e)
+mapfile -t pkgs < <(go list ./... | grep -v /test/e2e)
+go test -count=1 -p 2 -timeout 25m "${pkgs[@]}"
 echo "unit + integration tests: $(( $(date +%s) - t ))s"
 [ $e2e = 1 ] || exit 0
 

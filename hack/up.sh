@@ -13,7 +13,8 @@ if [ "${1:-}" = down ]; then exec ./hack/cluster.sh down; fi
 ./hack/install.sh
 ./hack/cluster.sh up
 ./hack/image.sh
-export KUBECONFIG=$(./hack/cluster.sh kubeconfig)
+KUBECONFIG=$(./hack/cluster.sh kubeconfig)
+export KUBECONFIG
 kubectl=$K8S_BIN/kubectl
 
 log "deploying podid (kubectl apply -k deploy/)"

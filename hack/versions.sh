@@ -1,7 +1,11 @@
 # Pinned versions shared by every hack/ script. Sourced, not executed.
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables are for the scripts that source this
 # Kubernetes 1.33 is the newest line whose kubelet still runs on a cgroup v1 host
 # without extra flags (1.35 refuses cgroup v1 by default); client libraries match it.
 K8S_VERSION=1.33.4
+# staticcheck (module honnef.co/go/tools) for hack/verify.sh, built from the Go module proxy.
+STATICCHECK_VERSION=v0.8.2
 ETCD_CLIENT_PORT=12379
 ETCD_PEER_PORT=12380
 # Everything slow and reusable lives here, keyed on the pinned version.

@@ -1,5 +1,5 @@
 // Package agent is podid's node agent: an IMDS-compatible HTTP server
-// (GET /metadata/identity/oauth2/token, CONTRACTS.md §1) that serves tokens
+// (GET /metadata/identity/oauth2/token, docs/contracts.md §1) that serves tokens
 // to the pods of one node without any identity attached to the node.
 //
 // For each request it resolves the source IP to exactly one running,

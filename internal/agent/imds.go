@@ -8,12 +8,6 @@ import (
 	"strings"
 )
 
-// Paths of the IMDS endpoints the agent answers.
-const (
-	tokenPath    = "/metadata/identity/oauth2/token"
-	instancePath = "/metadata/instance"
-)
-
 // Limits on request input.
 const (
 	maxQueryLen    = 4096

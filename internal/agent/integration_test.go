@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -24,6 +23,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -566,16 +567,18 @@ func issuerOfClusterTokens(t *testing.T, cs *kubernetes.Clientset, ns string) st
 	if err != nil {
 		t.Fatalf("TokenRequest: %v", err)
 	}
-	parts := strings.Split(tr.Status.Token, ".")
-	b, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var c struct {
-		Iss string `json:"iss"`
+	tok, err := jwt.ParseSigned(tr.Status.Token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	if err != nil {
+		t.Fatalf("service-account token: %v", err)
 	}
-	_ = json.Unmarshal(b, &c)
-	if c.Iss == "" {
+	var c jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil {
+		t.Fatalf("service-account token claims: %v", err)
+	}
+	if c.Issuer == "" {
 		t.Fatal("no iss in service-account token")
 	}
-	return c.Iss
+	return c.Issuer
 }
 
 type testWriter struct{ t *testing.T }

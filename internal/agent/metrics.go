@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/podid/podid/internal/token"
 )
@@ -65,7 +66,7 @@ func NewMetrics(pods func() float64) *Metrics {
 	}
 	m.pods = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "podid_agent_pods", Help: "Pods on this node in the agent's index."}, func() float64 { return m.podsValue() })
 	m.Registry.MustRegister(m.requests, m.latency, m.lookups, m.upstream, m.pods,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the label values so dashboards see zeros.
 	for _, o := range []string{outcomeOK, outcomeBadRequest, outcomeBadPath, outcomeNotFound, outcomeInstance, outcomeHostCaller,
 		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,

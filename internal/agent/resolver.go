@@ -19,11 +19,6 @@ type Resolver interface {
 	Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod, *httpError)
 }
 
-// live reports whether a pod may hold its IP now: not finished, not being deleted.
-func live(p *corev1.Pod) bool {
-	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
-}
-
 func deny(status int, outcome, format string, args ...any) *httpError {
 	code := "invalid_request"
 	if status == http.StatusForbidden {

@@ -11,11 +11,11 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
 	"github.com/podid/podid/internal/controller"
-	"github.com/podid/podid/internal/testenv"
 )
 
 const (
@@ -67,12 +67,20 @@ func seedManifest(t *testing.T, n string) string {
 	return f
 }
 
+// seedDirEnv names a directory holding the text of the guides the testdata
+// come from (NNN_*.txt, docs/contracts.md §7). The guides are not part of the
+// repository, so the check runs only where they are provided.
+const seedDirEnv = "PODID_SEED_DIR"
+
 // The testdata must be the seeds' own text: every line of it appears, in
 // order, in the seed article (ignoring indentation, which seed 000's page lost).
 func TestSeedTestdataComesFromSeeds(t *testing.T) {
-	dir := filepath.Join(testenv.RepoRoot(), "..", "shared", "seeds")
+	dir := os.Getenv(seedDirEnv)
+	if dir == "" {
+		t.Skipf("%s not set: no seed articles to compare the testdata with", seedDirEnv)
+	}
 	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("seed articles not found at %s", dir)
+		t.Fatalf("%s: %v", seedDirEnv, err)
 	}
 	for _, n := range []string{"000", "001", "004"} {
 		t.Run(n, func(t *testing.T) {
@@ -113,7 +121,14 @@ func TestSeedTestdataComesFromSeeds(t *testing.T) {
 
 func kubectlApply(t *testing.T, ns, file string) {
 	t.Helper()
-	k := env.Env.ControlPlane.KubeCtl()
+	admin, err := env.Env.ControlPlane.AddUser(envtest.User{Name: "seed-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatalf("add kubectl user: %v", err)
+	}
+	k, err := admin.Kubectl()
+	if err != nil {
+		t.Fatalf("kubectl for seed-admin: %v", err)
+	}
 	stdout, stderr, err := k.Run("apply", "-n", ns, "-f", file)
 	if err != nil {
 		o, _ := io.ReadAll(stdout)

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/podid/podid/internal/pki"
 )
 
 // Config assembles a Manager.
@@ -172,13 +174,13 @@ func (m *Manager) sync(ctx context.Context) (time.Duration, error) {
 		if err := m.write(ctx, secret, st); err != nil {
 			return 0, err
 		}
-		m.cfg.Logger.Info("serving certificate issued", "notAfter", st.leaf.cert.NotAfter, "caNotAfter", st.ca.cert.NotAfter)
+		m.cfg.Logger.Info("serving certificate issued", "notAfter", st.leaf.Cert.NotAfter, "caNotAfter", st.ca.Cert.NotAfter)
 	}
-	pair, err := tls.X509KeyPair(st.leaf.certPEM, st.leaf.keyPEM)
+	pair, err := tls.X509KeyPair(st.leaf.CertPEM, st.leaf.KeyPEM)
 	if err != nil {
 		return 0, fmt.Errorf("load serving certificate: %w", err)
 	}
-	pair.Leaf = st.leaf.cert
+	pair.Leaf = st.leaf.Cert
 
 	if err := m.syncCABundle(ctx, st.bundle); err != nil {
 		// Serve anyway on bootstrap (nothing else could be served); never
@@ -191,8 +193,8 @@ func (m *Manager) sync(ctx context.Context) (time.Duration, error) {
 	m.set(&pair, st.bundle)
 
 	next := min(
-		st.leaf.cert.NotAfter.Add(-m.cfg.RotateBefore).Sub(now),
-		st.ca.cert.NotAfter.Add(-m.cfg.Validity-m.cfg.RotateBefore).Sub(now),
+		st.leaf.Cert.NotAfter.Add(-m.cfg.RotateBefore).Sub(now),
+		st.ca.Cert.NotAfter.Add(-m.cfg.Validity-m.cfg.RotateBefore).Sub(now),
 		m.cfg.Resync,
 	)
 	return max(next, 0), nil
@@ -218,40 +220,40 @@ func (m *Manager) WaitReady(ctx context.Context) error {
 }
 
 type state struct {
-	ca     *keyPair
-	leaf   *keyPair
+	ca     *pki.KeyPair
+	leaf   *pki.KeyPair
 	bundle []byte
 }
 
 // renew loads the state from Secret data and renews what is missing,
 // invalid or due; changed reports whether the Secret must be written.
 func (m *Manager) renew(data map[string][]byte, now time.Time) (st state, changed bool, err error) {
-	ca, caErr := parsePair(data[KeyCABundle], data[KeyCAKey]) // the first bundle entry is the current CA
-	trusted := parseBundle(data[KeyCABundle])
-	if caErr != nil || !ca.cert.IsCA || now.Before(ca.cert.NotBefore) ||
-		!now.Before(ca.cert.NotAfter.Add(-m.cfg.Validity-m.cfg.RotateBefore)) {
+	ca, caErr := pki.ParsePair(data[KeyCABundle], data[KeyCAKey]) // the first bundle entry is the current CA
+	trusted := pki.ParseBundle(data[KeyCABundle])
+	if caErr != nil || !ca.Cert.IsCA || now.Before(ca.Cert.NotBefore) ||
+		!now.Before(ca.Cert.NotAfter.Add(-m.cfg.Validity-m.cfg.RotateBefore)) {
 		if ca, err = newCA(now, CAValidityFactor*m.cfg.Validity); err != nil {
 			return st, false, fmt.Errorf("new CA: %w", err)
 		}
-		trusted = append([]*x509.Certificate{ca.cert}, trusted...)
+		trusted = append([]*x509.Certificate{ca.Cert}, trusted...)
 		changed = true
 	}
 	// Keep only CAs still valid, the current one first.
-	kept := []*x509.Certificate{ca.cert}
+	kept := []*x509.Certificate{ca.Cert}
 	for _, c := range trusted {
-		if !c.Equal(ca.cert) && c.IsCA && now.Before(c.NotAfter) {
+		if !c.Equal(ca.Cert) && c.IsCA && now.Before(c.NotAfter) {
 			kept = append(kept, c)
 		}
 	}
 	st.ca = ca
-	st.bundle = encodeBundle(kept)
+	st.bundle = pki.EncodeBundle(kept)
 	if !bytes.Equal(st.bundle, data[KeyCABundle]) {
 		changed = true
 	}
 
-	leaf, leafErr := parsePair(data[KeyCert], data[KeyKey])
-	if leafErr != nil || leaf.cert.CheckSignatureFrom(ca.cert) != nil || !hostsMatch(leaf.cert, m.cfg.Hosts) ||
-		now.Before(leaf.cert.NotBefore) || !now.Before(leaf.cert.NotAfter.Add(-m.cfg.RotateBefore)) {
+	leaf, leafErr := pki.ParsePair(data[KeyCert], data[KeyKey])
+	if leafErr != nil || leaf.Cert.CheckSignatureFrom(ca.Cert) != nil || !pki.HostsMatch(leaf.Cert, m.cfg.Hosts) ||
+		now.Before(leaf.Cert.NotBefore) || !now.Before(leaf.Cert.NotAfter.Add(-m.cfg.RotateBefore)) {
 		if leaf, err = newLeaf(ca, m.cfg.Hosts, now, m.cfg.Validity); err != nil {
 			return st, false, fmt.Errorf("new serving certificate: %w", err)
 		}
@@ -265,9 +267,9 @@ func (m *Manager) write(ctx context.Context, secret *corev1.Secret, st state) er
 	secrets := m.cfg.Client.CoreV1().Secrets(m.cfg.Namespace)
 	data := map[string][]byte{
 		KeyCABundle: st.bundle,
-		KeyCAKey:    st.ca.keyPEM,
-		KeyCert:     st.leaf.certPEM,
-		KeyKey:      st.leaf.keyPEM,
+		KeyCAKey:    st.ca.KeyPEM,
+		KeyCert:     st.leaf.CertPEM,
+		KeyKey:      st.leaf.KeyPEM,
 	}
 	var err error
 	if secret == nil {

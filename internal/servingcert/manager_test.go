@@ -14,6 +14,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/podid/podid/internal/pki"
 )
 
 const (
@@ -224,7 +226,7 @@ func TestSyncRenewsCAKeepingOldTrusted(t *testing.T) {
 	if _, err := m.Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	oldCA := parseBundle(m.CABundle())
+	oldCA := pki.ParseBundle(m.CABundle())
 	if len(oldCA) != 1 {
 		t.Fatalf("bundle has %d certs", len(oldCA))
 	}
@@ -233,7 +235,7 @@ func TestSyncRenewsCAKeepingOldTrusted(t *testing.T) {
 	if _, err := m.Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	b := parseBundle(m.CABundle())
+	b := pki.ParseBundle(m.CABundle())
 	if len(b) != 2 || b[0].Equal(oldCA[0]) || !b[1].Equal(oldCA[0]) {
 		t.Fatalf("bundle after CA renewal: %d certs, want new CA then old", len(b))
 	}
@@ -243,7 +245,7 @@ func TestSyncRenewsCAKeepingOldTrusted(t *testing.T) {
 	if _, err := m.Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if b := parseBundle(m.CABundle()); len(b) != 1 {
+	if b := pki.ParseBundle(m.CABundle()); len(b) != 1 {
 		t.Errorf("expired CA still in bundle (%d certs)", len(b))
 	}
 }

@@ -85,7 +85,7 @@ func (s *Server) ClusterIssuerURL(name string) string { return s.PublicURL() + "
 
 // serveClusterDiscovery and serveClusterJWKS publish OIDC discovery and
 // JWKS for clusters whose API server does not serve them publicly, in the
-// shape a Kubernetes API server does.
+// shape a Kubernetes API server does (docs/contracts.md §4).
 func (s *Server) serveClusterDiscovery(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if _, ok := s.cfg.ClusterIssuers[name]; !ok {

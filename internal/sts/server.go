@@ -20,9 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/podid/podid/internal/pki"
 	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/keyset"
-	"github.com/podid/podid/internal/sts/pki"
 	"github.com/podid/podid/internal/sts/store"
 )
 

@@ -2,7 +2,6 @@ package token
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	msalerrors "github.com/AzureAD/microsoft-authentication-library-for-go/apps/errors"
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -282,22 +283,21 @@ func classify(err error, r Request, assertion string) error {
 	return &Error{Reason: ReasonProviderRejected, Msg: fmt.Sprintf("identity provider refused identity %s (%s): %s", r.Identity.ClientID, r.Identity.Origin, desc)}
 }
 
+// assertionAlgs are the algorithms an API server signs service-account
+// tokens with.
+var assertionAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.ES256, jose.ES384, jose.ES512}
+
 // issuerOf reads the iss claim of a JWT without verifying it (it is our own
 // service-account token, only quoted in an error message).
-func issuerOf(jwt string) string {
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		return "<the cluster's service-account issuer>"
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+func issuerOf(assertion string) string {
+	const unknown = "<the cluster's service-account issuer>"
+	tok, err := jwt.ParseSigned(assertion, assertionAlgs)
 	if err != nil {
-		return "<the cluster's service-account issuer>"
+		return unknown
 	}
-	var c struct {
-		Iss string `json:"iss"`
+	var c jwt.Claims
+	if tok.UnsafeClaimsWithoutVerification(&c) != nil || c.Issuer == "" {
+		return unknown
 	}
-	if json.Unmarshal(b, &c) != nil || c.Iss == "" {
-		return "<the cluster's service-account issuer>"
-	}
-	return c.Iss
+	return c.Issuer
 }

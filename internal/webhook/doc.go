@@ -1,6 +1,6 @@
 // Package webhook is podid's workload-identity mutating admission webhook, a
 // drop-in for the azure.workload.identity/* labels and annotations
-// (CONTRACTS.md §5).
+// (docs/contracts.md §5).
 //
 // A pod labelled azure.workload.identity/use: "true" gets, in every init and
 // regular container that is not listed in skip-containers, the AZURE_* env

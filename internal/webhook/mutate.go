@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Labels and annotations read by the webhook (CONTRACTS.md §5).
+// Labels and annotations read by the webhook (docs/contracts.md §5).
 const (
 	UseLabel                     = "azure.workload.identity/use"
 	ClientIDAnnotation           = "azure.workload.identity/client-id"

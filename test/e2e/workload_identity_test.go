@@ -347,7 +347,7 @@ func seed003Deployment(ctx context.Context, t *testing.T, c *framework.Cluster, 
 	}, cmd
 }
 
-// injectLikeWebhook adds what podid webhook injects (CONTRACTS.md §5) — used
+// injectLikeWebhook adds what podid webhook injects (docs/contracts.md §5) — used
 // only under PODID_E2E_WI_NO_WEBHOOK=1.
 func injectLikeWebhook(spec *corev1.PodSpec, clientID string) {
 	for i := range spec.Containers {
@@ -363,7 +363,7 @@ func injectLikeWebhook(spec *corev1.PodSpec, clientID string) {
 	*spec = pod.Spec
 }
 
-// assertWebhookInjected checks the running pod against CONTRACTS.md §5.
+// assertWebhookInjected checks the running pod against docs/contracts.md §5.
 func assertWebhookInjected(t *testing.T, pod *corev1.Pod, clientID string) {
 	t.Helper()
 	got := map[string]string{}

@@ -2,16 +2,15 @@ package framework
 
 import (
 	"context"
-	"crypto"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"strings"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // Claims are the claims of a Kubernetes service-account token.
@@ -66,31 +65,21 @@ func (a Audience) Contains(aud string) bool {
 	return false
 }
 
+// decodeAlgs are the signature algorithms DecodeClaims parses: what an API
+// server signs service-account tokens with.
+var decodeAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.ES256, jose.ES384, jose.ES512}
+
 // DecodeClaims decodes a JWT's claims without verifying it.
-func DecodeClaims(jwt string) (Claims, error) {
-	_, payload, _, err := splitJWT(jwt)
+func DecodeClaims(token string) (Claims, error) {
+	tok, err := jwt.ParseSigned(strings.TrimSpace(token), decodeAlgs)
 	if err != nil {
-		return Claims{}, err
+		return Claims{}, fmt.Errorf("parse JWT: %w", err)
 	}
 	var c Claims
-	if err := json.Unmarshal(payload, &c); err != nil {
+	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil {
 		return Claims{}, fmt.Errorf("decode JWT claims: %w", err)
 	}
 	return c, nil
-}
-
-func splitJWT(jwt string) (header, payload, sig []byte, err error) {
-	parts := strings.Split(strings.TrimSpace(jwt), ".")
-	if len(parts) != 3 {
-		return nil, nil, nil, fmt.Errorf("not a JWT: %d parts", len(parts))
-	}
-	dec := make([][]byte, 3)
-	for i, p := range parts {
-		if dec[i], err = base64.RawURLEncoding.DecodeString(p); err != nil {
-			return nil, nil, nil, fmt.Errorf("JWT part %d: %w", i, err)
-		}
-	}
-	return dec[0], dec[1], dec[2], nil
 }
 
 // OIDCDiscovery is the part of the issuer's /.well-known/openid-configuration the tests use.
@@ -110,61 +99,35 @@ func (c *Cluster) Discovery(ctx context.Context) (OIDCDiscovery, error) {
 // VerifyToken checks a service-account token's RS256 signature against the keys
 // the issuer publishes (fetched anonymously through its discovery document) and
 // that its issuer is the cluster's; it returns the claims.
-func (c *Cluster) VerifyToken(ctx context.Context, jwt string) (Claims, error) {
+func (c *Cluster) VerifyToken(ctx context.Context, token string) (Claims, error) {
 	d, err := c.Discovery(ctx)
 	if err != nil {
 		return Claims{}, err
 	}
-	var jwks struct {
-		Keys []struct {
-			Kty string `json:"kty"`
-			Kid string `json:"kid"`
-			N   string `json:"n"`
-			E   string `json:"e"`
-		} `json:"keys"`
-	}
-	if err := c.getJSON(ctx, d.JWKSURI, &jwks); err != nil {
+	var set jose.JSONWebKeySet
+	if err := c.getJSON(ctx, d.JWKSURI, &set); err != nil {
 		return Claims{}, err
 	}
-	hb, _, sig, err := splitJWT(jwt)
+	tok, err := jwt.ParseSigned(strings.TrimSpace(token), []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
-		return Claims{}, err
+		return Claims{}, fmt.Errorf("parse JWT (RS256 only): %w", err)
 	}
-	var h struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-	}
-	if err := json.Unmarshal(hb, &h); err != nil {
-		return Claims{}, fmt.Errorf("JWT header: %w", err)
-	}
-	if h.Alg != "RS256" {
-		return Claims{}, fmt.Errorf("JWT alg %q, want RS256", h.Alg)
-	}
-	parts := strings.Split(strings.TrimSpace(jwt), ".")
-	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	for _, k := range jwks.Keys {
-		if k.Kid != h.Kid || k.Kty != "RSA" {
+	kid := tok.Headers[0].KeyID
+	for _, k := range set.Key(kid) {
+		pub, ok := k.Key.(*rsa.PublicKey)
+		if !ok {
 			continue
 		}
-		n, err1 := base64.RawURLEncoding.DecodeString(k.N)
-		e, err2 := base64.RawURLEncoding.DecodeString(k.E)
-		if err1 != nil || err2 != nil {
-			return Claims{}, fmt.Errorf("JWKS key %s is malformed", k.Kid)
-		}
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig); err != nil {
+		var claims Claims
+		if err := tok.Claims(pub, &claims); err != nil {
 			return Claims{}, fmt.Errorf("JWT signature: %w", err)
-		}
-		claims, err := DecodeClaims(jwt)
-		if err != nil {
-			return Claims{}, err
 		}
 		if claims.Issuer != d.Issuer {
 			return Claims{}, fmt.Errorf("JWT iss %q, issuer publishes %q", claims.Issuer, d.Issuer)
 		}
 		return claims, nil
 	}
-	return Claims{}, fmt.Errorf("no RSA key %q in %s", h.Kid, d.JWKSURI)
+	return Claims{}, fmt.Errorf("no RSA key %q in %s", kid, d.JWKSURI)
 }
 
 func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {

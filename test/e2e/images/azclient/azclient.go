@@ -10,7 +10,7 @@ package azclient
 
 import (
 	"context"
-	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +22,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // Credential registers the program's own flags on fs and returns the
@@ -87,15 +89,16 @@ func run(ctx context.Context, name string, credential Credential, args []string)
 	return nil
 }
 
-// claims returns the JWT's payload (unverified), or a note.
-func claims(jwt string) string {
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		return "(not a JWT)"
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+// claims returns the JWT's payload (unverified), or a note. Access tokens are
+// RS256 from Entra ID and from podid sts alike.
+func claims(token string) string {
+	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
+		return "(not an RS256 JWT)"
+	}
+	var c json.RawMessage
+	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil {
 		return "(undecodable)"
 	}
-	return string(b)
+	return string(c)
 }

@@ -24,7 +24,7 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,7 +36,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
+
+// tokenAlgs are the algorithms "claims" parses: what an API server signs
+// projected service-account tokens with.
+var tokenAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.ES256, jose.ES384, jose.ES512}
 
 func main() {
 	args := os.Args[1:]
@@ -85,12 +92,12 @@ func run(cmd string, args []string) error {
 		if err != nil {
 			return err
 		}
-		parts := strings.Split(strings.TrimSpace(string(b)), ".")
-		if len(parts) != 3 {
-			return fmt.Errorf("%s is not a JWT (%d parts)", args[0], len(parts))
-		}
-		claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+		tok, err := jwt.ParseSigned(strings.TrimSpace(string(b)), tokenAlgs)
 		if err != nil {
+			return fmt.Errorf("%s is not a signed JWT: %w", args[0], err)
+		}
+		var claims json.RawMessage
+		if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
 			return fmt.Errorf("decode claims: %w", err)
 		}
 		fmt.Println(string(claims))

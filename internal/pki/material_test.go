@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podid/podid/internal/sts/pki"
+	"github.com/podid/podid/internal/pki"
 )
 
 type blobs map[string][]byte

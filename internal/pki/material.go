@@ -1,30 +1,18 @@
-// Package pki gives the sts its own certificate authority and a TLS serving
-// certificate signed by it. Both are persisted (so clients that trust the CA
-// keep trusting it across restarts); the serving certificate is reissued when
-// the requested names change or it nears expiry. Keys are ECDSA P-256.
 package pki
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 	"time"
 )
 
-// Blobs persists opaque values; *store.Store implements it.
+// Blobs persists opaque values; the sts's *store.Store implements it.
 type Blobs interface {
 	Blob(name string) ([]byte, error)
 	PutBlob(name string, v []byte) error
@@ -35,7 +23,7 @@ type pair struct {
 	KeyDER  []byte `json:"key"`
 }
 
-// Material is the loaded CA and serving certificate.
+// Material is the sts's loaded CA and serving certificate.
 type Material struct {
 	CA      *x509.Certificate
 	Serving tls.Certificate
@@ -53,7 +41,7 @@ func (m *Material) Pool() *x509.CertPool {
 	return p
 }
 
-// Ensure loads or creates the CA and a serving certificate valid for hosts
+// Ensure loads or creates the sts's CA and a serving certificate valid for hosts
 // (DNS names or IP literals). isNotFound tells a missing blob from a failure.
 func Ensure(b Blobs, isNotFound func(error) bool, hosts []string, now time.Time) (*Material, error) {
 	ca, err := loadPair(b, "ca", isNotFound)
@@ -157,101 +145,32 @@ func storePair(b Blobs, name string, l *loaded) error {
 	return b.PutBlob(name, raw)
 }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-}
-
 func newCA(now time.Time) (*loaded, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
-	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: "podid sts CA", Organization: []string{"podid"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	kp, err := NewCA("podid sts CA", now.Add(-time.Hour), now.Add(10*365*24*time.Hour))
 	if err != nil {
 		return nil, fmt.Errorf("create CA: %w", err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &loaded{cert: cert, key: key}, nil
-}
-
-func splitHosts(hosts []string) (dns []string, ips []net.IP) {
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			ips = append(ips, ip)
-		} else if h != "" {
-			dns = append(dns, h)
-		}
-	}
-	return dns, ips
+	return loadedOf(kp)
 }
 
 func servingOK(c, ca *x509.Certificate, hosts []string, now time.Time) bool {
-	if c.CheckSignatureFrom(ca) != nil || c.NotAfter.Before(now.Add(30*24*time.Hour)) {
-		return false
-	}
-	dns, ips := splitHosts(hosts)
-	have := append([]string(nil), c.DNSNames...)
-	want := append([]string(nil), dns...)
-	sort.Strings(have)
-	sort.Strings(want)
-	if !slices.Equal(slices.Compact(have), slices.Compact(want)) || len(c.IPAddresses) != len(ips) {
-		return false
-	}
-	for _, ip := range ips {
-		if !slices.ContainsFunc(c.IPAddresses, ip.Equal) {
-			return false
-		}
-	}
-	return true
+	return c.CheckSignatureFrom(ca) == nil && !c.NotAfter.Before(now.Add(30*24*time.Hour)) && HostsMatch(c, hosts)
 }
 
 func newServing(ca *loaded, hosts []string, now time.Time) (*loaded, error) {
-	if len(hosts) == 0 {
-		return nil, errors.New("serving certificate needs at least one host")
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate serving key: %w", err)
-	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	dns, ips := splitHosts(hosts)
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: hosts[0], Organization: []string{"podid"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     dns,
-		IPAddresses:  ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	issuer := &KeyPair{Cert: ca.cert, Key: ca.key}
+	kp, err := issuer.IssueServing(hosts, now.Add(-time.Hour), now.Add(365*24*time.Hour))
 	if err != nil {
 		return nil, fmt.Errorf("create serving certificate: %w", err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
+	return loadedOf(kp)
+}
+
+// loadedOf narrows a fresh key pair to the ECDSA form the store persists.
+func loadedOf(kp *KeyPair) (*loaded, error) {
+	key, ok := kp.Key.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("key of %q is %T, want ECDSA", kp.Cert.Subject.CommonName, kp.Key)
 	}
-	return &loaded{cert: cert, key: key}, nil
+	return &loaded{cert: kp.Cert, key: key}, nil
 }
