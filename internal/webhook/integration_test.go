@@ -83,8 +83,9 @@ func startWebhookWith(t *testing.T, ns string, mod func(*webhook.Config)) {
 	done := make(chan error, 1)
 	cfg := webhook.Config{
 		Kube:              e.Config,
-		Addr:              net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
-		ProbeAddr:         "127.0.0.1:0",
+		ListenAddr:        net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
+		HealthAddr:        "127.0.0.1:0",
+		MetricsAddr:       "127.0.0.1:0",
 		AuthorityHost:     authority,
 		DefaultTenantID:   defaultTenant,
 		Namespace:         certNS,
