@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 type webhookOptions struct {
@@ -110,7 +111,7 @@ func newWebhookCommand() *cobra.Command {
 	})
 	f.StringVar(&o.tlsMinVersion, "tls-min-version", "1.2", "minimum TLS version: 1.2 or 1.3")
 	f.StringVar(&o.authorityHost, flagAuthority, webhook.DefaultAuthorityHost, "AZURE_AUTHORITY_HOST injected into pods (the local podid sts URL when running locally)")
-	f.StringVar(&o.tenantID, flagTenantID, "", "AZURE_TENANT_ID for ServiceAccounts without the "+webhook.TenantIDAnnotation+" annotation")
+	f.StringVar(&o.tenantID, flagTenantID, "", "AZURE_TENANT_ID for ServiceAccounts without the "+workloadidentity.TenantIDAnnotation+" annotation")
 	f.StringVar(&o.missingSA, "missing-service-account", string(webhook.MissingServiceAccountDeny), "selected pod whose ServiceAccount is not found: deny or allow (admit unchanged)")
 	f.StringVar(&o.namespace, "namespace", ns, "namespace of the certificate Secret and Service (default $POD_NAMESPACE)")
 	f.StringVar(&o.secretName, "cert-secret", "podid-webhook-cert", "Secret holding the webhook's CA and serving certificate")

@@ -27,6 +27,7 @@ import (
 	"github.com/podid/podid/internal/daemon"
 	"github.com/podid/podid/internal/scheme"
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Interceptor keeps pod traffic to 169.254.169.254 redirected to the agent.
@@ -256,7 +257,7 @@ func trimServiceAccount(obj any) (any, error) {
 		return obj, nil
 	}
 	out := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa.Name, Namespace: sa.Namespace, UID: sa.UID, ResourceVersion: sa.ResourceVersion}}
-	for _, k := range []string{WIClientIDAnnot, WITenantIDAnnot} {
+	for _, k := range []string{workloadidentity.ClientIDAnnotation, workloadidentity.TenantIDAnnotation} {
 		if v, ok := sa.Annotations[k]; ok {
 			if out.Annotations == nil {
 				out.Annotations = map[string]string{}

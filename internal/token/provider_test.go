@@ -17,6 +17,7 @@ import (
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/ststest"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // issuerRequester mints service-account-like tokens from a test OIDC issuer,
@@ -112,7 +113,7 @@ func TestProviderAgainstPodidSTS(t *testing.T) {
 	if !errors.As(err, &te) || te.Reason != ReasonMissingFederatedCredential {
 		t.Fatalf("missing FIC: %v", err)
 	}
-	for _, want := range []string{is.URL, "system:serviceaccount:ns:app", ExchangeAudience, nofic} {
+	for _, want := range []string{is.URL, "system:serviceaccount:ns:app", workloadidentity.TokenAudience, nofic} {
 		if !strings.Contains(te.Msg, want) {
 			t.Fatalf("message %q lacks %q", te.Msg, want)
 		}

@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsjson "sigs.k8s.io/json"
+
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // MaxRequestBytes bounds an AdmissionReview body. The API server's own
@@ -235,7 +237,7 @@ func (h *Handler) Review(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 		}
 		return deny(resp, http.StatusForbidden, fmt.Sprintf(
 			"podid: ServiceAccount %q not found in namespace %q (pod labelled %s=true); create it first (a just-created ServiceAccount may need a moment to reach the webhook's cache)",
-			name, req.Namespace, UseLabel)), OutcomeMissingSADenied
+			name, req.Namespace, workloadidentity.UseLabel)), OutcomeMissingSADenied
 	}
 	ops, err := h.mutator.Patch(pod, sa)
 	if err != nil {

@@ -41,6 +41,7 @@ import (
 	"github.com/podid/podid/internal/sts/tokenverify"
 	"github.com/podid/podid/internal/testenv"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 var env *testenv.Env
@@ -369,7 +370,7 @@ func assertInjected(t *testing.T, pod *corev1.Pod, s *stack, clientID string) (m
 	}
 	var proj tokenProjection
 	for _, m := range c.VolumeMounts {
-		if m.Name != webhook.TokenVolumeName {
+		if m.Name != workloadidentity.TokenVolumeName {
 			continue
 		}
 		if !m.ReadOnly || m.MountPath != "/var/run/secrets/azure/tokens" {
@@ -378,7 +379,7 @@ func assertInjected(t *testing.T, pod *corev1.Pod, s *stack, clientID string) (m
 		proj.mountPath = m.MountPath
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name != webhook.TokenVolumeName {
+		if v.Name != workloadidentity.TokenVolumeName {
 			continue
 		}
 		if v.Projected == nil || len(v.Projected.Sources) != 1 || v.Projected.Sources[0].ServiceAccountToken == nil {

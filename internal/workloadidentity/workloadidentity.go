@@ -1,0 +1,38 @@
+// Package workloadidentity is the one home of the names of the Azure
+// workload-identity convention that podid reads and writes: the labels and
+// annotations users put on pods and service accounts, the environment the
+// Azure SDKs' WorkloadIdentityCredential reads, where the projected token
+// is mounted, and the audience of the tokens exchanged at the identity
+// provider. They are wire names shared with azure-workload-identity and
+// the SDKs; docs/webhook.md lists them.
+package workloadidentity
+
+// Labels and annotations.
+const (
+	UseLabel                     = "azure.workload.identity/use"
+	ClientIDAnnotation           = "azure.workload.identity/client-id"
+	TenantIDAnnotation           = "azure.workload.identity/tenant-id"
+	TokenExpirationAnnotation    = "azure.workload.identity/service-account-token-expiration"
+	SkipContainersAnnotation     = "azure.workload.identity/skip-containers"
+	InjectProxySidecarAnnotation = "azure.workload.identity/inject-proxy-sidecar"
+	ProxySidecarPortAnnotation   = "azure.workload.identity/proxy-sidecar-port"
+)
+
+// Environment read by the Azure SDKs.
+const (
+	EnvClientID           = "AZURE_CLIENT_ID"
+	EnvTenantID           = "AZURE_TENANT_ID"
+	EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
+	EnvAuthorityHost      = "AZURE_AUTHORITY_HOST"
+)
+
+// The projected service-account token.
+const (
+	TokenVolumeName = "azure-identity-token"
+	TokenDir        = "/var/run/secrets/azure/tokens"
+	TokenFileName   = "azure-identity-token"
+	TokenFile       = TokenDir + "/" + TokenFileName
+	// TokenAudience is the audience of service-account tokens exchanged at
+	// the identity provider (a federated identity credential's default).
+	TokenAudience = "api://AzureADTokenExchange"
+)
