@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 
+	"github.com/podid/podid/internal/tokenguard"
 	"github.com/podid/podid/internal/webhook"
 	"github.com/podid/podid/internal/workloadidentity"
 )
@@ -106,7 +107,7 @@ func newWebhookCommand() *cobra.Command {
 	f := cmd.Flags()
 	addKubeconfigFlag(f, &o.kubeconfig)
 	o.serverOptions.addFlags(f, serverDefaults{
-		listen: ":9443", listenHelp: "HTTPS listen address for AdmissionReviews (paths " + webhook.Path + " and " + webhook.TokenGuardPath + ")",
+		listen: ":9443", listenHelp: "HTTPS listen address for AdmissionReviews (paths " + webhook.Path + " and " + tokenguard.Path + ")",
 		health: ":8081", metricsFollowsHealth: true,
 	})
 	f.StringVar(&o.tlsMinVersion, "tls-min-version", "1.2", "minimum TLS version: 1.2 or 1.3")
@@ -117,7 +118,7 @@ func newWebhookCommand() *cobra.Command {
 	f.StringVar(&o.secretName, "cert-secret", "podid-webhook-cert", "Secret holding the webhook's CA and serving certificate")
 	f.StringVar(&o.serviceName, "service-name", "podid-webhook", "Service name; the certificate is issued for <service>.<namespace>.svc (empty: only --cert-host)")
 	f.StringVar(&o.webhookConfigName, "webhook-config", "podid-webhook", "MutatingWebhookConfiguration whose caBundle is kept in sync (empty: not managed)")
-	f.StringVar(&o.tokenGuardConfig, "token-guard-config", "podid-webhook", "ValidatingWebhookConfiguration of the agent token guard (path "+webhook.TokenGuardPath+") whose caBundle is kept in sync (empty: not managed)")
+	f.StringVar(&o.tokenGuardConfig, "token-guard-config", "podid-webhook", "ValidatingWebhookConfiguration of the agent token guard (path "+tokenguard.Path+") whose caBundle is kept in sync (empty: not managed)")
 	f.StringSliceVar(&o.certHosts, "cert-host", nil, "extra DNS names or IPs for the serving certificate")
 	f.DurationVar(&o.certValidity, "cert-validity", 90*24*time.Hour, "serving certificate lifetime (the CA lives 10 times as long)")
 	f.DurationVar(&o.certRotateBefore, "cert-rotate-before", 30*24*time.Hour, "renew the certificate this long before it expires")

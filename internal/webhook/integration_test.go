@@ -22,8 +22,10 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -691,6 +693,42 @@ func TestIntegrationLeastPrivilegeRBAC(t *testing.T) {
 	if len(s.Data[servingcert.KeyCert]) == 0 {
 		t.Error("shipped Secret not filled")
 	}
+}
+
+// The mutating webhook's own role reads no pods: pod reads belong to the
+// token guard's role (rbac-tokenguard.yaml). A stolen webhook credential
+// without that binding cannot read pods.
+func TestIntegrationWebhookRoleReadsNoPods(t *testing.T) {
+	e := env.Need(t)
+	ns := e.Namespace(t)
+	ensureNamespace(t, certNS)
+	applyManifest(t, "deploy/webhook/rbac.yaml")
+	guard := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "podid-token-guard"}}
+	if err := e.Client.Delete(t.Context(), guard); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	target := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "victim", Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	if err := e.Client.Create(t.Context(), target); err != nil {
+		t.Fatal(err)
+	}
+	cfg := webhook.Config{}
+	asWebhookServiceAccount(e)(&cfg)
+	cs, err := kubernetes.NewForConfig(cfg.Kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.CoreV1().Pods(ns).Get(t.Context(), "victim", metav1.GetOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("webhook ServiceAccount without the token guard's role: GET pod = %v, want Forbidden", err)
+	}
+	// With the guard's role the same credential may: the denial above was
+	// the role's doing, not the impersonation's.
+	applyManifest(t, "deploy/webhook/rbac-tokenguard.yaml")
+	eventually(t, 10*time.Second, func() error {
+		_, err := cs.CoreV1().Pods(ns).Get(t.Context(), "victim", metav1.GetOptions{})
+		return err
+	})
 }
 
 // asWebhookServiceAccount makes webhook.Run act as the shipped

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/podid/podid/internal/admission"
 	"github.com/podid/podid/internal/workloadidentity"
 )
 
@@ -69,18 +70,6 @@ type injectedRecord struct {
 	Volume bool `json:"volume,omitempty"`
 }
 
-// ServiceAccountName is the pod's effective ServiceAccount name: an empty
-// name means "default".
-func ServiceAccountName(pod *corev1.Pod) string {
-	switch {
-	case pod.Spec.ServiceAccountName != "":
-		return pod.Spec.ServiceAccountName
-	case pod.Spec.DeprecatedServiceAccount != "":
-		return pod.Spec.DeprecatedServiceAccount
-	}
-	return "default"
-}
-
 // Selected reports whether the pod asks for workload identity.
 func Selected(pod *corev1.Pod) bool {
 	return pod.Labels[workloadidentity.UseLabel] == "true"
@@ -99,7 +88,7 @@ func TokenExpiration(pod *corev1.Pod, sa *corev1.ServiceAccount) (int64, error) 
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	if err != nil || n < MinTokenExpiration || n > MaxTokenExpiration {
 		return 0, invalidf("%s annotation %s=%q: must be an integer number of seconds in [%d, %d]",
-			from, workloadidentity.TokenExpirationAnnotation, truncate(v), MinTokenExpiration, MaxTokenExpiration)
+			from, workloadidentity.TokenExpirationAnnotation, admission.Truncate(v), MinTokenExpiration, MaxTokenExpiration)
 	}
 	return n, nil
 }
@@ -116,14 +105,7 @@ func parseBool(annotations map[string]string, key string) (bool, error) {
 	case "false":
 		return false, nil
 	}
-	return false, invalidf("pod annotation %s=%q: must be \"true\" or \"false\"", key, truncate(v))
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
+	return false, invalidf("pod annotation %s=%q: must be \"true\" or \"false\"", key, admission.Truncate(v))
 }
 
 func skipSet(pod *corev1.Pod) map[string]bool {
@@ -156,7 +138,7 @@ func (m *Mutator) Patch(pod *corev1.Pod, sa *corev1.ServiceAccount) ([]Operation
 	if imds {
 		if p, ok := pod.Annotations[workloadidentity.ProxySidecarPortAnnotation]; ok {
 			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return nil, invalidf("pod annotation %s=%q: must be a port number in [1, 65535]", workloadidentity.ProxySidecarPortAnnotation, truncate(p))
+				return nil, invalidf("pod annotation %s=%q: must be a port number in [1, 65535]", workloadidentity.ProxySidecarPortAnnotation, admission.Truncate(p))
 			}
 		}
 	}

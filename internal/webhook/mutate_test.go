@@ -368,14 +368,3 @@ func TestPatchMalformedRecordOwnsNothing(t *testing.T) {
 		t.Errorf("client id = %q", got)
 	}
 }
-
-func TestServiceAccountName(t *testing.T) {
-	for _, tt := range []struct{ name, dep, want string }{
-		{"", "", "default"}, {"", "old", "old"}, {"new", "old", "new"},
-	} {
-		p := &corev1.Pod{Spec: corev1.PodSpec{ServiceAccountName: tt.name, DeprecatedServiceAccount: tt.dep}}
-		if got := ServiceAccountName(p); got != tt.want {
-			t.Errorf("ServiceAccountName(%q, %q) = %q", tt.name, tt.dep, got)
-		}
-	}
-}

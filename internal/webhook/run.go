@@ -15,6 +15,7 @@ import (
 
 	"github.com/podid/podid/internal/daemon"
 	"github.com/podid/podid/internal/servingcert"
+	"github.com/podid/podid/internal/tokenguard"
 )
 
 // Config is everything Run needs. Zero values get the defaults noted.
@@ -48,7 +49,7 @@ type Config struct {
 	WebhookConfigName string
 	// ValidatingWebhookConfigName is the ValidatingWebhookConfiguration of
 	// the agent token guard whose caBundle is kept in sync (empty: not
-	// managed). The guard is served at TokenGuardPath either way.
+	// managed). The guard is served at tokenguard.Path either way.
 	ValidatingWebhookConfigName string
 	// CertHosts are the certificate's DNS names / IPs, typically
 	// <service>.<namespace>.svc.
@@ -137,7 +138,7 @@ func Run(ctx context.Context, c Config) error {
 		Metrics:               metrics,
 		Logger:                log,
 	})
-	guard := NewTokenGuard(TokenGuardConfig{Pods: LivePods{Client: cs}, Metrics: metrics, Logger: log})
+	guard := tokenguard.New(tokenguard.Config{Pods: tokenguard.LivePods{Client: cs}, Observer: metrics, Logger: log})
 	server := NewServer(ServerConfig{
 		Addr:           c.ListenAddr,
 		Handler:        handler,

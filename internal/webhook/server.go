@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/podid/podid/internal/daemon"
+	"github.com/podid/podid/internal/tokenguard"
 )
 
 // Path is where the webhook serves AdmissionReviews.
@@ -21,7 +22,7 @@ type ServerConfig struct {
 	Addr string
 	// Handler serves AdmissionReviews at Path.
 	Handler http.Handler
-	// TokenGuard, if set, serves AdmissionReviews at TokenGuardPath.
+	// TokenGuard, if set, serves AdmissionReviews at tokenguard.Path.
 	TokenGuard http.Handler
 	// GetCertificate returns the serving certificate.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
@@ -63,7 +64,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle(Path, s.cfg.Handler)
 	if s.cfg.TokenGuard != nil {
-		mux.Handle(TokenGuardPath, s.cfg.TokenGuard)
+		mux.Handle(tokenguard.Path, s.cfg.TokenGuard)
 	}
 	srv := &http.Server{
 		Handler: mux,

@@ -33,6 +33,7 @@ func TestIntegrationTokenGuard(t *testing.T) {
 	ensureNamespace(t, certNS)
 	applyManifest(t, "deploy/agent/rbac.yaml")
 	applyManifest(t, "deploy/webhook/rbac.yaml")
+	applyManifest(t, "deploy/webhook/rbac-tokenguard.yaml")
 	applyManifest(t, "deploy/webhook/secret.yaml") // the shipped RBAC may update it, not create it
 	startWebhookWith(t, ns, asWebhookServiceAccount(e))
 

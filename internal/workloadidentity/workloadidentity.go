@@ -7,6 +7,8 @@
 // the SDKs; docs/webhook.md lists them.
 package workloadidentity
 
+import corev1 "k8s.io/api/core/v1"
+
 // Labels and annotations.
 const (
 	UseLabel                     = "azure.workload.identity/use"
@@ -36,3 +38,15 @@ const (
 	// the identity provider (a federated identity credential's default).
 	TokenAudience = "api://AzureADTokenExchange"
 )
+
+// ServiceAccountName is the pod's effective ServiceAccount name: an empty
+// name means "default".
+func ServiceAccountName(pod *corev1.Pod) string {
+	switch {
+	case pod.Spec.ServiceAccountName != "":
+		return pod.Spec.ServiceAccountName
+	case pod.Spec.DeprecatedServiceAccount != "":
+		return pod.Spec.DeprecatedServiceAccount
+	}
+	return "default"
+}
