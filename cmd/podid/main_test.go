@@ -60,6 +60,21 @@ func run(t *testing.T, args ...string) result {
 	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
 }
 
+// expectExit runs podid with args and checks its exit code and that
+// stderr holds every want.
+func expectExit(t *testing.T, code int, args []string, want ...string) {
+	t.Helper()
+	r := run(t, args...)
+	if r.code != code {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", r.code, code, r.stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+}
+
 // Every server subcommand speaks the one vocabulary; the deprecated names
 // are accepted but not advertised.
 func TestHelpShowsOneVocabulary(t *testing.T) {
@@ -120,17 +135,7 @@ func TestUsageErrors(t *testing.T) {
 		{"sts verify arguments", []string{"sts", "verify", "a", "b"}, []string{"accepts at most 1 arg"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := run(t, tt.args...)
-			if r.code != 2 {
-				t.Fatalf("exit %d, want 2 (usage); stderr:\n%s", r.code, r.stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(r.stderr, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectExit(t, 2, tt.args, tt.want...) })
 	}
 }
 
@@ -149,15 +154,7 @@ func TestRuntimeErrors(t *testing.T) {
 		{"sts state", []string{"sts", "serve", "--state", dir, "--listen-addr", "127.0.0.1:0"}, dir},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := run(t, tt.args...)
-			if r.code != 1 {
-				t.Fatalf("exit %d, want 1 (runtime); stderr:\n%s", r.code, r.stderr)
-			}
-			if !strings.Contains(r.stderr, tt.want) {
-				t.Errorf("stderr lacks %q:\n%s", tt.want, r.stderr)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectExit(t, 1, tt.args, tt.want) })
 	}
 }
 
@@ -181,17 +178,7 @@ func TestDeprecatedAliases(t *testing.T) {
 		{"controller 0 disables", []string{"controller", "--metrics-addr", "0", "--health-addr=0", "--workers", "0"}, []string{`Flag --metrics-addr=0 has been deprecated, use --metrics-addr="" to disable`, `Flag --health-addr=0 has been deprecated`, "--workers"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := run(t, tt.args...)
-			if r.code != 2 {
-				t.Fatalf("exit %d, want 2; stderr:\n%s", r.code, r.stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(r.stderr, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectExit(t, 2, tt.args, tt.want...) })
 	}
 }
 
