@@ -147,10 +147,7 @@ func (o *agentOptions) validate(cmd *cobra.Command) error {
 	if o.confirmTTL < 0 {
 		errs = append(errs, errors.New("--confirm-ttl must not be negative"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err}
-	}
-	return nil
+	return usage(errs...)
 }
 
 func (o *agentOptions) config() (agent.Config, error) {

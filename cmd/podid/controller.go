@@ -37,10 +37,7 @@ matches bindings in its own namespace unless --cluster-wide is given.`,
 			if o.LeaderElection && o.LeaseDuration <= o.RenewDeadline {
 				errs = append(errs, errors.New("--leader-elect-lease-duration must exceed --leader-elect-renew-deadline"))
 			}
-			if err := errors.Join(errs...); err != nil {
-				return usageError{err}
-			}
-			return nil
+			return usage(errs...)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.logger() // controller-runtime logs through it

@@ -48,10 +48,7 @@ func newSTSServeCommand() *cobra.Command {
 			if o.state == "" {
 				errs = append(errs, errors.New("--state is required"))
 			}
-			if err := errors.Join(errs...); err != nil {
-				return usageError{err}
-			}
-			return nil
+			return usage(errs...)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := o.config()
