@@ -37,6 +37,7 @@ import (
 
 	"github.com/podid/podid/internal/servingcert"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 func main() {
@@ -92,7 +93,7 @@ func run(duration, warmup time.Duration, conc string, h2 bool) error {
 	for i := range 1000 {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 			Name: "sa-" + strconv.Itoa(i), Namespace: "bench",
-			Annotations: map[string]string{webhook.ClientIDAnnotation: fmt.Sprintf("00000000-0000-0000-0000-%012d", i)},
+			Annotations: map[string]string{workloadidentity.ClientIDAnnotation: fmt.Sprintf("00000000-0000-0000-0000-%012d", i)},
 		}}
 		if _, err := cs.CoreV1().ServiceAccounts("bench").Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 			return err

@@ -14,9 +14,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
-	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/podid/podid/internal/agent"
 	"github.com/podid/podid/internal/intercept"
@@ -25,11 +23,9 @@ import (
 
 // agentOptions are the flags of `podid agent`.
 type agentOptions struct {
+	serverOptions
 	nodeName           string
 	kubeconfig         string
-	listen             string
-	debugAddr          string
-	healthAddr         string
 	authority          string
 	authorityCAFile    string
 	allowedAuthorities []string
@@ -38,7 +34,6 @@ type agentOptions struct {
 	serveSecrets       bool
 	confirmTTL         time.Duration
 	maxCachedTokens    int
-	logLevel           string
 
 	interceptOptions
 }
@@ -87,7 +82,7 @@ func (o *interceptOptions) build(log *slog.Logger) (*intercept.Interceptor, erro
 }
 
 func newAgentCommand() *cobra.Command {
-	o := &agentOptions{}
+	o := &agentOptions{serverOptions: serverOptions{component: "agent"}}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Node agent: serves IMDS tokens to the pods on this node",
@@ -97,9 +92,9 @@ which identity the pod may use (AzureIdentityBinding or workload-identity servic
 account) and obtains the token by federation with a service-account token bound to
 that pod, or with the identity's secret or certificate. No identity is attached to
 the node. See docs/agent.md.`,
-		Args: cobra.NoArgs,
-		PreRunE: func(*cobra.Command, []string) error {
-			return o.validate()
+		Args: noArgs,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			return o.validate(cmd)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := o.config()
@@ -111,28 +106,30 @@ the node. See docs/agent.md.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME, from the downward API)")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
-	f.StringVar(&o.listen, "listen", "", "IMDS listen address (default <host-ip>:<port>, or :<port> without --host-ip)")
-	f.StringVar(&o.healthAddr, "health-addr", ":9102", "address of /healthz, /readyz and /metrics (empty disables)")
-	f.StringVar(&o.debugAddr, "debug-addr", "", "net/http/pprof listen address (off by default; keep it on loopback)")
-	f.StringVar(&o.authority, "authority", token.DefaultAuthority, "identity provider base URL (Entra ID, or podid sts, e.g. https://sts.podid.svc:8443)")
+	addKubeconfigFlag(f, &o.kubeconfig)
+	o.serverOptions.addFlags(f, serverDefaults{
+		listenHelp: "IMDS listen address (default <host-ip>:<port>, or :<port> without --host-ip)",
+		health:     ":9102", metricsFollowsHealth: true,
+	})
+	f.StringVar(&o.authority, flagAuthority, token.DefaultAuthority, "identity provider base URL (Entra ID, or podid sts, e.g. https://sts.podid.svc:8443)")
 	f.StringVar(&o.authorityCAFile, "authority-ca-file", "", "PEM CA bundle trusted for the identity provider, added to the system roots (podid sts's CA)")
 	f.StringSliceVar(&o.allowedAuthorities, "allowed-authority", nil, "further authorities an AzureIdentity's adEndpoint may name (repeatable)")
-	f.StringVar(&o.tenantID, "tenant-id", os.Getenv("AZURE_TENANT_ID"), "tenant for identities that name none (default $AZURE_TENANT_ID)")
-	f.BoolVar(&o.clusterWide, "cluster-wide-bindings", false, "let bindings select pods in other namespaces (legacy AAD Pod Identity behaviour)")
+	f.StringVar(&o.tenantID, flagTenantID, os.Getenv("AZURE_TENANT_ID"), "tenant for identities that name none (default $AZURE_TENANT_ID)")
+	f.BoolVar(&o.clusterWide, flagClusterWide, false, "let bindings select pods in other namespaces (legacy AAD Pod Identity behaviour)")
 	f.BoolVar(&o.serveSecrets, "serve-secret-identities", false, "serve type 1/2 identities (needs the opt-in RBAC to read Secrets)")
 	f.DurationVar(&o.confirmTTL, "confirm-ttl", time.Second, "how long a live API-server confirmation that a pod still owns its IP stays valid (bounds the IP-reuse window)")
 	f.IntVar(&o.maxCachedTokens, "max-cached-tokens", 10000, "bound on cached tokens")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.enabled, "intercept", true, "install and keep the iptables rules redirecting pod traffic for 169.254.169.254:80 to the agent")
 	f.DurationVar(&o.interval, "intercept-interval", 30*time.Second, "how often the interception rules are re-checked")
 	o.interceptOptions.addFlags(cmd)
+	alias(f, "listen", flagListenAddr)
+	alias(f, "cluster-wide-bindings", flagClusterWide)
 	cmd.AddCommand(newUninstallInterceptionCommand())
 	return cmd
 }
 
-func (o *agentOptions) validate() error {
-	var errs []error
+func (o *agentOptions) validate(cmd *cobra.Command) error {
+	errs := []error{o.serverOptions.validate(cmd)}
 	if o.nodeName == "" {
 		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
 	}
@@ -147,31 +144,14 @@ func (o *agentOptions) validate() error {
 			errs = append(errs, errors.New("--pod-cidr is required with --intercept"))
 		}
 	}
-	if _, err := parseLevel(o.logLevel); err != nil {
-		errs = append(errs, err)
-	}
 	if o.confirmTTL < 0 {
 		errs = append(errs, errors.New("--confirm-ttl must not be negative"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err}
-	}
-	return nil
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("--log-level %q: %w", s, err)
-	}
-	return l, nil
+	return usage(errs...)
 }
 
 func (o *agentOptions) config() (agent.Config, error) {
-	level, _ := parseLevel(o.logLevel)
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "agent")
-	// client-go and controller-runtime log through their own global loggers.
-	crlog.SetLogger(logr.FromSlogHandler(log.Handler()))
+	log := o.logger()
 	rc, err := restConfig(o.kubeconfig, 50, 100)
 	if err != nil {
 		return agent.Config{}, err
@@ -181,12 +161,12 @@ func (o *agentOptions) config() (agent.Config, error) {
 	if err != nil {
 		return agent.Config{}, err
 	}
-	listen := o.listen
+	listen := o.listenAddr
 	if listen == "" {
 		listen = net.JoinHostPort(o.hostIP, strconv.Itoa(o.port))
 	}
 	cfg := agent.Config{
-		NodeName: o.nodeName, RESTConfig: rc, ListenAddr: listen, HealthAddr: o.healthAddr, DebugAddr: o.debugAddr,
+		NodeName: o.nodeName, RESTConfig: rc, ListenAddr: listen, HealthAddr: o.healthAddr, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		Authority: o.authority, AllowedAuthorities: o.allowedAuthorities, ProviderHTTPClient: hc,
 		DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets,
 		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, Logger: log,
@@ -231,7 +211,7 @@ func newUninstallInterceptionCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "uninstall-interception",
 		Short: "Remove the iptables rules the agent installed (pods then reach whatever answers at 169.254.169.254)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.hostIP == "" {
 				o.hostIP = "127.0.0.1" // the target does not matter for removal

@@ -2,19 +2,16 @@ package main
 
 import (
 	"errors"
-	"log/slog"
-	"os"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
-	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/podid/podid/internal/controller"
 	"github.com/podid/podid/internal/scheme"
 )
 
 type controllerOptions struct {
+	serverOptions
 	kubeconfig string
 	qps        float32
 	burst      int
@@ -22,7 +19,7 @@ type controllerOptions struct {
 }
 
 func newControllerCommand() *cobra.Command {
-	o := controllerOptions{}
+	o := controllerOptions{serverOptions: serverOptions{component: "controller"}}
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Reconcile pods × AzureIdentityBindings into AzureAssignedIdentities",
@@ -30,33 +27,34 @@ func newControllerCommand() *cobra.Command {
 the identities the pod may hold as AzureAssignedIdentity objects, and keeps conditions on
 identities, bindings and exceptions that say what to fix. Namespaced by default: a pod only
 matches bindings in its own namespace unless --cluster-wide is given.`,
-		Args: cobra.NoArgs,
-		PreRunE: func(*cobra.Command, []string) error {
+		Args: noArgs,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			zeroDisables(cmd, flagMetricsAddr, flagHealthAddr, flagDebugAddr)
+			errs := []error{o.serverOptions.validate(cmd)}
 			if o.Workers < 1 || o.Workers > 256 {
-				return usageError{errors.New("--workers must be between 1 and 256")}
+				errs = append(errs, errors.New("--workers must be between 1 and 256"))
 			}
 			if o.LeaderElection && o.LeaseDuration <= o.RenewDeadline {
-				return usageError{errors.New("--leader-elect-lease-duration must exceed --leader-elect-renew-deadline")}
+				errs = append(errs, errors.New("--leader-elect-lease-duration must exceed --leader-elect-renew-deadline"))
 			}
-			return nil
+			return usage(errs...)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctrl.SetLogger(logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, nil)))
+			o.logger() // controller-runtime logs through it
 			cfg, err := restConfig(o.kubeconfig, o.qps, o.burst)
 			if err != nil {
 				return err
 			}
+			o.MetricsAddr, o.HealthAddr, o.DebugAddr = o.metricsAddr, o.healthAddr, o.debugAddr
 			return controller.Run(cmd.Context(), cfg, scheme.New(), o.Options)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")
+	addKubeconfigFlag(f, &o.kubeconfig)
+	o.serverOptions.addFlags(f, serverDefaults{health: ":8081", metrics: ":8080"})
 	f.Float32Var(&o.qps, "kube-api-qps", 100, "client-side QPS limit towards the API server")
 	f.IntVar(&o.burst, "kube-api-burst", 200, "client-side burst towards the API server")
-	f.BoolVar(&o.Rules.ClusterWide, "cluster-wide", false, "let bindings select pods in every namespace (legacy AAD Pod Identity behaviour); identities annotated aadpodidentity.k8s.io/Behavior=namespaced stay namespaced")
-	f.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", `Prometheus metrics listen address ("0" disables)`)
-	f.StringVar(&o.HealthAddr, "health-addr", ":8081", `/healthz and /readyz listen address ("0" disables)`)
-	f.StringVar(&o.DebugAddr, "debug-addr", "", `net/http/pprof listen address (off by default; keep it on loopback)`)
+	f.BoolVar(&o.Rules.ClusterWide, flagClusterWide, false, "let bindings select pods in every namespace (legacy AAD Pod Identity behaviour); identities annotated aadpodidentity.k8s.io/Behavior=namespaced stay namespaced")
 	f.BoolVar(&o.LeaderElection, "leader-elect", true, "elect a leader so several replicas are safe")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-elect-namespace", "", "namespace of the lease (default: the pod's namespace)")
 	f.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "lease duration")

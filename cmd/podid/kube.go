@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/spf13/pflag"
+
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -24,4 +26,8 @@ func restConfig(kubeconfig string, qps float32, burst int) (*rest.Config, error)
 	}
 	cfg.QPS, cfg.Burst = qps, burst
 	return cfg, nil
+}
+
+func addKubeconfigFlag(f *pflag.FlagSet, path *string) {
+	f.StringVar(path, flagKubeconfig, "", "kubeconfig file (default: $KUBECONFIG and ~/.kube/config, else the in-cluster service account)")
 }

@@ -20,6 +20,14 @@ func main() {
 // usageError marks errors caused by how podid was invoked.
 type usageError struct{ error }
 
+// usage joins the non-nil errs into a usageError; nil when there are none.
+func usage(errs ...error) error {
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
 func exitCode(err error) int {
 	if err == nil {
 		return 0

@@ -5,12 +5,12 @@ import (
 )
 
 func newRootCommand() *cobra.Command {
-	root := &cobra.Command{
+	root := groupCommand(&cobra.Command{
 		Use:           "podid",
 		Short:         "Identity for Kubernetes pods without secrets",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-	}
+	})
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newControllerCommand(),

@@ -2,15 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/jwks"
@@ -18,35 +19,36 @@ import (
 )
 
 func newSTSCommand() *cobra.Command {
-	cmd := &cobra.Command{
+	cmd := groupCommand(&cobra.Command{
 		Use:   "sts",
 		Short: "Local, Entra-compatible identity provider",
-	}
+	})
 	cmd.AddCommand(newSTSServeCommand(), newSTSVerifyCommand())
 	return cmd
 }
 
 type stsServeOptions struct {
-	listen, state, caFile, publicURL, bootstrap string
-	metricsListen                               string
-	hosts                                       []string
-	tokenLifetime, rotation, overlap            time.Duration
-	trustedCAs                                  []string
-	issuerCAs, clusterIssuers                   map[string]string
-	noSystemRoots, debug                        bool
+	serverOptions
+	state, caFile, publicURL, bootstrap string
+	hosts                               []string
+	tokenLifetime, rotation, overlap    time.Duration
+	trustedCAs                          []string
+	issuerCAs, clusterIssuers           map[string]string
+	noSystemRoots                       bool
 }
 
 func newSTSServeCommand() *cobra.Command {
-	o := &stsServeOptions{}
+	o := &stsServeOptions{serverOptions: serverOptions{component: "sts"}}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the token endpoint, discovery, JWKS and the management API over HTTPS",
-		Args:  cobra.NoArgs,
-		PreRunE: func(*cobra.Command, []string) error {
+		Args:  noArgs,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			errs := []error{o.serverOptions.validate(cmd)}
 			if o.state == "" {
-				return usageError{fmt.Errorf("--state is required")}
+				errs = append(errs, errors.New("--state is required"))
 			}
-			return nil
+			return usage(errs...)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := o.config()
@@ -57,7 +59,7 @@ func newSTSServeCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "address to serve HTTPS on")
+	o.serverOptions.addFlags(f, serverDefaults{listen: "127.0.0.1:8443", listenHelp: "address to serve HTTPS on"})
 	f.StringVar(&o.state, "state", "", "bbolt state file (created if missing)")
 	f.StringVar(&o.caFile, "ca-file", "", "write the sts CA certificate (PEM) here; point SSL_CERT_FILE at it")
 	f.StringSliceVar(&o.hosts, "host", []string{"localhost", "127.0.0.1"}, "DNS names and IPs of the serving certificate (repeatable)")
@@ -70,20 +72,21 @@ func newSTSServeCommand() *cobra.Command {
 	f.StringToStringVar(&o.issuerCAs, "issuer-ca-file", nil, "issuer=CA bundle trusted for that issuer only (repeatable)")
 	f.StringToStringVar(&o.clusterIssuers, "cluster-issuer", nil, "name=PEM public key file: host OIDC discovery+JWKS for a cluster at <url>/clusters/<name> (repeatable)")
 	f.BoolVar(&o.noSystemRoots, "no-system-roots", false, "do not trust the system roots for federated issuers")
-	f.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics (plain HTTP) on this address; off when empty")
-	f.BoolVar(&o.debug, "debug", false, "debug logging")
+	alias(f, "listen", flagListenAddr)
+	alias(f, "metrics-listen", flagMetricsAddr)
+	f.AddFlag(&pflag.Flag{Name: "debug", Usage: "deprecated: use --log-level=debug", Value: debugLevel{&o.logLevel}, DefValue: "false", NoOptDefVal: "true"})
+	if err := f.MarkDeprecated("debug", "use --log-level=debug instead"); err != nil {
+		panic(err) // just added
+	}
 	return cmd
 }
 
 func (o *stsServeOptions) config() (sts.Config, error) {
-	level := slog.LevelInfo
-	if o.debug {
-		level = slog.LevelDebug
-	}
 	cfg := sts.Config{
-		ListenAddr: o.listen, StatePath: o.state, CAFile: o.caFile, Hosts: o.hosts, PublicURL: strings.TrimRight(o.publicURL, "/"),
-		TokenLifetime: o.tokenLifetime, KeyRotationInterval: o.rotation, KeyOverlap: o.overlap, MetricsAddr: o.metricsListen,
-		Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		ListenAddr: o.listenAddr, StatePath: o.state, CAFile: o.caFile, Hosts: o.hosts, PublicURL: strings.TrimRight(o.publicURL, "/"),
+		TokenLifetime: o.tokenLifetime, KeyRotationInterval: o.rotation, KeyOverlap: o.overlap,
+		MetricsAddr: o.metricsAddr, HealthAddr: o.healthAddr, DebugAddr: o.debugAddr,
+		Logger: o.logger(),
 	}
 	if o.bootstrap != "" {
 		b, err := sts.LoadBootstrap(o.bootstrap)
@@ -124,7 +127,12 @@ func newSTSVerifyCommand() *cobra.Command {
 		Short: "Check an access token as a resource server would and print its claims",
 		Long: "Checks the RS256 signature against the JWKS (fetched over HTTPS), the issuer, a single-string\n" +
 			"audience and exp/nbf/iat. The token comes from the argument, --token-file, or stdin.",
-		Args: cobra.MaximumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.MaximumNArgs(1)(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
 		PreRunE: func(*cobra.Command, []string) error {
 			if o.jwksURL == "" || len(o.issuers) == 0 || len(o.audiences) == 0 {
 				return usageError{fmt.Errorf("--jwks-url, --issuer and --audience are required")}

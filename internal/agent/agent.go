@@ -7,14 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -27,7 +24,10 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
+	"github.com/podid/podid/internal/daemon"
+	"github.com/podid/podid/internal/scheme"
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Interceptor keeps pod traffic to 169.254.169.254 redirected to the agent.
@@ -47,8 +47,11 @@ type Config struct {
 	// ListenAddr is the IMDS listener, the target of the interception rule
 	// (e.g. 10.0.0.4:2579). Required.
 	ListenAddr string
-	// HealthAddr serves /healthz, /readyz and /metrics; empty disables.
+	// HealthAddr serves /healthz and /readyz; empty disables.
 	HealthAddr string
+	// MetricsAddr serves /metrics (the same listener when equal to
+	// HealthAddr); empty disables.
+	MetricsAddr string
 	// DebugAddr serves net/http/pprof on its own listener; empty (default) disables.
 	DebugAddr string
 
@@ -106,7 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("build Kubernetes client: %w", err)
 	}
-	sch := newScheme()
+	sch := scheme.New()
 	informers, err := crcache.New(cfg.RESTConfig, crcache.Options{
 		Scheme: sch,
 		ByObject: map[client.Object]crcache.ByObject{
@@ -122,7 +125,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	index := NewPodIndex()
-	metrics := NewMetrics(func() float64 { return float64(index.Len()) })
+	reg := daemon.NewRegistry()
+	metrics, err := NewMetrics(reg, func() float64 { return float64(index.Len()) })
+	if err != nil {
+		return err
+	}
 	pcfg := token.ProviderConfig{
 		Authority:      cfg.Authority,
 		HTTPClient:     cfg.ProviderHTTPClient,
@@ -171,17 +178,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	var ready atomic.Bool
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return informers.Start(gctx) })
-	g.Go(func() error { pods.Run(gctx.Done()); return nil })
-	g.Go(func() error {
-		if !informers.WaitForCacheSync(gctx) {
-			return gctx.Err()
+	synced := func(ctx context.Context) error {
+		if !informers.WaitForCacheSync(ctx) {
+			return nil // ctx ended
 		}
 		select {
 		case <-index.Synced():
-		case <-gctx.Done():
-			return gctx.Err()
+		case <-ctx.Done():
+			return nil
 		}
 		ready.Store(true)
 		// The initial LIST of every watched kind is a one-time peak far
@@ -189,61 +193,33 @@ func Run(ctx context.Context, cfg Config) error {
 		debug.FreeOSMemory()
 		log.Info("agent caches synced", "node", cfg.NodeName, "pods", index.Len())
 		return nil
-	})
-	g.Go(func() error { return tokens.Run(gctx) })
-	g.Go(func() error { return refreshHostAddrs(gctx, index, 30*time.Second) })
-	if cfg.Interceptor != nil {
-		g.Go(func() error { return cfg.Interceptor.Run(gctx) })
 	}
 	imds := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 90 * time.Second, MaxHeaderBytes: 16 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	g.Go(func() error { return serve(gctx, imds, cfg.ListenAddr, log, "imds") })
-	if cfg.HealthAddr != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !ready.Load() || (cfg.Interceptor != nil && !cfg.Interceptor.Installed()) {
-				http.Error(w, "not ready", http.StatusServiceUnavailable)
-				return
+	tasks := []daemon.Task{
+		informers.Start,
+		func(ctx context.Context) error { pods.Run(ctx.Done()); return nil },
+		synced,
+		tokens.Run,
+		func(ctx context.Context) error { return refreshHostAddrs(ctx, index, 30*time.Second) },
+		func(ctx context.Context) error { return daemon.Serve(ctx, log, "imds", cfg.ListenAddr, imds) },
+	}
+	if cfg.Interceptor != nil {
+		tasks = append(tasks, cfg.Interceptor.Run)
+	}
+	return daemon.Run(ctx, daemon.Config{
+		HealthAddr: cfg.HealthAddr, MetricsAddr: cfg.MetricsAddr, DebugAddr: cfg.DebugAddr, Registry: reg, Logger: log,
+		Ready: func() error {
+			switch {
+			case !ready.Load():
+				return errors.New("caches not synced")
+			case cfg.Interceptor != nil && !cfg.Interceptor.Installed():
+				return errors.New("interception rules not installed")
 			}
-			_, _ = w.Write([]byte("ok\n"))
-		})
-		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		g.Go(func() error { return serve(gctx, hs, cfg.HealthAddr, log, "health") })
-	}
-	if cfg.DebugAddr != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		ds := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		g.Go(func() error { return serve(gctx, ds, cfg.DebugAddr, log, "debug") })
-	}
-	return g.Wait()
-}
-
-// serve listens on addr and serves until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, s *http.Server, addr string, log *slog.Logger, name string) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("%s listener: %w", name, err)
-	}
-	log.Info("listening", "server", name, "addr", ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("%s server: %w", name, err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = s.Shutdown(sctx)
-	<-errc
-	return nil
+			return nil
+		},
+	}, tasks...)
 }
 
 // refreshHostAddrs keeps the index's view of the node's own addresses current.
@@ -281,7 +257,7 @@ func trimServiceAccount(obj any) (any, error) {
 		return obj, nil
 	}
 	out := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa.Name, Namespace: sa.Namespace, UID: sa.UID, ResourceVersion: sa.ResourceVersion}}
-	for _, k := range []string{WIClientIDAnnot, WITenantIDAnnot} {
+	for _, k := range []string{workloadidentity.ClientIDAnnotation, workloadidentity.TenantIDAnnotation} {
 		if v, ok := sa.Annotations[k]; ok {
 			if out.Annotations == nil {
 				out.Annotations = map[string]string{}

@@ -24,6 +24,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
+	"github.com/podid/podid/internal/scheme"
 	"github.com/podid/podid/internal/token"
 )
 
@@ -113,7 +114,7 @@ func TestLoadCachedTokens(t *testing.T) {
 		return e.Client.Create(ctx, &podidv1.AzureIdentityBinding{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("b-%d", i), Namespace: ns},
 			Spec: podidv1.AzureIdentityBindingSpec{AzureIdentity: id.Name, Selector: fmt.Sprintf("sel-%d", i)}})
 	})
-	informers, err := crcache.New(e.Config, crcache.Options{Scheme: newScheme(), DefaultTransform: crcache.TransformStripManagedFields()})
+	informers, err := crcache.New(e.Config, crcache.Options{Scheme: scheme.New(), DefaultTransform: crcache.TransformStripManagedFields()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestLoadCachedTokens(t *testing.T) {
 	cache := token.NewCache(token.CacheConfig{Source: token.SourceFunc(func(_ context.Context, r token.Request) (token.Token, error) {
 		return token.Token{AccessToken: "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", ExpiresOn: now.Add(time.Hour), IssuedAt: now, ClientID: r.Identity.ClientID}, nil
 	})})
-	metrics := NewMetrics(nil)
+	metrics := newMetrics(nil)
 	h := NewHandler(HandlerConfig{Resolver: loopbackResolver{index, podIP}, Decider: decider, Tokens: cache, Metrics: metrics})
 	url := serveLoopback(t, h)
 	// Baseline: a handler that only writes the bytes of one real answer,

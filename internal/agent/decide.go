@@ -15,15 +15,12 @@ import (
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
-// Workload-identity (v2) labels and annotations the agent reads.
-const (
-	WIUseLabel           = "azure.workload.identity/use"
-	WIClientIDAnnot      = "azure.workload.identity/client-id"
-	WITenantIDAnnot      = "azure.workload.identity/tenant-id"
-	DefaultClientIDAnnot = "podid.dev/default-client-id"
-)
+// DefaultClientIDAnnot is podid's own annotation; the workload-identity
+// names the agent reads are in internal/workloadidentity.
+const DefaultClientIDAnnot = "podid.dev/default-client-id"
 
 // Decider says which identities a pod may use now.
 type Decider interface {
@@ -57,7 +54,7 @@ func (d *BindingDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]tok
 		}
 		out, problems = append(out, ids...), append(problems, probs...)
 	}
-	if pod.Labels[WIUseLabel] == "true" {
+	if pod.Labels[workloadidentity.UseLabel] == "true" {
 		id, prob, herr := d.v2(ctx, pod)
 		if herr != nil {
 			return nil, herr
@@ -69,7 +66,7 @@ func (d *BindingDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]tok
 		}
 	}
 	if len(out) == 0 {
-		msg := fmt.Sprintf("no identity is assigned to pod %s/%s: label it %s=<selector> matching an AzureIdentityBinding in its namespace, or use a service account annotated %s with the pod labelled %s=true", pod.Namespace, pod.Name, podidv1.PodLabelKey, WIClientIDAnnot, WIUseLabel)
+		msg := fmt.Sprintf("no identity is assigned to pod %s/%s: label it %s=<selector> matching an AzureIdentityBinding in its namespace, or use a service account annotated %s with the pod labelled %s=true", pod.Namespace, pod.Name, podidv1.PodLabelKey, workloadidentity.ClientIDAnnotation, workloadidentity.UseLabel)
 		if len(problems) > 0 {
 			msg = fmt.Sprintf("no usable identity for pod %s/%s: %s", pod.Namespace, pod.Name, strings.Join(problems, "; "))
 		}
@@ -157,11 +154,11 @@ func (d *BindingDecider) v2(ctx context.Context, pod *corev1.Pod) (token.Identit
 		}
 		return token.Identity{}, "", deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot read service account %s/%s: %v", pod.Namespace, name, err)
 	}
-	cid := strings.TrimSpace(sa.Annotations[WIClientIDAnnot])
+	cid := strings.TrimSpace(sa.Annotations[workloadidentity.ClientIDAnnotation])
 	if cid == "" {
-		return token.Identity{}, fmt.Sprintf("service account %s/%s has no %s annotation", pod.Namespace, name, WIClientIDAnnot), nil
+		return token.Identity{}, fmt.Sprintf("service account %s/%s has no %s annotation", pod.Namespace, name, workloadidentity.ClientIDAnnotation), nil
 	}
-	tid := strings.TrimSpace(sa.Annotations[WITenantIDAnnot])
+	tid := strings.TrimSpace(sa.Annotations[workloadidentity.TenantIDAnnotation])
 	if tid == "" {
 		tid = d.DefaultTenantID
 	}

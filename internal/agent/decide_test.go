@@ -11,6 +11,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
+	"github.com/podid/podid/internal/scheme"
 	"github.com/podid/podid/internal/token"
 )
 
@@ -19,7 +20,7 @@ import (
 // agent's cache.
 func newIndexedReader(t testing.TB, n int) client.Reader {
 	t.Helper()
-	b := fake.NewClientBuilder().WithScheme(newScheme())
+	b := fake.NewClientBuilder().WithScheme(scheme.New())
 	if err := binding.IndexBindings(context.Background(), fieldIndexerFunc(func(obj client.Object, field string, fn client.IndexerFunc) {
 		b = b.WithIndex(obj, field, fn)
 	})); err != nil {

@@ -42,6 +42,7 @@ import (
 	"github.com/podid/podid/internal/sts/ststest"
 	"github.com/podid/podid/internal/sts/tokenverify"
 	"github.com/podid/podid/internal/testenv"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 var env *testenv.Env
@@ -297,7 +298,7 @@ func TestAgentEndToEndWithNetnsPods(t *testing.T) {
 	if err := e.Client.Get(ctx, types.NamespacedName{Namespace: w.ns, Name: "wi"}, wiSA); err != nil {
 		t.Fatal(err)
 	}
-	wiSA.Annotations = map[string]string{WIClientIDAnnot: cidW, WITenantIDAnnot: w.sts.TenantID}
+	wiSA.Annotations = map[string]string{workloadidentity.ClientIDAnnotation: cidW, workloadidentity.TenantIDAnnotation: w.sts.TenantID}
 	if err := e.Client.Update(ctx, wiSA); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +386,7 @@ func TestAgentEndToEndWithNetnsPods(t *testing.T) {
 	})
 
 	nsW, ipW := w.net.addPod(t)
-	w.pod("w", "wi", map[string]string{WIUseLabel: "true"}, ipW, false)
+	w.pod("w", "wi", map[string]string{workloadidentity.UseLabel: "true"}, ipW, false)
 	t.Run("v2 service account", func(t *testing.T) {
 		r := callSDK(t, nsW, "mi", vault, "", true)
 		if r.Error != "" {

@@ -165,7 +165,7 @@ func TestLoadAgentRSS(t *testing.T) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(actx, bin, "agent", "--kubeconfig", kcPath, "--node-name", node, "--intercept=false",
-		"--listen", "127.0.0.1:"+strconv.Itoa(port), "--health-addr", "127.0.0.1:"+strconv.Itoa(health), "--debug-addr", "127.0.0.1:"+strconv.Itoa(debug), "--log-level", "warn")
+		"--listen-addr", "127.0.0.1:"+strconv.Itoa(port), "--health-addr", "127.0.0.1:"+strconv.Itoa(health), "--debug-addr", "127.0.0.1:"+strconv.Itoa(debug), "--log-level", "warn")
 	cmd.Stderr = testWriter{t}
 	if v := os.Getenv("PODID_BENCH_GOMEMLIMIT"); v != "" {
 		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+v)

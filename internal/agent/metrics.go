@@ -1,11 +1,12 @@
 package agent
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/podid/podid/internal/daemon"
 	"github.com/podid/podid/internal/token"
 )
 
@@ -29,9 +30,8 @@ const (
 	outcomeKubernetesError = "kubernetes_error"
 )
 
-// Metrics are the agent's Prometheus collectors, in their own registry.
+// Metrics are the agent's Prometheus collectors.
 type Metrics struct {
-	Registry  *prometheus.Registry
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	lookups   *prometheus.CounterVec
@@ -40,14 +40,22 @@ type Metrics struct {
 	podsValue func() float64
 }
 
-// NewMetrics builds and registers the collectors. pods reports the number
-// of pods watched (may be nil).
-func NewMetrics(pods func() float64) *Metrics {
+// NewMetrics builds the collectors and registers them with reg (nil:
+// not registered). pods reports the number of pods watched (may be nil).
+func NewMetrics(reg prometheus.Registerer, pods func() float64) (*Metrics, error) {
+	m := newMetrics(pods)
+	if err := daemon.Register(reg, m.requests, m.latency, m.lookups, m.upstream, m.pods); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return m, nil
+}
+
+// newMetrics builds the collectors without registering them.
+func newMetrics(pods func() float64) *Metrics {
 	if pods == nil {
 		pods = func() float64 { return 0 }
 	}
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podid_agent_requests_total", Help: "IMDS requests by outcome.",
 		}, []string{"outcome"}),
@@ -65,8 +73,6 @@ func NewMetrics(pods func() float64) *Metrics {
 		podsValue: pods,
 	}
 	m.pods = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "podid_agent_pods", Help: "Pods on this node in the agent's index."}, func() float64 { return m.podsValue() })
-	m.Registry.MustRegister(m.requests, m.latency, m.lookups, m.upstream, m.pods,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the label values so dashboards see zeros.
 	for _, o := range []string{outcomeOK, outcomeBadRequest, outcomeBadPath, outcomeNotFound, outcomeInstance, outcomeHostCaller,
 		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,

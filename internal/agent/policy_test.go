@@ -23,6 +23,7 @@ import (
 
 	"github.com/podid/podid/internal/testenv"
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // applyManifest creates every object of a YAML file from deploy/.
@@ -138,7 +139,7 @@ func TestAgentTokenPolicy(t *testing.T) {
 		return &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: aud, BoundObjectRef: ref, ExpirationSeconds: &secs}}
 	}
 	podRef := &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: target.Name, UID: target.UID}
-	exch := []string{token.ExchangeAudience}
+	exch := []string{workloadidentity.TokenAudience}
 
 	// The policy becomes effective asynchronously.
 	waitUntil(t, 30*time.Second, func() bool {
@@ -148,7 +149,7 @@ func TestAgentTokenPolicy(t *testing.T) {
 
 	// Allowed: exactly what the agent does.
 	kr := token.KubeTokenRequester{Client: agent}
-	if _, err := kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: target.Name, UID: target.UID, ServiceAccount: "app"}, token.ExchangeAudience, 600); err != nil {
+	if _, err := kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: target.Name, UID: target.UID, ServiceAccount: "app"}, workloadidentity.TokenAudience, 600); err != nil {
 		t.Fatalf("the agent's own TokenRequest was refused: %v", err)
 	}
 
@@ -160,7 +161,7 @@ func TestAgentTokenPolicy(t *testing.T) {
 	}{
 		{"Kubernetes API audience", agent, req([]string{"https://kubernetes.default.svc"}, podRef, 600), "audience"},
 		{"default audience", agent, req(nil, podRef, 600), "audience"},
-		{"extra audience", agent, req([]string{token.ExchangeAudience, "other"}, podRef, 600), "audience"},
+		{"extra audience", agent, req([]string{workloadidentity.TokenAudience, "other"}, podRef, 600), "audience"},
 		{"not bound", agent, req(exch, nil, 600), "bound to a pod"},
 		{"bound without UID", agent, req(exch, &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: target.Name}, 600), "bound to a pod"},
 		{"bound to a secret", agent, req(exch, &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: "s", UID: types.UID("u")}, 600), "bound to a pod"},
@@ -177,7 +178,7 @@ func TestAgentTokenPolicy(t *testing.T) {
 
 	// The API server refuses a token for a pod that was replaced (UID
 	// mismatch): the agent reports the pod as gone.
-	_, err = kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: target.Name, UID: "00000000-0000-0000-0000-000000000000", ServiceAccount: "app"}, token.ExchangeAudience, 600)
+	_, err = kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: target.Name, UID: "00000000-0000-0000-0000-000000000000", ServiceAccount: "app"}, workloadidentity.TokenAudience, 600)
 	if token.ReasonOf(err) != token.ReasonPodGone {
 		t.Fatalf("stale UID: %v", err)
 	}

@@ -36,7 +36,7 @@ type Handler struct {
 // NewHandler assembles a Handler.
 func NewHandler(cfg HandlerConfig) *Handler {
 	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
+		cfg.Metrics = newMetrics(nil)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	podidv1 "github.com/podid/podid/api/v1"
+	"github.com/podid/podid/internal/daemon"
 )
 
 // Metrics are podid controller's own metrics; controller-runtime adds the
@@ -37,10 +38,8 @@ func NewMetrics(reg prometheus.Registerer, cache client.Reader) (*Metrics, error
 		}
 		return float64(len(l.Items))
 	})
-	for _, c := range []prometheus.Collector{m.writes, assigned} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := daemon.Register(reg, m.writes, assigned); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

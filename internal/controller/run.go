@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/pprof"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,11 +26,12 @@ import (
 type Options struct {
 	// Rules is the matching policy (namespaced unless ClusterWide).
 	Rules binding.Rules
-	// MetricsAddr and HealthAddr are listen addresses; "0" disables.
+	// MetricsAddr, HealthAddr and DebugAddr (net/http/pprof) are listen
+	// addresses of the manager's servers; "" disables ("0", controller-
+	// runtime's own word for it, too).
 	MetricsAddr string
 	HealthAddr  string
-	// DebugAddr serves net/http/pprof on its own listener; "" (default) disables.
-	DebugAddr string
+	DebugAddr   string
 	// LeaderElection makes replicas safe: only the lease holder reconciles.
 	LeaderElection          bool
 	LeaderElectionNamespace string
@@ -60,10 +61,15 @@ func NewManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o
 	if o.SyncPeriod > 0 {
 		sync = &o.SyncPeriod
 	}
+	metricsAddr := o.MetricsAddr
+	if metricsAddr == "" {
+		metricsAddr = "0" // controller-runtime reads "" as its default :8080
+	}
 	mopts := ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        o.HealthAddr,
+		PprofBindAddress:              o.DebugAddr,
 		LeaderElection:                o.LeaderElection,
 		LeaderElectionID:              le,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
@@ -91,10 +97,15 @@ func NewManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o
 	if err != nil {
 		return nil, fmt.Errorf("could not create manager: %w", err)
 	}
-	m, err := NewMetrics(ctrlmetrics.Registry, mgr.GetCache())
+	reg := prometheus.Registerer(ctrlmetrics.Registry) // what the manager's metrics server serves
+	if o.SeveralInProcess {
+		// Managers sharing a process (tests) cannot share the global
+		// registry's series: each counts into its own.
+		reg = prometheus.NewRegistry()
+	}
+	m, err := NewMetrics(reg, mgr.GetCache())
 	if err != nil {
-		// Registering twice in one process (tests with several replicas) is fine.
-		m = nil
+		return nil, fmt.Errorf("controller metrics: %w", err)
 	}
 	if err := Setup(ctx, mgr, Config{
 		Client:                  mgr.GetClient(),
@@ -104,16 +115,6 @@ func NewManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o
 		MaxConcurrentReconciles: o.Workers,
 	}); err != nil {
 		return nil, err
-	}
-	if o.DebugAddr != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		if err := mgr.Add(debugServer{addr: o.DebugAddr, handler: mux}); err != nil {
-			return nil, fmt.Errorf("add debug server: %w", err)
-		}
 	}
 	if o.HealthAddr != "" && o.HealthAddr != "0" {
 		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
@@ -158,28 +159,4 @@ func trimPod(obj any) (any, error) {
 		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
 		Status: corev1.PodStatus{Phase: p.Status.Phase},
 	}, nil
-}
-
-// debugServer serves pprof on its own listener, on every replica (leader or not).
-type debugServer struct {
-	addr    string
-	handler http.Handler
-}
-
-func (d debugServer) NeedLeaderElection() bool { return false }
-
-func (d debugServer) Start(ctx context.Context) error {
-	srv := &http.Server{Addr: d.addr, Handler: d.handler, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("debug server: %w", err)
-	case <-ctx.Done():
-		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shut)
-		<-errc
-		return nil
-	}
 }

@@ -62,9 +62,11 @@ type Config struct {
 
 	// Metrics, if set, receives the sts's Prometheus collectors.
 	Metrics prometheus.Registerer
-	// MetricsAddr, if set, serves /metrics (plain HTTP, its own mux and
-	// listener, nothing else on it) from a registry of its own.
-	MetricsAddr string
+	// MetricsAddr, if set, serves /metrics (plain HTTP, its own listener)
+	// from a registry of its own. HealthAddr serves /healthz and /readyz,
+	// DebugAddr net/http/pprof; empty disables, equal addresses share a
+	// listener.
+	MetricsAddr, HealthAddr, DebugAddr string
 
 	Now    func() time.Time
 	Logger *slog.Logger

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/podid/podid/internal/sts/store"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Errors of directory writes; the HTTP layers map them to status codes.
@@ -51,7 +52,7 @@ func newDirectory(st *store.Store, log *slog.Logger) *Directory {
 const (
 	MaxFICsPerPrincipal = 20
 	MaxFICFieldLen      = 600
-	DefaultFICAudience  = "api://AzureADTokenExchange"
+	DefaultFICAudience  = workloadidentity.TokenAudience
 )
 
 var (

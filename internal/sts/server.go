@@ -16,10 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 
+	"github.com/podid/podid/internal/daemon"
 	"github.com/podid/podid/internal/pki"
 	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/keyset"
@@ -63,8 +61,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	var reg *prometheus.Registry
 	if cfg.MetricsAddr != "" {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = daemon.NewRegistry()
 		if cfg.Metrics == nil {
 			cfg.Metrics = reg
 		}
@@ -188,55 +185,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.material.Serving}},
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	s.log.Info("sts serving", "addr", ln.Addr().String(), "url", s.PublicURL())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := hs.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("sts: serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := hs.Shutdown(sctx); err != nil {
-			// Connections that never sent a request (or slow ones) must not
-			// keep us alive: drop them.
-			s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)
-			return hs.Close()
-		}
-		return nil
-	})
+	d := daemon.Config{HealthAddr: s.cfg.HealthAddr, DebugAddr: s.cfg.DebugAddr, Logger: s.log}
 	if s.registry != nil {
-		var lc net.ListenConfig
-		mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsAddr)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("sts: metrics listen: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		g.Go(func() error {
-			if err := ms.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("sts: metrics: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			return ms.Close()
-		})
+		d.MetricsAddr, d.Registry = s.cfg.MetricsAddr, s.registry
 	}
-	g.Go(func() error {
+	rotate := func(ctx context.Context) error {
 		t := time.NewTicker(s.cfg.RotationCheck)
 		defer t.Stop()
 		for {
 			select {
-			case <-gctx.Done():
+			case <-ctx.Done():
 				return nil
 			case <-t.C:
 				if _, err := s.RotateKeys(false); err != nil {
@@ -244,8 +204,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				}
 			}
 		}
-	})
-	return g.Wait()
+	}
+	return daemon.Run(ctx, d, func(ctx context.Context) error { return daemon.ServeListener(ctx, s.log, "sts", ln, hs) }, rotate)
 }
 
 // RotateKeys rotates the signing key if it is due (or force) and prunes

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // How the agent reads the API server's answers to its TokenRequests: a
@@ -33,7 +35,7 @@ func TestKubeTokenRequesterErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := fake.NewClientset()
 			cs.PrependReactor("create", "serviceaccounts", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.err })
-			_, err := KubeTokenRequester{Client: cs}.RequestToken(context.Background(), Pod{Namespace: "ns", Name: "p", UID: "u", ServiceAccount: "app"}, ExchangeAudience, 600)
+			_, err := KubeTokenRequester{Client: cs}.RequestToken(context.Background(), Pod{Namespace: "ns", Name: "p", UID: "u", ServiceAccount: "app"}, workloadidentity.TokenAudience, 600)
 			var te *Error
 			if !errors.As(err, &te) || te.Reason != tt.wantReason || !strings.Contains(te.Msg, tt.wantMsg) {
 				t.Fatalf("error %v, want reason %s and a message containing %q", err, tt.wantReason, tt.wantMsg)

@@ -19,6 +19,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // DefaultAuthority is Entra ID's public-cloud authority host.
@@ -125,7 +127,7 @@ func (p *Provider) federated(ctx context.Context, authority string, r Request) (
 	if p.cfg.TokenRequester == nil {
 		return Token{}, errors.New("federated identities need a TokenRequester")
 	}
-	sat, err := p.cfg.TokenRequester.RequestToken(ctx, r.Pod, ExchangeAudience, int64(p.cfg.AssertionExpiration/time.Second))
+	sat, err := p.cfg.TokenRequester.RequestToken(ctx, r.Pod, workloadidentity.TokenAudience, int64(p.cfg.AssertionExpiration/time.Second))
 	if err != nil {
 		return Token{}, err
 	}
@@ -270,7 +272,7 @@ func classify(err error, r Request, assertion string) error {
 		iss := issuerOf(assertion)
 		return &Error{Reason: ReasonMissingFederatedCredential, Msg: fmt.Sprintf(
 			"identity %s (%s) has no federated identity credential for this pod's service account: add one with issuer %q, subject %q, audience %q (provider said: %s)",
-			r.Identity.ClientID, r.Identity.Origin, iss, r.Pod.Subject(), ExchangeAudience, desc)}
+			r.Identity.ClientID, r.Identity.Origin, iss, r.Pod.Subject(), workloadidentity.TokenAudience, desc)}
 	case status == http.StatusTooManyRequests:
 		ra, _ := strconv.Atoi(ce.Resp.Header.Get("Retry-After"))
 		return &Error{Reason: ReasonThrottled, Msg: "identity provider is throttling requests", RetryAfter: time.Duration(ra) * time.Second}

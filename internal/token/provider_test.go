@@ -17,6 +17,7 @@ import (
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/ststest"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // issuerRequester mints service-account-like tokens from a test OIDC issuer,
@@ -115,7 +116,7 @@ func TestProviderAgainstPodidSTS(t *testing.T) {
 		if !errors.As(err, &te) || te.Reason != ReasonMissingFederatedCredential {
 			t.Fatalf("missing FIC for %s: %v", cid, err)
 		}
-		for _, want := range []string{is.URL, "system:serviceaccount:ns:app", ExchangeAudience, cid} {
+		for _, want := range []string{is.URL, "system:serviceaccount:ns:app", workloadidentity.TokenAudience, cid} {
 			if !strings.Contains(te.Msg, want) {
 				t.Fatalf("message %q lacks %q", te.Msg, want)
 			}

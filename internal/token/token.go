@@ -11,10 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// ExchangeAudience is the audience of service-account tokens exchanged at the
-// identity provider (the default audience of a federated identity credential).
-const ExchangeAudience = "api://AzureADTokenExchange"
-
 // Kind says how an identity proves itself to the identity provider.
 type Kind int
 

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 type oneSA struct{ sa *corev1.ServiceAccount }
@@ -28,7 +29,7 @@ func ExampleHandler() {
 		Mutator: webhook.Mutator{AuthorityHost: "https://login.microsoftonline.com/"},
 		ServiceAccounts: oneSA{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 			Name: "wi", Namespace: "apps",
-			Annotations: map[string]string{webhook.ClientIDAnnotation: "11111111-1111-1111-1111-111111111111"},
+			Annotations: map[string]string{workloadidentity.ClientIDAnnotation: "11111111-1111-1111-1111-111111111111"},
 		}}},
 	})
 	review := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"42",` +

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // staticSAs is a ServiceAccounts backed by a map keyed "ns/name".
@@ -35,7 +37,7 @@ func newTestHandler(t testing.TB, policy MissingServiceAccountPolicy) (*Handler,
 		t.Fatal(err)
 	}
 	return NewHandler(HandlerConfig{
-		ServiceAccounts:       staticSAs{"ns/wi": testSA("wi", map[string]string{ClientIDAnnotation: saClient})},
+		ServiceAccounts:       staticSAs{"ns/wi": testSA("wi", map[string]string{workloadidentity.ClientIDAnnotation: saClient})},
 		MissingServiceAccount: policy,
 		Metrics:               metrics,
 	}), reg

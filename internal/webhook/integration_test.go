@@ -22,8 +22,10 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -33,6 +35,7 @@ import (
 	"github.com/podid/podid/internal/servingcert"
 	"github.com/podid/podid/internal/testenv"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 var env *testenv.Env
@@ -83,8 +86,9 @@ func startWebhookWith(t *testing.T, ns string, mod func(*webhook.Config)) {
 	done := make(chan error, 1)
 	cfg := webhook.Config{
 		Kube:              e.Config,
-		Addr:              net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
-		ProbeAddr:         "127.0.0.1:0",
+		ListenAddr:        net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
+		HealthAddr:        "127.0.0.1:0",
+		MetricsAddr:       "127.0.0.1:0",
 		AuthorityHost:     authority,
 		DefaultTenantID:   defaultTenant,
 		Namespace:         certNS,
@@ -111,7 +115,7 @@ func startWebhookWith(t *testing.T, ns string, mod func(*webhook.Config)) {
 	// Ready when a dry-run create of a selected pod comes back mutated:
 	// the server listens, its certificate is in the caBundle, and the API
 	// server's webhook configuration is current.
-	createSA(t, ns, "probe", map[string]string{webhook.ClientIDAnnotation: "probe"})
+	createSA(t, ns, "probe", map[string]string{workloadidentity.ClientIDAnnotation: "probe"})
 	probe := selectedPod("probe", "probe")
 	probe.Namespace = ns
 	eventually(t, 30*time.Second, func() error {
@@ -138,7 +142,7 @@ func createSA(t *testing.T, ns, name string, anns map[string]string) {
 	t.Helper()
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 		Name: name, Namespace: ns, Annotations: anns,
-		Labels: map[string]string{webhook.UseLabel: "true"},
+		Labels: map[string]string{workloadidentity.UseLabel: "true"},
 	}}
 	if err := env.Client.Create(t.Context(), sa); err != nil {
 		t.Fatal(err)
@@ -162,7 +166,7 @@ func waitSA(t *testing.T, ns, name string) {
 
 func selectedPod(name, sa string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{webhook.UseLabel: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{workloadidentity.UseLabel: "true"}},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: sa,
 			Containers:         []corev1.Container{{Name: "app", Image: "registry.local/app:1"}},
@@ -238,10 +242,10 @@ func env1(c corev1.Container) map[string]string {
 func assertInjected(t *testing.T, c corev1.Container, clientID, tenant string) {
 	t.Helper()
 	want := map[string]string{
-		webhook.EnvFederatedTokenFile: webhook.TokenFile,
-		webhook.EnvAuthorityHost:      authority,
-		webhook.EnvTenantID:           tenant,
-		webhook.EnvClientID:           clientID,
+		workloadidentity.EnvFederatedTokenFile: workloadidentity.TokenFile,
+		workloadidentity.EnvAuthorityHost:      authority,
+		workloadidentity.EnvTenantID:           tenant,
+		workloadidentity.EnvClientID:           clientID,
 	}
 	got := env1(c)
 	for k, v := range want {
@@ -256,7 +260,7 @@ func assertInjected(t *testing.T, c corev1.Container, clientID, tenant string) {
 	}
 	n := 0
 	for _, m := range c.VolumeMounts {
-		if m.Name == webhook.TokenVolumeName && m.MountPath == webhook.TokenDir && m.ReadOnly {
+		if m.Name == workloadidentity.TokenVolumeName && m.MountPath == workloadidentity.TokenDir && m.ReadOnly {
 			n++
 		}
 	}
@@ -273,7 +277,7 @@ func assertNotInjected(t *testing.T, c corev1.Container) {
 		}
 	}
 	for _, m := range c.VolumeMounts {
-		if m.Name == webhook.TokenVolumeName {
+		if m.Name == workloadidentity.TokenVolumeName {
 			t.Errorf("container %s got the token mount", c.Name)
 		}
 	}
@@ -282,9 +286,9 @@ func assertNotInjected(t *testing.T, c corev1.Container) {
 func tokenExpiration(t *testing.T, p *corev1.Pod) int64 {
 	t.Helper()
 	for _, v := range p.Spec.Volumes {
-		if v.Name == webhook.TokenVolumeName && v.Projected != nil && len(v.Projected.Sources) == 1 {
+		if v.Name == workloadidentity.TokenVolumeName && v.Projected != nil && len(v.Projected.Sources) == 1 {
 			s := v.Projected.Sources[0].ServiceAccountToken
-			if s == nil || s.Audience != webhook.TokenAudience || s.Path != webhook.TokenFileName || s.ExpirationSeconds == nil {
+			if s == nil || s.Audience != workloadidentity.TokenAudience || s.Path != workloadidentity.TokenFileName || s.ExpirationSeconds == nil {
 				t.Fatalf("token volume = %+v", v)
 			}
 			return *s.ExpirationSeconds
@@ -298,7 +302,7 @@ func TestIntegrationBarePod(t *testing.T) {
 	e := env.Need(t)
 	ns := e.Namespace(t)
 	startWebhook(t, ns, webhook.MissingServiceAccountDeny)
-	createSA(t, ns, "wi", map[string]string{webhook.ClientIDAnnotation: "client-1", webhook.TenantIDAnnotation: "tenant-1"})
+	createSA(t, ns, "wi", map[string]string{workloadidentity.ClientIDAnnotation: "client-1", workloadidentity.TenantIDAnnotation: "tenant-1"})
 
 	pod := selectedPod("bare", "wi")
 	if err := createPod(t, ns, pod); err != nil {
@@ -353,9 +357,9 @@ func TestIntegrationDeploymentGenerateName(t *testing.T) {
 	e := env.Need(t)
 	ns := e.Namespace(t)
 	startWebhook(t, ns, webhook.MissingServiceAccountDeny)
-	createSA(t, ns, "workload-identity-sa", map[string]string{webhook.ClientIDAnnotation: "client-dep"})
+	createSA(t, ns, "workload-identity-sa", map[string]string{workloadidentity.ClientIDAnnotation: "client-dep"})
 
-	labels := map[string]string{"app": "web", webhook.UseLabel: "true"}
+	labels := map[string]string{"app": "web", workloadidentity.UseLabel: "true"}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
@@ -393,17 +397,17 @@ func TestIntegrationInitContainersSkipUserEnvProxy(t *testing.T) {
 	e := env.Need(t)
 	ns := e.Namespace(t)
 	startWebhook(t, ns, webhook.MissingServiceAccountDeny)
-	createSA(t, ns, "wi", map[string]string{webhook.ClientIDAnnotation: "client-2", webhook.TokenExpirationAnnotation: "86400"})
+	createSA(t, ns, "wi", map[string]string{workloadidentity.ClientIDAnnotation: "client-2", workloadidentity.TokenExpirationAnnotation: "86400"})
 
 	pod := selectedPod("multi", "wi")
 	pod.Annotations = map[string]string{
-		webhook.SkipContainersAnnotation:     "istio-proxy; init-skip",
-		webhook.TokenExpirationAnnotation:    "7200",
-		webhook.InjectProxySidecarAnnotation: "true",
+		workloadidentity.SkipContainersAnnotation:     "istio-proxy; init-skip",
+		workloadidentity.TokenExpirationAnnotation:    "7200",
+		workloadidentity.InjectProxySidecarAnnotation: "true",
 	}
 	pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "x"}, {Name: "init-skip", Image: "x"}}
 	pod.Spec.Containers = []corev1.Container{
-		{Name: "app", Image: "x", Env: []corev1.EnvVar{{Name: webhook.EnvClientID, Value: "users-own"}, {Name: "OTHER", Value: "1"}}},
+		{Name: "app", Image: "x", Env: []corev1.EnvVar{{Name: workloadidentity.EnvClientID, Value: "users-own"}, {Name: "OTHER", Value: "1"}}},
 		{Name: "istio-proxy", Image: "x"},
 	}
 	if err := createPod(t, ns, pod); err != nil {
@@ -414,7 +418,7 @@ func TestIntegrationInitContainersSkipUserEnvProxy(t *testing.T) {
 	assertNotInjected(t, got.Spec.InitContainers[1])
 	assertNotInjected(t, got.Spec.Containers[1])
 	assertInjected(t, got.Spec.Containers[0], "users-own", defaultTenant)
-	if env1(got.Spec.Containers[0])["OTHER"] != "1" || got.Spec.Containers[0].Env[0].Name != webhook.EnvClientID {
+	if env1(got.Spec.Containers[0])["OTHER"] != "1" || got.Spec.Containers[0].Env[0].Name != workloadidentity.EnvClientID {
 		t.Errorf("user env reordered or lost: %+v", got.Spec.Containers[0].Env)
 	}
 	if exp := tokenExpiration(t, got); exp != 7200 {
@@ -430,7 +434,7 @@ func TestIntegrationDenials(t *testing.T) {
 	ns := e.Namespace(t)
 	startWebhook(t, ns, webhook.MissingServiceAccountDeny)
 	createSA(t, ns, "wi", nil)
-	createSA(t, ns, "bad-exp", map[string]string{webhook.TokenExpirationAnnotation: "forever"})
+	createSA(t, ns, "bad-exp", map[string]string{workloadidentity.TokenExpirationAnnotation: "forever"})
 	waitSA(t, ns, "wi")
 	waitSA(t, ns, "bad-exp")
 
@@ -440,15 +444,15 @@ func TestIntegrationDenials(t *testing.T) {
 		want string
 	}{
 		{"pod expiration too short", func(p *corev1.Pod) {
-			p.Annotations = map[string]string{webhook.TokenExpirationAnnotation: "600"}
+			p.Annotations = map[string]string{workloadidentity.TokenExpirationAnnotation: "600"}
 		}, "must be an integer number of seconds in [3600, 86400]"},
 		{"pod expiration too long", func(p *corev1.Pod) {
-			p.Annotations = map[string]string{webhook.TokenExpirationAnnotation: "86401"}
+			p.Annotations = map[string]string{workloadidentity.TokenExpirationAnnotation: "86401"}
 		}, "[3600, 86400]"},
 		{"SA expiration not a number", func(p *corev1.Pod) { p.Spec.ServiceAccountName = "bad-exp" },
 			`ServiceAccount ` + ns + `/bad-exp annotation azure.workload.identity/service-account-token-expiration="forever"`},
 		{"proxy flag not boolean", func(p *corev1.Pod) {
-			p.Annotations = map[string]string{webhook.InjectProxySidecarAnnotation: "True"}
+			p.Annotations = map[string]string{workloadidentity.InjectProxySidecarAnnotation: "True"}
 		}, `must be "true" or "false"`},
 		{"missing SA", func(p *corev1.Pod) { p.Spec.ServiceAccountName = "nope" },
 			`ServiceAccount "nope" not found in namespace "` + ns + `"`},
@@ -505,7 +509,7 @@ func switchSA(w http.ResponseWriter, r *http.Request) {
 			patch, _ := json.Marshal([]map[string]any{
 				{"op": "replace", "path": "/spec/serviceAccountName", "value": to},
 				{"op": "replace", "path": "/spec/serviceAccount", "value": to},
-				{"op": "add", "path": "/metadata/labels/podid.test~1first-pass-client", "value": envValue(pod.Spec.Containers[0], webhook.EnvClientID)},
+				{"op": "add", "path": "/metadata/labels/podid.test~1first-pass-client", "value": envValue(pod.Spec.Containers[0], workloadidentity.EnvClientID)},
 			})
 			pt := admissionv1.PatchTypeJSONPatch
 			resp.Patch, resp.PatchType = patch, &pt
@@ -528,8 +532,8 @@ func TestIntegrationReinvocation(t *testing.T) {
 	e := env.Need(t)
 	ns := e.Namespace(t)
 	startWebhook(t, ns, webhook.MissingServiceAccountDeny)
-	createSA(t, ns, "first", map[string]string{webhook.ClientIDAnnotation: "client-first", webhook.TenantIDAnnotation: "tenant-first"})
-	createSA(t, ns, "second", map[string]string{webhook.ClientIDAnnotation: "client-second", webhook.TokenExpirationAnnotation: "5400"})
+	createSA(t, ns, "first", map[string]string{workloadidentity.ClientIDAnnotation: "client-first", workloadidentity.TenantIDAnnotation: "tenant-first"})
+	createSA(t, ns, "second", map[string]string{workloadidentity.ClientIDAnnotation: "client-second", workloadidentity.TokenExpirationAnnotation: "5400"})
 
 	ts := httptest.NewTLSServer(http.HandlerFunc(switchSA))
 	t.Cleanup(ts.Close)
@@ -561,7 +565,7 @@ func TestIntegrationReinvocation(t *testing.T) {
 	pod := selectedPod("switched", "first")
 	pod.Labels["podid.test/switch-to"] = "second"
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
-		Name: "own-tenant", Image: "x", Env: []corev1.EnvVar{{Name: webhook.EnvTenantID, Value: "users-tenant"}},
+		Name: "own-tenant", Image: "x", Env: []corev1.EnvVar{{Name: workloadidentity.EnvTenantID, Value: "users-tenant"}},
 	})
 	// Poll until the switcher's configuration is active in the API server.
 	eventually(t, 30*time.Second, func() error {
@@ -588,14 +592,14 @@ func TestIntegrationReinvocation(t *testing.T) {
 	// The first pass injected "first"'s values; the reinvocation moved
 	// exactly those to "second" and left the user's own tenant alone.
 	app, own := env1(got.Spec.Containers[0]), env1(got.Spec.Containers[1])
-	if app[webhook.EnvClientID] != "client-second" || own[webhook.EnvClientID] != "client-second" {
-		t.Errorf("client ids %q, %q; want client-second", app[webhook.EnvClientID], own[webhook.EnvClientID])
+	if app[workloadidentity.EnvClientID] != "client-second" || own[workloadidentity.EnvClientID] != "client-second" {
+		t.Errorf("client ids %q, %q; want client-second", app[workloadidentity.EnvClientID], own[workloadidentity.EnvClientID])
 	}
-	if app[webhook.EnvTenantID] != defaultTenant {
-		t.Errorf("app tenant = %q, want the default (second SA has none)", app[webhook.EnvTenantID])
+	if app[workloadidentity.EnvTenantID] != defaultTenant {
+		t.Errorf("app tenant = %q, want the default (second SA has none)", app[workloadidentity.EnvTenantID])
 	}
-	if own[webhook.EnvTenantID] != "users-tenant" {
-		t.Errorf("user's tenant changed to %q", own[webhook.EnvTenantID])
+	if own[workloadidentity.EnvTenantID] != "users-tenant" {
+		t.Errorf("user's tenant changed to %q", own[workloadidentity.EnvTenantID])
 	}
 	assertInjected(t, got.Spec.Containers[0], "client-second", defaultTenant)
 	if exp := tokenExpiration(t, got); exp != 5400 {
@@ -676,7 +680,7 @@ func TestIntegrationLeastPrivilegeRBAC(t *testing.T) {
 	applyManifest(t, "deploy/webhook/rbac.yaml")
 	applyManifest(t, "deploy/webhook/secret.yaml") // empty again: forces a fresh bootstrap
 	startWebhookWith(t, ns, asWebhookServiceAccount(e))
-	createSA(t, ns, "wi", map[string]string{webhook.ClientIDAnnotation: "client-rbac"})
+	createSA(t, ns, "wi", map[string]string{workloadidentity.ClientIDAnnotation: "client-rbac"})
 	pod := selectedPod("rbac", "wi")
 	if err := createPod(t, ns, pod); err != nil {
 		t.Fatal(err)
@@ -689,6 +693,42 @@ func TestIntegrationLeastPrivilegeRBAC(t *testing.T) {
 	if len(s.Data[servingcert.KeyCert]) == 0 {
 		t.Error("shipped Secret not filled")
 	}
+}
+
+// The mutating webhook's own role reads no pods: pod reads belong to the
+// token guard's role (rbac-tokenguard.yaml). A stolen webhook credential
+// without that binding cannot read pods.
+func TestIntegrationWebhookRoleReadsNoPods(t *testing.T) {
+	e := env.Need(t)
+	ns := e.Namespace(t)
+	ensureNamespace(t, certNS)
+	applyManifest(t, "deploy/webhook/rbac.yaml")
+	guard := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "podid-token-guard"}}
+	if err := e.Client.Delete(t.Context(), guard); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	target := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "victim", Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	if err := e.Client.Create(t.Context(), target); err != nil {
+		t.Fatal(err)
+	}
+	cfg := webhook.Config{}
+	asWebhookServiceAccount(e)(&cfg)
+	cs, err := kubernetes.NewForConfig(cfg.Kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.CoreV1().Pods(ns).Get(t.Context(), "victim", metav1.GetOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("webhook ServiceAccount without the token guard's role: GET pod = %v, want Forbidden", err)
+	}
+	// With the guard's role the same credential may: the denial above was
+	// the role's doing, not the impersonation's.
+	applyManifest(t, "deploy/webhook/rbac-tokenguard.yaml")
+	eventually(t, 10*time.Second, func() error {
+		_, err := cs.CoreV1().Pods(ns).Get(t.Context(), "victim", metav1.GetOptions{})
+		return err
+	})
 }
 
 // asWebhookServiceAccount makes webhook.Run act as the shipped

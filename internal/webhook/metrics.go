@@ -4,12 +4,16 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podid/podid/internal/admission"
 )
 
 // Outcome is the bounded label value of a handled request.
-type Outcome string
+type Outcome = admission.Outcome
 
-// Outcomes, the only values of the "outcome" label.
+// Outcomes of the mutating webhook; with the token guard's
+// (tokenguard.OutcomeAllowed, tokenguard.OutcomeDenied) the only values of
+// the "outcome" label.
 const (
 	OutcomeMutated          Outcome = "mutated"            // allowed with a patch
 	OutcomeUnchanged        Outcome = "unchanged"          // selected pod, nothing to change
@@ -17,10 +21,8 @@ const (
 	OutcomeMissingSADenied  Outcome = "missing_sa_denied"  // ServiceAccount not in cache, denied
 	OutcomeMissingSAAllowed Outcome = "missing_sa_allowed" // ServiceAccount not in cache, admitted as is
 	OutcomeInvalid          Outcome = "invalid"            // denied: bad annotation
-	OutcomeBadRequest       Outcome = "bad_request"        // not a valid AdmissionReview
-	OutcomeError            Outcome = "error"              // internal error
-	OutcomeTokenAllowed     Outcome = "token_allowed"      // token guard: agent's TokenRequest admitted
-	OutcomeTokenDenied      Outcome = "token_denied"       // token guard: agent's TokenRequest denied
+	OutcomeBadRequest               = admission.OutcomeBadRequest
+	OutcomeError                    = admission.OutcomeError
 )
 
 // Metrics are the webhook's Prometheus collectors. A nil *Metrics records
@@ -49,7 +51,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-func (m *Metrics) observe(o Outcome, d time.Duration) {
+// Observe implements admission.Observer.
+func (m *Metrics) Observe(o Outcome, d time.Duration) {
 	if m == nil {
 		return
 	}

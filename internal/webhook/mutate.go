@@ -9,17 +9,9 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-)
 
-// Labels and annotations read by the webhook (docs/contracts.md §5).
-const (
-	UseLabel                     = "azure.workload.identity/use"
-	ClientIDAnnotation           = "azure.workload.identity/client-id"
-	TenantIDAnnotation           = "azure.workload.identity/tenant-id"
-	TokenExpirationAnnotation    = "azure.workload.identity/service-account-token-expiration"
-	SkipContainersAnnotation     = "azure.workload.identity/skip-containers"
-	InjectProxySidecarAnnotation = "azure.workload.identity/inject-proxy-sidecar"
-	ProxySidecarPortAnnotation   = "azure.workload.identity/proxy-sidecar-port"
+	"github.com/podid/podid/internal/admission"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Annotations written by the webhook.
@@ -32,19 +24,8 @@ const (
 	InjectedAnnotation = "podid.dev/injected"
 )
 
-// Injected env vars, volume and paths.
+// The names the webhook reads and injects are in internal/workloadidentity.
 const (
-	EnvClientID           = "AZURE_CLIENT_ID"
-	EnvTenantID           = "AZURE_TENANT_ID"
-	EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
-	EnvAuthorityHost      = "AZURE_AUTHORITY_HOST"
-
-	TokenVolumeName = "azure-identity-token"
-	TokenDir        = "/var/run/secrets/azure/tokens"
-	TokenFileName   = "azure-identity-token"
-	TokenFile       = TokenDir + "/" + TokenFileName
-	TokenAudience   = "api://AzureADTokenExchange"
-
 	// DefaultAuthorityHost is Entra ID's public-cloud authority.
 	DefaultAuthorityHost = "https://login.microsoftonline.com/"
 
@@ -89,37 +70,25 @@ type injectedRecord struct {
 	Volume bool `json:"volume,omitempty"`
 }
 
-// ServiceAccountName is the pod's effective ServiceAccount name: an empty
-// name means "default".
-func ServiceAccountName(pod *corev1.Pod) string {
-	switch {
-	case pod.Spec.ServiceAccountName != "":
-		return pod.Spec.ServiceAccountName
-	case pod.Spec.DeprecatedServiceAccount != "":
-		return pod.Spec.DeprecatedServiceAccount
-	}
-	return "default"
-}
-
 // Selected reports whether the pod asks for workload identity.
 func Selected(pod *corev1.Pod) bool {
-	return pod.Labels[UseLabel] == "true"
+	return pod.Labels[workloadidentity.UseLabel] == "true"
 }
 
 // TokenExpiration returns the projected token lifetime in seconds: the pod
 // annotation wins over the ServiceAccount's, and the default is 3600.
 func TokenExpiration(pod *corev1.Pod, sa *corev1.ServiceAccount) (int64, error) {
-	v, from := pod.Annotations[TokenExpirationAnnotation], "pod"
-	if _, ok := pod.Annotations[TokenExpirationAnnotation]; !ok {
-		v, from = sa.Annotations[TokenExpirationAnnotation], "ServiceAccount "+sa.Namespace+"/"+sa.Name
-		if _, ok := sa.Annotations[TokenExpirationAnnotation]; !ok {
+	v, from := pod.Annotations[workloadidentity.TokenExpirationAnnotation], "pod"
+	if _, ok := pod.Annotations[workloadidentity.TokenExpirationAnnotation]; !ok {
+		v, from = sa.Annotations[workloadidentity.TokenExpirationAnnotation], "ServiceAccount "+sa.Namespace+"/"+sa.Name
+		if _, ok := sa.Annotations[workloadidentity.TokenExpirationAnnotation]; !ok {
 			return DefaultTokenExpiration, nil
 		}
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	if err != nil || n < MinTokenExpiration || n > MaxTokenExpiration {
 		return 0, invalidf("%s annotation %s=%q: must be an integer number of seconds in [%d, %d]",
-			from, TokenExpirationAnnotation, truncate(v), MinTokenExpiration, MaxTokenExpiration)
+			from, workloadidentity.TokenExpirationAnnotation, admission.Truncate(v), MinTokenExpiration, MaxTokenExpiration)
 	}
 	return n, nil
 }
@@ -136,18 +105,11 @@ func parseBool(annotations map[string]string, key string) (bool, error) {
 	case "false":
 		return false, nil
 	}
-	return false, invalidf("pod annotation %s=%q: must be \"true\" or \"false\"", key, truncate(v))
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
+	return false, invalidf("pod annotation %s=%q: must be \"true\" or \"false\"", key, admission.Truncate(v))
 }
 
 func skipSet(pod *corev1.Pod) map[string]bool {
-	v := pod.Annotations[SkipContainersAnnotation]
+	v := pod.Annotations[workloadidentity.SkipContainersAnnotation]
 	if v == "" {
 		return nil
 	}
@@ -169,14 +131,14 @@ func (m *Mutator) Patch(pod *corev1.Pod, sa *corev1.ServiceAccount) ([]Operation
 	if err != nil {
 		return nil, err
 	}
-	imds, err := parseBool(pod.Annotations, InjectProxySidecarAnnotation)
+	imds, err := parseBool(pod.Annotations, workloadidentity.InjectProxySidecarAnnotation)
 	if err != nil {
 		return nil, err
 	}
 	if imds {
-		if p, ok := pod.Annotations[ProxySidecarPortAnnotation]; ok {
+		if p, ok := pod.Annotations[workloadidentity.ProxySidecarPortAnnotation]; ok {
 			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return nil, invalidf("pod annotation %s=%q: must be a port number in [1, 65535]", ProxySidecarPortAnnotation, truncate(p))
+				return nil, invalidf("pod annotation %s=%q: must be a port number in [1, 65535]", workloadidentity.ProxySidecarPortAnnotation, admission.Truncate(p))
 			}
 		}
 	}
@@ -240,18 +202,18 @@ func (m *Mutator) env(sa *corev1.ServiceAccount) []envVar {
 	if authority == "" {
 		authority = DefaultAuthorityHost
 	}
-	tenant := sa.Annotations[TenantIDAnnotation]
+	tenant := sa.Annotations[workloadidentity.TenantIDAnnotation]
 	if tenant == "" {
 		tenant = m.DefaultTenantID
 	}
 	out := make([]envVar, 0, 4)
-	if id := sa.Annotations[ClientIDAnnotation]; id != "" {
-		out = append(out, envVar{EnvClientID, id})
+	if id := sa.Annotations[workloadidentity.ClientIDAnnotation]; id != "" {
+		out = append(out, envVar{workloadidentity.EnvClientID, id})
 	}
 	if tenant != "" {
-		out = append(out, envVar{EnvTenantID, tenant})
+		out = append(out, envVar{workloadidentity.EnvTenantID, tenant})
 	}
-	return append(out, envVar{EnvFederatedTokenFile, TokenFile}, envVar{EnvAuthorityHost, authority})
+	return append(out, envVar{workloadidentity.EnvFederatedTokenFile, workloadidentity.TokenFile}, envVar{workloadidentity.EnvAuthorityHost, authority})
 }
 
 // containerEnvOps appends the env operations for one container and returns
@@ -312,11 +274,11 @@ func containerEnvOps(ops []Operation, base string, c *corev1.Container, want []e
 
 func mountOps(ops []Operation, base string, c *corev1.Container) []Operation {
 	for _, vm := range c.VolumeMounts {
-		if vm.Name == TokenVolumeName || strings.TrimSuffix(vm.MountPath, "/") == TokenDir {
+		if vm.Name == workloadidentity.TokenVolumeName || strings.TrimSuffix(vm.MountPath, "/") == workloadidentity.TokenDir {
 			return ops
 		}
 	}
-	m := corev1.VolumeMount{Name: TokenVolumeName, MountPath: TokenDir, ReadOnly: true}
+	m := corev1.VolumeMount{Name: workloadidentity.TokenVolumeName, MountPath: workloadidentity.TokenDir, ReadOnly: true}
 	if len(c.VolumeMounts) == 0 {
 		return append(ops, Operation{Op: "add", Path: base + "/volumeMounts", Value: []corev1.VolumeMount{m}})
 	}
@@ -325,12 +287,12 @@ func mountOps(ops []Operation, base string, c *corev1.Container) []Operation {
 
 func tokenVolume(exp int64) corev1.Volume {
 	return corev1.Volume{
-		Name: TokenVolumeName,
+		Name: workloadidentity.TokenVolumeName,
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience:          TokenAudience,
+				Audience:          workloadidentity.TokenAudience,
 				ExpirationSeconds: &exp,
-				Path:              TokenFileName,
+				Path:              workloadidentity.TokenFileName,
 			}}},
 		}},
 	}
@@ -342,7 +304,7 @@ func tokenVolume(exp int64) corev1.Volume {
 func volumeOps(ops []Operation, vols []corev1.Volume, exp int64, prevOwned bool) ([]Operation, bool) {
 	for k := range vols {
 		v := &vols[k]
-		if v.Name != TokenVolumeName {
+		if v.Name != workloadidentity.TokenVolumeName {
 			continue
 		}
 		if !prevOwned {
@@ -352,13 +314,13 @@ func volumeOps(ops []Operation, vols []corev1.Volume, exp int64, prevOwned bool)
 		if p := v.Projected; p != nil {
 			for s := range p.Sources {
 				t := p.Sources[s].ServiceAccountToken
-				if t == nil || t.Path != TokenFileName {
+				if t == nil || t.Path != workloadidentity.TokenFileName {
 					continue
 				}
-				if t.Audience == TokenAudience && t.ExpirationSeconds != nil && *t.ExpirationSeconds == exp {
+				if t.Audience == workloadidentity.TokenAudience && t.ExpirationSeconds != nil && *t.ExpirationSeconds == exp {
 					return ops, true
 				}
-				if t.Audience == TokenAudience {
+				if t.Audience == workloadidentity.TokenAudience {
 					return append(ops, Operation{Op: "replace",
 						Path:  path + "/projected/sources/" + strconv.Itoa(s) + "/serviceAccountToken/expirationSeconds",
 						Value: exp}), true

@@ -9,6 +9,8 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 func testSA(name string, anns map[string]string) *corev1.ServiceAccount {
@@ -65,7 +67,7 @@ func envOf(c corev1.Container) map[string]string {
 
 func hasTokenMount(c corev1.Container) bool {
 	for _, m := range c.VolumeMounts {
-		if m.Name == TokenVolumeName && m.MountPath == TokenDir && m.ReadOnly {
+		if m.Name == workloadidentity.TokenVolumeName && m.MountPath == workloadidentity.TokenDir && m.ReadOnly {
 			return true
 		}
 	}
@@ -75,10 +77,10 @@ func hasTokenMount(c corev1.Container) bool {
 func tokenExp(t *testing.T, pod *corev1.Pod) int64 {
 	t.Helper()
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == TokenVolumeName && v.Projected != nil {
+		if v.Name == workloadidentity.TokenVolumeName && v.Projected != nil {
 			for _, s := range v.Projected.Sources {
 				if s.ServiceAccountToken != nil {
-					if s.ServiceAccountToken.Audience != TokenAudience || s.ServiceAccountToken.Path != TokenFileName {
+					if s.ServiceAccountToken.Audience != workloadidentity.TokenAudience || s.ServiceAccountToken.Path != workloadidentity.TokenFileName {
 						t.Fatalf("token projection = %+v", s.ServiceAccountToken)
 					}
 					return *s.ServiceAccountToken.ExpirationSeconds
@@ -97,10 +99,10 @@ const (
 
 func TestPatch(t *testing.T) {
 	m := &Mutator{AuthorityHost: "https://sts.podid.local/", DefaultTenantID: "default-tenant"}
-	sa := testSA("wi", map[string]string{ClientIDAnnotation: saClient, TenantIDAnnotation: saTenant})
+	sa := testSA("wi", map[string]string{workloadidentity.ClientIDAnnotation: saClient, workloadidentity.TenantIDAnnotation: saTenant})
 	wantEnv := map[string]string{
-		EnvClientID: saClient, EnvTenantID: saTenant,
-		EnvFederatedTokenFile: TokenFile, EnvAuthorityHost: "https://sts.podid.local/",
+		workloadidentity.EnvClientID: saClient, workloadidentity.EnvTenantID: saTenant,
+		workloadidentity.EnvFederatedTokenFile: workloadidentity.TokenFile, workloadidentity.EnvAuthorityHost: "https://sts.podid.local/",
 	}
 	for _, tt := range []struct {
 		name    string
@@ -156,14 +158,14 @@ func TestPatch(t *testing.T) {
 		check: func(t *testing.T, pod *corev1.Pod) {
 			c := pod.Spec.Containers[0]
 			env := envOf(c)
-			if env[EnvClientID] != "mine" || c.Env[1].ValueFrom == nil || env[EnvAuthorityHost] == "" || len(c.Env) != 4 {
+			if env[workloadidentity.EnvClientID] != "mine" || c.Env[1].ValueFrom == nil || env[workloadidentity.EnvAuthorityHost] == "" || len(c.Env) != 4 {
 				t.Errorf("env = %+v", c.Env)
 			}
 		},
 	}, {
 		name: "pod expiration annotation wins over the SA's",
 		pod:  `{"metadata":{"labels":{"azure.workload.identity/use":"true"},"annotations":{"azure.workload.identity/service-account-token-expiration":"7200"}},"spec":{"serviceAccountName":"wi","containers":[{"name":"app"}]}}`,
-		sa:   testSA("wi", map[string]string{ClientIDAnnotation: saClient, TokenExpirationAnnotation: "86400"}),
+		sa:   testSA("wi", map[string]string{workloadidentity.ClientIDAnnotation: saClient, workloadidentity.TokenExpirationAnnotation: "86400"}),
 		check: func(t *testing.T, pod *corev1.Pod) {
 			if got := tokenExp(t, pod); got != 7200 {
 				t.Errorf("expiration = %d", got)
@@ -172,12 +174,12 @@ func TestPatch(t *testing.T) {
 	}, {
 		name: "SA expiration and default tenant",
 		pod:  `{"metadata":{"labels":{"azure.workload.identity/use":"true"}},"spec":{"serviceAccountName":"wi","containers":[{"name":"app"}]}}`,
-		sa:   testSA("wi", map[string]string{ClientIDAnnotation: saClient, TokenExpirationAnnotation: "86400"}),
+		sa:   testSA("wi", map[string]string{workloadidentity.ClientIDAnnotation: saClient, workloadidentity.TokenExpirationAnnotation: "86400"}),
 		check: func(t *testing.T, pod *corev1.Pod) {
 			if got := tokenExp(t, pod); got != 86400 {
 				t.Errorf("expiration = %d", got)
 			}
-			if got := envOf(pod.Spec.Containers[0])[EnvTenantID]; got != "default-tenant" {
+			if got := envOf(pod.Spec.Containers[0])[workloadidentity.EnvTenantID]; got != "default-tenant" {
 				t.Errorf("tenant = %q", got)
 			}
 		},
@@ -188,7 +190,7 @@ func TestPatch(t *testing.T) {
 	}, {
 		name:    "expiration above range on the SA denied, naming the SA",
 		pod:     `{"metadata":{"labels":{"azure.workload.identity/use":"true"}},"spec":{"containers":[{"name":"app"}]}}`,
-		sa:      testSA("default", map[string]string{TokenExpirationAnnotation: "86401"}),
+		sa:      testSA("default", map[string]string{workloadidentity.TokenExpirationAnnotation: "86401"}),
 		wantErr: `ServiceAccount ns/default annotation`,
 	}, {
 		name:    "non-integer expiration denied",
@@ -224,7 +226,7 @@ func TestPatch(t *testing.T) {
 		sa:   testSA("default", nil),
 		check: func(t *testing.T, pod *corev1.Pod) {
 			env := envOf(pod.Spec.Containers[0])
-			if _, ok := env[EnvClientID]; ok || env[EnvFederatedTokenFile] != TokenFile {
+			if _, ok := env[workloadidentity.EnvClientID]; ok || env[workloadidentity.EnvFederatedTokenFile] != workloadidentity.TokenFile {
 				t.Errorf("env = %v", env)
 			}
 		},
@@ -298,9 +300,9 @@ func equalEnv(a, b map[string]string) bool {
 // and never touches the user's own.
 func TestPatchReinvocation(t *testing.T) {
 	m := &Mutator{}
-	saA := testSA("a", map[string]string{ClientIDAnnotation: "client-a", TenantIDAnnotation: "tenant-a"})
-	saB := testSA("b", map[string]string{ClientIDAnnotation: "client-b", TokenExpirationAnnotation: "7200"})
-	saC := testSA("c", map[string]string{TenantIDAnnotation: "tenant-c"})
+	saA := testSA("a", map[string]string{workloadidentity.ClientIDAnnotation: "client-a", workloadidentity.TenantIDAnnotation: "tenant-a"})
+	saB := testSA("b", map[string]string{workloadidentity.ClientIDAnnotation: "client-b", workloadidentity.TokenExpirationAnnotation: "7200"})
+	saC := testSA("c", map[string]string{workloadidentity.TenantIDAnnotation: "tenant-c"})
 	pod := `{"metadata":{"labels":{"azure.workload.identity/use":"true"}},"spec":{"serviceAccountName":"a","containers":[` +
 		`{"name":"app"},{"name":"user","env":[{"name":"AZURE_TENANT_ID","value":"users-own"}]}]}}`
 
@@ -321,14 +323,14 @@ func TestPatchReinvocation(t *testing.T) {
 	}
 	p := parsePod(t, second)
 	app, user := envOf(p.Spec.Containers[0]), envOf(p.Spec.Containers[1])
-	if app[EnvClientID] != "client-b" || user[EnvClientID] != "client-b" {
-		t.Errorf("client ids = %q, %q; want client-b", app[EnvClientID], user[EnvClientID])
+	if app[workloadidentity.EnvClientID] != "client-b" || user[workloadidentity.EnvClientID] != "client-b" {
+		t.Errorf("client ids = %q, %q; want client-b", app[workloadidentity.EnvClientID], user[workloadidentity.EnvClientID])
 	}
-	if _, ok := app[EnvTenantID]; ok {
-		t.Errorf("app tenant = %q; want removed (SA b has no tenant, no default)", app[EnvTenantID])
+	if _, ok := app[workloadidentity.EnvTenantID]; ok {
+		t.Errorf("app tenant = %q; want removed (SA b has no tenant, no default)", app[workloadidentity.EnvTenantID])
 	}
-	if user[EnvTenantID] != "users-own" {
-		t.Errorf("user's own tenant changed to %q", user[EnvTenantID])
+	if user[workloadidentity.EnvTenantID] != "users-own" {
+		t.Errorf("user's own tenant changed to %q", user[workloadidentity.EnvTenantID])
 	}
 	if got := tokenExp(t, p); got != 7200 {
 		t.Errorf("expiration = %d, want 7200", got)
@@ -345,7 +347,7 @@ func TestPatchReinvocation(t *testing.T) {
 	}
 	p = parsePod(t, third)
 	app, user = envOf(p.Spec.Containers[0]), envOf(p.Spec.Containers[1])
-	if _, ok := app[EnvClientID]; ok || app[EnvTenantID] != "tenant-c" || user[EnvTenantID] != "users-own" {
+	if _, ok := app[workloadidentity.EnvClientID]; ok || app[workloadidentity.EnvTenantID] != "tenant-c" || user[workloadidentity.EnvTenantID] != "users-own" {
 		t.Errorf("app env %v, user env %v", app, user)
 	}
 	if got := tokenExp(t, p); got != 3600 {
@@ -358,22 +360,11 @@ func TestPatchMalformedRecordOwnsNothing(t *testing.T) {
 	m := &Mutator{}
 	pod := `{"metadata":{"labels":{"azure.workload.identity/use":"true"},"annotations":{"podid.dev/injected":"{not json"}},` +
 		`"spec":{"containers":[{"name":"app","env":[{"name":"AZURE_CLIENT_ID","value":"mine"}]}]}}`
-	_, out, err := mutate(t, m, pod, testSA("default", map[string]string{ClientIDAnnotation: "sa"}))
+	_, out, err := mutate(t, m, pod, testSA("default", map[string]string{workloadidentity.ClientIDAnnotation: "sa"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := envOf(parsePod(t, out).Spec.Containers[0])[EnvClientID]; got != "mine" {
+	if got := envOf(parsePod(t, out).Spec.Containers[0])[workloadidentity.EnvClientID]; got != "mine" {
 		t.Errorf("client id = %q", got)
-	}
-}
-
-func TestServiceAccountName(t *testing.T) {
-	for _, tt := range []struct{ name, dep, want string }{
-		{"", "", "default"}, {"", "old", "old"}, {"new", "old", "new"},
-	} {
-		p := &corev1.Pod{Spec: corev1.PodSpec{ServiceAccountName: tt.name, DeprecatedServiceAccount: tt.dep}}
-		if got := ServiceAccountName(p); got != tt.want {
-			t.Errorf("ServiceAccountName(%q, %q) = %q", tt.name, tt.dep, got)
-		}
 	}
 }

@@ -6,19 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/podid/podid/internal/daemon"
 	"github.com/podid/podid/internal/servingcert"
+	"github.com/podid/podid/internal/tokenguard"
 )
 
 // Config is everything Run needs. Zero values get the defaults noted.
@@ -27,11 +24,12 @@ type Config struct {
 	// of the token guard, Secret, webhook configurations).
 	Kube *rest.Config
 
-	// Addr is the HTTPS listen address (default ":9443").
-	Addr string
-	// ProbeAddr serves /healthz, /readyz and /metrics over plain HTTP
-	// (default ":8081").
-	ProbeAddr string
+	// ListenAddr is the HTTPS listen address (default ":9443").
+	ListenAddr string
+	// HealthAddr serves /healthz and /readyz, MetricsAddr /metrics, and
+	// DebugAddr net/http/pprof, over plain HTTP; empty disables, equal
+	// addresses share a listener.
+	HealthAddr, MetricsAddr, DebugAddr string
 	// MinTLSVersion defaults to TLS 1.2.
 	MinTLSVersion uint16
 
@@ -51,7 +49,7 @@ type Config struct {
 	WebhookConfigName string
 	// ValidatingWebhookConfigName is the ValidatingWebhookConfiguration of
 	// the agent token guard whose caBundle is kept in sync (empty: not
-	// managed). The guard is served at TokenGuardPath either way.
+	// managed). The guard is served at tokenguard.Path either way.
 	ValidatingWebhookConfigName string
 	// CertHosts are the certificate's DNS names / IPs, typically
 	// <service>.<namespace>.svc.
@@ -59,8 +57,8 @@ type Config struct {
 	// CertValidity and CertRotateBefore tune rotation (servingcert.Config).
 	CertValidity, CertRotateBefore time.Duration
 
-	// Registry receives the metrics and is served at /metrics (default: a
-	// new registry with the Go and process collectors).
+	// Registry receives the metrics and is served at /metrics (default:
+	// daemon.NewRegistry()).
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 }
@@ -102,11 +100,8 @@ func Run(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("webhook config: %w", err)
 	}
-	if c.Addr == "" {
-		c.Addr = ":9443"
-	}
-	if c.ProbeAddr == "" {
-		c.ProbeAddr = ":8081"
+	if c.ListenAddr == "" {
+		c.ListenAddr = ":9443"
 	}
 	log := c.Logger
 	if log == nil {
@@ -114,12 +109,11 @@ func Run(ctx context.Context, c Config) error {
 	}
 	reg := c.Registry
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = daemon.NewRegistry()
 	}
 	metrics, err := NewMetrics(reg)
 	if err != nil {
-		return fmt.Errorf("register metrics: %w", err)
+		return fmt.Errorf("webhook: %w", err)
 	}
 	cs, err := kubernetes.NewForConfig(c.Kube)
 	if err != nil {
@@ -144,9 +138,9 @@ func Run(ctx context.Context, c Config) error {
 		Metrics:               metrics,
 		Logger:                log,
 	})
-	guard := NewTokenGuard(TokenGuardConfig{Pods: LivePods{Client: cs}, Metrics: metrics, Logger: log})
+	guard := tokenguard.New(tokenguard.Config{Pods: tokenguard.LivePods{Client: cs}, Observer: metrics, Logger: log})
 	server := NewServer(ServerConfig{
-		Addr:           c.Addr,
+		Addr:           c.ListenAddr,
 		Handler:        handler,
 		TokenGuard:     guard,
 		GetCertificate: certs.GetCertificate,
@@ -154,10 +148,7 @@ func Run(ctx context.Context, c Config) error {
 		Logger:         log,
 	})
 
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return sas.Run(ctx) })
-	g.Go(func() error { return certs.Run(ctx) })
-	g.Go(func() error {
+	serveWhenReady := func(ctx context.Context) error {
 		if err := sas.WaitForSync(ctx); err != nil {
 			return ignoreCanceled(ctx, err)
 		}
@@ -165,11 +156,16 @@ func Run(ctx context.Context, c Config) error {
 			return ignoreCanceled(ctx, err)
 		}
 		return server.ListenAndServe(ctx)
-	})
-	g.Go(func() error {
-		return serveProbes(ctx, c.ProbeAddr, reg, func() bool { return sas.HasSynced() && certs.Ready() }, log)
-	})
-	return g.Wait()
+	}
+	return daemon.Run(ctx, daemon.Config{
+		HealthAddr: c.HealthAddr, MetricsAddr: c.MetricsAddr, DebugAddr: c.DebugAddr, Registry: reg, Logger: log,
+		Ready: func() error {
+			if !sas.HasSynced() || !certs.Ready() {
+				return errors.New("ServiceAccount cache or serving certificate pending")
+			}
+			return nil
+		},
+	}, sas.Run, certs.Run, serveWhenReady)
 }
 
 func ignoreCanceled(ctx context.Context, err error) error {
@@ -177,24 +173,4 @@ func ignoreCanceled(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-func serveProbes(ctx context.Context, addr string, g prometheus.Gatherer, ready func() bool, log *slog.Logger) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready: ServiceAccount cache or serving certificate pending", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
-	return serve(ctx, srv, func() error { return srv.Serve(ln) }, log, "probe", ln.Addr())
 }

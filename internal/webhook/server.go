@@ -3,12 +3,14 @@ package webhook
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/podid/podid/internal/daemon"
+	"github.com/podid/podid/internal/tokenguard"
 )
 
 // Path is where the webhook serves AdmissionReviews.
@@ -20,7 +22,7 @@ type ServerConfig struct {
 	Addr string
 	// Handler serves AdmissionReviews at Path.
 	Handler http.Handler
-	// TokenGuard, if set, serves AdmissionReviews at TokenGuardPath.
+	// TokenGuard, if set, serves AdmissionReviews at tokenguard.Path.
 	TokenGuard http.Handler
 	// GetCertificate returns the serving certificate.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
@@ -56,12 +58,13 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve serves on ln until ctx ends; it closes ln.
+// Serve serves on ln until ctx ends, then shuts down as every podid server
+// does (daemon.ServeListener); it closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle(Path, s.cfg.Handler)
 	if s.cfg.TokenGuard != nil {
-		mux.Handle(TokenGuardPath, s.cfg.TokenGuard)
+		mux.Handle(tokenguard.Path, s.cfg.TokenGuard)
 	}
 	srv := &http.Server{
 		Handler: mux,
@@ -76,29 +79,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	return serve(ctx, srv, func() error { return srv.ServeTLS(ln, "", "") }, s.cfg.Logger, "webhook", ln.Addr())
-}
-
-// serve runs start until ctx ends, then shuts srv down within 10 seconds.
-func serve(ctx context.Context, srv *http.Server, start func() error, log *slog.Logger, what string, addr net.Addr) error {
-	errc := make(chan error, 1)
-	go func() { errc <- start() }()
-	log.Info("serving", "server", what, "addr", addr.String())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("%s server: %w", what, err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("%s server shutdown: %w", what, err)
-	}
-	return nil
+	return daemon.ServeListener(ctx, s.cfg.Logger, "webhook", ln, srv)
 }

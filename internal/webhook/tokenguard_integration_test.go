@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // TestIntegrationTokenGuard proves the node scoping of the agent's
@@ -32,6 +33,7 @@ func TestIntegrationTokenGuard(t *testing.T) {
 	ensureNamespace(t, certNS)
 	applyManifest(t, "deploy/agent/rbac.yaml")
 	applyManifest(t, "deploy/webhook/rbac.yaml")
+	applyManifest(t, "deploy/webhook/rbac-tokenguard.yaml")
 	applyManifest(t, "deploy/webhook/secret.yaml") // the shipped RBAC may update it, not create it
 	startWebhookWith(t, ns, asWebhookServiceAccount(e))
 
@@ -74,7 +76,7 @@ func TestIntegrationTokenGuard(t *testing.T) {
 	request := func(cs *kubernetes.Clientset, sa, name string, uid types.UID) error {
 		secs := int64(600)
 		_, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-			Audiences: []string{token.ExchangeAudience}, ExpirationSeconds: &secs,
+			Audiences: []string{workloadidentity.TokenAudience}, ExpirationSeconds: &secs,
 			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: name, UID: uid},
 		}}, metav1.CreateOptions{})
 		return err
@@ -89,7 +91,7 @@ func TestIntegrationTokenGuard(t *testing.T) {
 
 	// Allowed: exactly what the agent does for a pod on its node.
 	kr := token.KubeTokenRequester{Client: agent}
-	if _, err := kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: here.Name, UID: here.UID, ServiceAccount: "app"}, token.ExchangeAudience, 600); err != nil {
+	if _, err := kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: here.Name, UID: here.UID, ServiceAccount: "app"}, workloadidentity.TokenAudience, 600); err != nil {
 		t.Fatalf("the agent's TokenRequest for a pod on its own node was refused: %v", err)
 	}
 	// Not the agent: not sent to the guard (the kubelet of node-b, say).
@@ -131,7 +133,7 @@ func TestIntegrationTokenGuard(t *testing.T) {
 		{Namespace: ns, Name: "nope", UID: "00000000-0000-0000-0000-000000000001", ServiceAccount: "app"},
 		{Namespace: ns, Name: here.Name, UID: "00000000-0000-0000-0000-000000000000", ServiceAccount: "app"},
 	} {
-		_, err := kr.RequestToken(ctx, p, token.ExchangeAudience, 600)
+		_, err := kr.RequestToken(ctx, p, workloadidentity.TokenAudience, 600)
 		var te *token.Error
 		if !errors.As(err, &te) || te.Reason != token.ReasonPodGone {
 			t.Errorf("agent's TokenRequest for %s/%s (uid %s): %v, want reason %s", p.Namespace, p.Name, p.UID, err, token.ReasonPodGone)

@@ -279,9 +279,9 @@ func deployWebhook(ctx context.Context, t *testing.T, c *framework.Cluster) {
 		ctr.Image = "localhost/podid:dev"
 		ctr.ImagePullPolicy = corev1.PullIfNotPresent
 		args := slices.DeleteFunc(slices.Clone(ctr.Args), func(a string) bool {
-			return strings.HasPrefix(a, "--authority-host=") || strings.HasPrefix(a, "--tenant-id=")
+			return strings.HasPrefix(a, "--authority=") || strings.HasPrefix(a, "--authority-host=") || strings.HasPrefix(a, "--tenant-id=")
 		})
-		ctr.Args = append(args, "--authority-host="+stsAuthority, "--tenant-id="+wiTenantID)
+		ctr.Args = append(args, "--authority="+stsAuthority, "--tenant-id="+wiTenantID)
 		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&d)
 		must(t, err)
 		o.Object = m

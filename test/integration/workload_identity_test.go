@@ -42,6 +42,7 @@ import (
 	"github.com/podid/podid/internal/sts/tokenverify"
 	"github.com/podid/podid/internal/testenv"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 var env *testenv.Env
@@ -222,8 +223,9 @@ func startWebhook(t *testing.T, e *testenv.Env, authority, tenant string) {
 	o := e.Env.WebhookInstallOptions
 	cfg := webhook.Config{
 		Kube:              e.Config,
-		Addr:              net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
-		ProbeAddr:         "127.0.0.1:0",
+		ListenAddr:        net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
+		HealthAddr:        "127.0.0.1:0",
+		MetricsAddr:       "127.0.0.1:0",
 		AuthorityHost:     authority,
 		DefaultTenantID:   tenant,
 		Namespace:         webhookNamespace,
@@ -364,7 +366,7 @@ func assertInjected(t *testing.T, pod *corev1.Pod, s *stack, clientID string) (m
 	}
 	var proj tokenProjection
 	for _, m := range c.VolumeMounts {
-		if m.Name != webhook.TokenVolumeName {
+		if m.Name != workloadidentity.TokenVolumeName {
 			continue
 		}
 		if !m.ReadOnly || m.MountPath != "/var/run/secrets/azure/tokens" {
@@ -373,7 +375,7 @@ func assertInjected(t *testing.T, pod *corev1.Pod, s *stack, clientID string) (m
 		proj.mountPath = m.MountPath
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name != webhook.TokenVolumeName {
+		if v.Name != workloadidentity.TokenVolumeName {
 			continue
 		}
 		if v.Projected == nil || len(v.Projected.Sources) != 1 || v.Projected.Sources[0].ServiceAccountToken == nil {

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // PodTimeout bounds how long a pod may take to become Ready. First pods on a warm
@@ -25,9 +27,9 @@ const PodTimeout = 90 * time.Second
 
 // Where the workload-identity convention puts the projected token.
 const (
-	TokenExchangeAudience = "api://AzureADTokenExchange"
-	AzureTokenDir         = "/var/run/secrets/azure/tokens"
-	AzureTokenFile        = AzureTokenDir + "/azure-identity-token"
+	TokenExchangeAudience = workloadidentity.TokenAudience
+	AzureTokenDir         = workloadidentity.TokenDir
+	AzureTokenFile        = workloadidentity.TokenFile
 )
 
 // TestClientPod returns a pod running the test client (`testclient sleep`) from

@@ -1,4 +1,10 @@
-package webhook
+// Package tokenguard is a validating admission endpoint that scopes the
+// node agent's credential to its node: a TokenRequest by the agent is
+// admitted only for a pod on the agent's own node, bound to that pod by
+// name and UID and of the pod's service account. The webhook process
+// serves it at Path next to the mutating webhook; its RBAC is its own
+// (deploy/webhook/rbac-tokenguard.yaml: get pods).
+package tokenguard
 
 import (
 	"context"
@@ -14,10 +20,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	sigsjson "sigs.k8s.io/json"
+
+	"github.com/podid/podid/internal/admission"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
-// TokenGuardPath is where the token-request guard serves AdmissionReviews.
-const TokenGuardPath = "/validate-agent-token-request"
+// Path is where the guard serves AdmissionReviews.
+const Path = "/validate-agent-token-request"
+
+// Outcomes of a reviewed TokenRequest (label values of the admission metric).
+const (
+	OutcomeAllowed admission.Outcome = "token_allowed" // agent's TokenRequest admitted
+	OutcomeDenied  admission.Outcome = "token_denied"  // agent's TokenRequest denied
+)
 
 // NodeNameExtra is the user-info extra the API server sets for a request
 // authenticated with a service-account token bound to a pod on a node.
@@ -40,7 +55,7 @@ func (l LivePods) Pod(ctx context.Context, namespace, name string) (*corev1.Pod,
 	return l.Client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
-// TokenGuard is a validating admission endpoint for `create
+// Guard is a validating admission endpoint for `create
 // serviceaccounts/token` by the node agent (the webhook configuration's
 // matchConditions select the agent's requests; nothing else reaches it).
 // It admits a TokenRequest only if the requester authenticated with a
@@ -50,27 +65,27 @@ func (l LivePods) Pod(ctx context.Context, namespace, name string) (*corev1.Pod,
 // other nodes — which neither RBAC nor a ValidatingAdmissionPolicy can
 // express, because admission of serviceaccounts/token runs before the API
 // server looks the bound pod up.
-type TokenGuard struct {
+type Guard struct {
 	pods    Pods
 	timeout time.Duration
-	metrics *Metrics
+	obs     admission.Observer
 	log     *slog.Logger
 }
 
-// TokenGuardConfig assembles a TokenGuard.
-type TokenGuardConfig struct {
+// Config assembles a Guard.
+type Config struct {
 	Pods Pods
 	// Timeout bounds the pod lookup (default 3s: inside the webhook
 	// configuration's 5s timeoutSeconds, so a slow lookup denies clearly
 	// instead of the API server timing the call out).
-	Timeout time.Duration
-	Metrics *Metrics     // optional
-	Logger  *slog.Logger // optional
+	Timeout  time.Duration
+	Observer admission.Observer // optional: records each answer
+	Logger   *slog.Logger       // optional
 }
 
-// NewTokenGuard assembles a TokenGuard; it does no I/O.
-func NewTokenGuard(c TokenGuardConfig) *TokenGuard {
-	g := &TokenGuard{pods: c.Pods, timeout: c.Timeout, metrics: c.Metrics, log: c.Logger}
+// New assembles a Guard; it does no I/O.
+func New(c Config) *Guard {
+	g := &Guard{pods: c.Pods, timeout: c.Timeout, obs: c.Observer, log: c.Logger}
 	if g.timeout <= 0 {
 		g.timeout = 3 * time.Second
 	}
@@ -80,8 +95,8 @@ func NewTokenGuard(c TokenGuardConfig) *TokenGuard {
 	return g
 }
 
-func (g *TokenGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	serveAdmission(w, r, g.metrics, g.log, g.Review)
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	admission.Serve(w, r, g.obs, g.log, g.Review)
 }
 
 var (
@@ -92,16 +107,16 @@ var (
 // Review answers one admission request. Anything but CREATE of
 // serviceaccounts/token is denied: the guard is only ever configured for
 // that, and a misrouted request should be loud, not silently admitted.
-func (g *TokenGuard) Review(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
+func (g *Guard) Review(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, admission.Outcome) {
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
-	denied := func(code int32, format string, args ...any) (*admissionv1.AdmissionResponse, Outcome) {
-		return deny(resp, code, "podid token guard: "+fmt.Sprintf(format, args...)), OutcomeTokenDenied
+	denied := func(code int32, format string, args ...any) (*admissionv1.AdmissionResponse, admission.Outcome) {
+		return admission.Deny(resp, code, "podid token guard: "+fmt.Sprintf(format, args...)), OutcomeDenied
 	}
 	if req.Kind != tokenRequestKind || req.Resource != saResource || req.SubResource != "token" || req.Operation != admissionv1.Create {
 		return denied(http.StatusBadRequest, "only CREATE of serviceaccounts/token (authentication.k8s.io/v1 TokenRequest) is reviewed here, got %s %s/%s %s",
-			req.Operation, truncate(req.Resource.Resource), truncate(req.SubResource), truncate(req.Kind.Kind))
+			req.Operation, admission.Truncate(req.Resource.Resource), admission.Truncate(req.SubResource), admission.Truncate(req.Kind.Kind))
 	}
-	user := truncate(req.UserInfo.Username)
+	user := admission.Truncate(req.UserInfo.Username)
 	nodes := req.UserInfo.Extra[NodeNameExtra]
 	if len(nodes) != 1 || nodes[0] == "" {
 		return denied(http.StatusForbidden, "%s must authenticate with the service-account token bound to its own pod on a node (no %s in its credential)", user, NodeNameExtra)
@@ -123,13 +138,13 @@ func (g *TokenGuard) Review(ctx context.Context, req *admissionv1.AdmissionReque
 		// NotFound and Conflict (below) as the API server itself answers a
 		// token bound to a gone or replaced pod, so the agent tells "the
 		// caller's pod is gone" from a refusal.
-		return denied(http.StatusNotFound, "pod %s/%s does not exist", req.Namespace, truncate(ref.Name))
+		return denied(http.StatusNotFound, "pod %s/%s does not exist", req.Namespace, admission.Truncate(ref.Name))
 	case err != nil:
 		g.log.Error("token guard: read pod", "namespace", req.Namespace, "pod", ref.Name, "err", err)
-		return denied(http.StatusServiceUnavailable, "could not read pod %s/%s to check its node; retry", req.Namespace, truncate(ref.Name))
+		return denied(http.StatusServiceUnavailable, "could not read pod %s/%s to check its node; retry", req.Namespace, admission.Truncate(ref.Name))
 	}
 	if pod.UID != ref.UID {
-		return denied(http.StatusConflict, "pod %s/%s is %s, not %s (deleted and replaced)", req.Namespace, pod.Name, pod.UID, truncate(string(ref.UID)))
+		return denied(http.StatusConflict, "pod %s/%s is %s, not %s (deleted and replaced)", req.Namespace, pod.Name, pod.UID, admission.Truncate(string(ref.UID)))
 	}
 	if pod.Spec.NodeName != node {
 		where := "is not scheduled"
@@ -138,10 +153,10 @@ func (g *TokenGuard) Review(ctx context.Context, req *admissionv1.AdmissionReque
 		}
 		return denied(http.StatusForbidden, "pod %s/%s %s; %s on node %s may only request tokens for pods on its own node", req.Namespace, pod.Name, where, user, node)
 	}
-	if sa := ServiceAccountName(pod); sa != req.Name {
-		return denied(http.StatusForbidden, "pod %s/%s runs as service account %q, not %q", req.Namespace, pod.Name, sa, truncate(req.Name))
+	if sa := workloadidentity.ServiceAccountName(pod); sa != req.Name {
+		return denied(http.StatusForbidden, "pod %s/%s runs as service account %q, not %q", req.Namespace, pod.Name, sa, admission.Truncate(req.Name))
 	}
-	return resp, OutcomeTokenAllowed
+	return resp, OutcomeAllowed
 }
 
 var _ Pods = LivePods{}

@@ -1,4 +1,4 @@
-package webhook
+package tokenguard
 
 import (
 	"context"
@@ -102,7 +102,7 @@ func TestTokenGuardReview(t *testing.T) {
 			if p == nil {
 				p = pods
 			}
-			resp, outcome := NewTokenGuard(TokenGuardConfig{Pods: p}).Review(t.Context(), req)
+			resp, outcome := New(Config{Pods: p}).Review(t.Context(), req)
 			if resp.UID != req.UID {
 				t.Errorf("response UID %q, want %q", resp.UID, req.UID)
 			}
@@ -110,13 +110,13 @@ func TestTokenGuardReview(t *testing.T) {
 				t.Fatalf("allowed = %v (%+v), want %v", resp.Allowed, resp.Result, tt.allowed)
 			}
 			if tt.allowed {
-				if outcome != OutcomeTokenAllowed || resp.Result != nil || resp.Patch != nil {
+				if outcome != OutcomeAllowed || resp.Result != nil || resp.Patch != nil {
 					t.Errorf("allowed response: outcome %s, result %+v, patch %q", outcome, resp.Result, resp.Patch)
 				}
 				return
 			}
-			if outcome != OutcomeTokenDenied {
-				t.Errorf("outcome = %s, want %s", outcome, OutcomeTokenDenied)
+			if outcome != OutcomeDenied {
+				t.Errorf("outcome = %s, want %s", outcome, OutcomeDenied)
 			}
 			if resp.Result == nil || resp.Result.Code != tt.code || !strings.HasPrefix(resp.Result.Message, "podid token guard: ") || !strings.Contains(resp.Result.Message, tt.want) {
 				t.Fatalf("result = %+v, want code %d and message containing %q", resp.Result, tt.code, tt.want)
@@ -128,7 +128,7 @@ func TestTokenGuardReview(t *testing.T) {
 // The guard shares the webhook's HTTP envelope: bounded, strictly decoded,
 // JSON only.
 func TestTokenGuardServeHTTPRejectsBadRequests(t *testing.T) {
-	g := NewTokenGuard(TokenGuardConfig{Pods: podMap{}})
+	g := New(Config{Pods: podMap{}})
 	for _, tt := range []struct {
 		name, method, ctype, body string
 		want                      int
@@ -140,7 +140,7 @@ func TestTokenGuardServeHTTPRejectsBadRequests(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			r := httptest.NewRequest(tt.method, TokenGuardPath, strings.NewReader(tt.body))
+			r := httptest.NewRequest(tt.method, Path, strings.NewReader(tt.body))
 			r.Header.Set("Content-Type", tt.ctype)
 			g.ServeHTTP(rec, r)
 			if rec.Code != tt.want {
