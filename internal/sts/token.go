@@ -284,7 +284,9 @@ func (s *Server) checkFederatedAssertion(ctx context.Context, client *store.Prin
 		return errSignature("the key was not found in the issuer's JWKS")
 	case err != nil:
 		s.log.Warn("external issuer metadata fetch failed", "issuer", a.claims.Iss, "err", err)
-		return newErr(400, "invalid_request", CodeExternalOIDC, "Request to External OIDC endpoint failed.")
+		// Only issuers an administrator trusted for this client get here,
+		// so the reason tells that administrator what to fix.
+		return newErr(400, "invalid_request", CodeExternalOIDC, "Request to External OIDC endpoint failed. Reason: %s.", truncate(err.Error(), 300))
 	}
 	if key.Algorithm != "" && key.Algorithm != string(jose.RS256) {
 		return errSignature("the issuer's key is published for " + truncate(key.Algorithm, 16) + ", not RS256")
