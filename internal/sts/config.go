@@ -21,12 +21,13 @@ type Config struct {
 	StatePath  string // bbolt file; required
 	CAFile     string // if set, the CA PEM is written here (point SSL_CERT_FILE at it)
 	// Hosts are the serving certificate's names (DNS names or IPs). Requests
-	// whose Host is one of them get URLs (discovery, v2 issuer) on that host,
-	// as MSAL requires the issuer host to equal the authority host.
+	// whose Host is one of them get endpoint URLs on that host.
 	// Default: localhost, 127.0.0.1.
 	Hosts []string
-	// PublicURL is the base URL used when a request's Host is not in Hosts.
-	// Default https://{Hosts[0]}:{listen port}.
+	// PublicURL is the canonical base URL: the v2 issuer is always on it
+	// (MSAL requires the authority host to equal the issuer host, so MSAL
+	// clients use it as their authority), and endpoint URLs are when a
+	// request's Host is not in Hosts. Default https://{Hosts[0]}:{listen port}.
 	PublicURL string
 
 	Bootstrap *Bootstrap // applied idempotently by Open

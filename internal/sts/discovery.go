@@ -45,7 +45,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request, seg stri
 		"token_endpoint_auth_signing_alg_values": []string{"RS256", "PS256"},
 	}
 	if ver == 2 {
-		doc["issuer"] = base + "/" + tid + "/v2.0"
+		doc["issuer"] = s.v2Issuer(tid)
 		doc["token_endpoint"] = base + "/" + tid + "/oauth2/v2.0/token"
 		doc["authorization_endpoint"] = base + "/" + tid + "/oauth2/v2.0/authorize"
 		doc["device_authorization_endpoint"] = base + "/" + tid + "/oauth2/v2.0/devicecode"

@@ -115,7 +115,7 @@ func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (strin
 		c.XMSMirID = req.client.ResourceID
 	}
 	if app != nil && app.AccessTokenVersion == 2 {
-		c.Ver, c.Iss, c.Aud = "2.0", s.baseURL(r)+"/"+tid+"/v2.0", app.ClientID
+		c.Ver, c.Iss, c.Aud = "2.0", s.v2Issuer(tid), app.ClientID
 		c.Azp, c.AzpACR = req.client.ClientID, req.acr
 	} else {
 		iss := "https://sts.windows.net/" + tid + "/"
@@ -128,6 +128,11 @@ func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (strin
 	}
 	return tok, exp, nil
 }
+
+// v2Issuer is the tenant's one v2 issuer, on the public URL whatever name a
+// client used: a verifier compares iss with the issuer of the discovery
+// document it fetched, possibly under another of our names.
+func (s *Server) v2Issuer(tid string) string { return s.PublicURL() + "/" + tid + "/v2.0" }
 
 // accessClaims are the claims of an access token, in Entra's names.
 type accessClaims struct {

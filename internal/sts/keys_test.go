@@ -1,13 +1,18 @@
 package sts_test
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/podid/podid/internal/sts"
+	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/ststest"
+	"github.com/podid/podid/internal/sts/tokenverify"
 )
 
 const formType = "application/x-www-form-urlencoded"
@@ -34,5 +39,62 @@ func TestExternalJWKSFailureIsReported(t *testing.T) {
 		if d, _ := r.body["error_description"].(string); !strings.Contains(d, "503") {
 			t.Errorf("request %d: description %q does not carry the fetch error", i, d)
 		}
+	}
+}
+
+func getJSONDoc(t *testing.T, srv *ststest.Server, rawURL string) map[string]any {
+	t.Helper()
+	resp, err := srv.Client().Get(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&m) != nil {
+		t.Fatalf("GET %s: status %d", rawURL, resp.StatusCode)
+	}
+	return m
+}
+
+// The v2 issuer is one URL per tenant: a token fetched via one of our names
+// verifies against the discovery document fetched via another.
+func TestV2IssuerIsCanonical(t *testing.T) {
+	srv := ststest.Start(t, ststest.Options{})
+	api, _, err := srv.PutApplication(context.Background(), srv.TenantID, sts.Application{DisplayName: "api", IdentifierURIs: []string{"api://orders"}, AccessTokenVersion: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaLocalhost := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	req, _ := http.NewRequest(http.MethodPost, viaLocalhost+"/"+srv.TenantID+"/oauth2/v2.0/token", strings.NewReader(url.Values{
+		"grant_type": {"client_credentials"}, "client_id": {ststest.AdminClientID}, "client_secret": {ststest.AdminSecret}, "scope": {"api://orders/.default"}}.Encode()))
+	req.Header.Set("Content-Type", formType)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	tok, _ := body["access_token"].(string)
+	if resp.StatusCode != 200 || tok == "" {
+		t.Fatalf("token via localhost: %d %v", resp.StatusCode, body)
+	}
+	doc := getJSONDoc(t, srv, srv.URL+"/"+srv.TenantID+"/v2.0/.well-known/openid-configuration")
+	if other := getJSONDoc(t, srv, viaLocalhost+"/"+srv.TenantID+"/v2.0/.well-known/openid-configuration"); other["issuer"] != doc["issuer"] {
+		t.Fatalf("issuer differs by host: %v vs %v", other["issuer"], doc["issuer"])
+	}
+	iss, _ := doc["issuer"].(string)
+	jwksURI, _ := doc["jwks_uri"].(string)
+	v, err := tokenverify.New(tokenverify.Config{
+		JWKSURL:   jwksURI,
+		Keys:      jwks.New(jwks.Config{Trust: jwks.Trust{Global: srv.CAPool, NoSystemRoots: true}}),
+		Issuers:   []string{iss},
+		Audiences: []string{api.ClientID},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("token from localhost against discovery from 127.0.0.1: %v", err)
 	}
 }
