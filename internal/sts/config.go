@@ -32,12 +32,18 @@ type Config struct {
 
 	Bootstrap *Bootstrap // applied idempotently by Open
 
-	TokenLifetime       time.Duration // default 1h
-	KeyRotationInterval time.Duration // default 24h
-	KeyOverlap          time.Duration // default TokenLifetime+10m; must be ≥ TokenLifetime
-	RotationCheck       time.Duration // how often ListenAndServe checks for due rotation; default 1m
-	AssertionSkew       time.Duration // leeway for assertion exp/nbf/iat; default 1m
-	RSABits             int           // signing key size; default 2048
+	// TokenLifetime is the lifetime of tokens for app registrations (Entra:
+	// 1 h); IdentityTokenLifetime that of tokens for managed identities
+	// (Entra: 24 h). Default 1h and 24h.
+	TokenLifetime         time.Duration
+	IdentityTokenLifetime time.Duration
+	KeyRotationInterval   time.Duration // default 24h
+	// KeyOverlap is how long a retired key stays published. Default the
+	// longest token lifetime + 10m; must be ≥ the longest token lifetime.
+	KeyOverlap    time.Duration
+	RotationCheck time.Duration // how often ListenAndServe checks for due rotation; default 1m
+	AssertionSkew time.Duration // leeway for assertion exp/nbf/iat; default 1m
+	RSABits       int           // signing key size; default 2048
 
 	// ExternalTrust is what federated-assertion issuers are fetched with.
 	ExternalTrust     jwks.Trust
@@ -79,15 +85,22 @@ func (c *Config) setDefaults() error {
 	if c.TokenLifetime < 5*time.Minute || c.TokenLifetime > 24*time.Hour {
 		return fmt.Errorf("sts: token lifetime %s outside [5m, 24h]", c.TokenLifetime)
 	}
+	if c.IdentityTokenLifetime == 0 {
+		c.IdentityTokenLifetime = 24 * time.Hour
+	}
+	if c.IdentityTokenLifetime < 5*time.Minute || c.IdentityTokenLifetime > 24*time.Hour {
+		return fmt.Errorf("sts: identity token lifetime %s outside [5m, 24h]", c.IdentityTokenLifetime)
+	}
 	if c.KeyRotationInterval == 0 {
 		c.KeyRotationInterval = 24 * time.Hour
 	}
+	longest := max(c.TokenLifetime, c.IdentityTokenLifetime)
 	if c.KeyOverlap == 0 {
-		c.KeyOverlap = c.TokenLifetime + 10*time.Minute
+		c.KeyOverlap = longest + 10*time.Minute
 	}
 	// A retired key must stay published for as long as its last token lives.
-	if c.KeyOverlap < c.TokenLifetime {
-		return fmt.Errorf("sts: key overlap %s shorter than token lifetime %s", c.KeyOverlap, c.TokenLifetime)
+	if c.KeyOverlap < longest {
+		return fmt.Errorf("sts: key overlap %s shorter than the longest token lifetime %s", c.KeyOverlap, longest)
 	}
 	if c.KeyRotationInterval < time.Minute {
 		return fmt.Errorf("sts: key rotation interval %s below 1m", c.KeyRotationInterval)

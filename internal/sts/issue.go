@@ -104,10 +104,13 @@ func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (strin
 	norm := normResource(req.resource)
 	app := d.resources[tid+"|"+norm]
 	roles := d.roles[tid+"|"+req.client.ClientID+"|"+norm]
-	iat := now.Truncate(time.Second)
-	exp := iat.Add(s.cfg.TokenLifetime)
+	now = now.Truncate(time.Second)
+	// As Entra: nbf is backdated 5 minutes (clock skew) and iat = nbf;
+	// the lifetime counts from now and depends on the principal's kind.
+	nbf := now.Add(-Backdate)
+	exp := now.Add(s.lifetime(req.client))
 	c := accessClaims{
-		Iat: iat.Unix(), Nbf: iat.Add(-5 * time.Minute).Unix(), Exp: exp.Unix(),
+		Iat: nbf.Unix(), Nbf: nbf.Unix(), Exp: exp.Unix(),
 		TID: tid, OID: req.client.ObjectID, Sub: req.client.ObjectID,
 		IDTyp: "app", UTI: randomID(), RH: "0.podid", Roles: roles,
 	}
@@ -127,6 +130,18 @@ func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (strin
 		return "", time.Time{}, fmt.Errorf("sign token: %w", err)
 	}
 	return tok, exp, nil
+}
+
+// Backdate is how far nbf and iat precede the time of issue, as in Entra.
+const Backdate = 5 * time.Minute
+
+// lifetime is Entra's for the principal: 24 h for managed identities, 1 h
+// for app registrations (both configurable).
+func (s *Server) lifetime(p *store.Principal) time.Duration {
+	if p.Kind == store.KindIdentity {
+		return s.cfg.IdentityTokenLifetime
+	}
+	return s.cfg.TokenLifetime
 }
 
 // v2Issuer is the tenant's one v2 issuer, on the public URL whatever name a

@@ -98,3 +98,38 @@ func TestV2IssuerIsCanonical(t *testing.T) {
 		t.Fatalf("token from localhost against discovery from 127.0.0.1: %v", err)
 	}
 }
+
+// Times as Entra's: nbf backdated 5 minutes, iat = nbf, exp one hour after
+// issue for an app and 24 hours for a managed identity; expires_in counts
+// from issue, minus one second.
+func TestTokenTimes(t *testing.T) {
+	is := ststest.NewIssuer(t)
+	clk := ststest.NewClock(time.Now().Truncate(time.Second))
+	srv := startWithIssuer(t, is, ststest.Options{Configure: func(c *sts.Config) { c.Now = clk.Now }})
+	const subject = "system:serviceaccount:ns:times"
+	identity := srv.AddIdentity(t, "times", is.URL, subject)
+	v2 := "/" + srv.TenantID + "/oauth2/v2.0/token"
+	for _, tt := range []struct {
+		name     string
+		form     string
+		lifetime time.Duration
+	}{
+		{"app registration", url.Values{"grant_type": {"client_credentials"}, "client_id": {ststest.AdminClientID}, "client_secret": {ststest.AdminSecret}, "scope": {storage + "/.default"}}.Encode(), time.Hour},
+		{"managed identity", assertionForm(identity, is.Token(t, subject, sts.DefaultFICAudience, clk.Now(), time.Hour, nil)), 24 * time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := postForm(t, srv, v2, formType, tt.form)
+			if r.status != 200 {
+				t.Fatalf("status %d: %v", r.status, r.body)
+			}
+			if got := r.body["expires_in"]; got != float64(tt.lifetime/time.Second-1) {
+				t.Errorf("expires_in = %v, want %d", got, tt.lifetime/time.Second-1)
+			}
+			c := verify(t, srv, r.body["access_token"].(string), storage, clk.Now)
+			now := clk.Now()
+			if !c.NotBefore.Equal(now.Add(-5*time.Minute)) || !c.IssuedAt.Equal(c.NotBefore) || !c.Expiry.Equal(now.Add(tt.lifetime)) {
+				t.Errorf("iat %v nbf %v exp %v; want nbf = iat = now-5m, exp = now+%v (now %v)", c.IssuedAt, c.NotBefore, c.Expiry, tt.lifetime, now)
+			}
+		})
+	}
+}

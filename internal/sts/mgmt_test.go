@@ -317,6 +317,7 @@ func TestKeyRotation(t *testing.T) {
 		c.KeyRotationInterval = 6 * time.Hour
 		c.KeyOverlap = 90 * time.Minute
 		c.TokenLifetime = time.Hour
+		c.IdentityTokenLifetime = time.Hour
 		c.JWKSMinRefresh = time.Second
 	}})
 	token := func() string {

@@ -84,7 +84,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, tseg string, ver 
 	// v1 answers with strings, as Entra's v1 endpoint does.
 	writeJSON(w, 200, map[string]any{
 		"token_type": "Bearer", "expires_in": strconv.FormatInt(expiresIn, 10), "ext_expires_in": strconv.FormatInt(expiresIn, 10),
-		"expires_on": strconv.FormatInt(exp.Unix(), 10), "not_before": strconv.FormatInt(now.Add(-5*time.Minute).Unix(), 10),
+		"expires_on": strconv.FormatInt(exp.Unix(), 10), "not_before": strconv.FormatInt(now.Add(-Backdate).Unix(), 10),
 		"resource": req.resource, "access_token": tok,
 	})
 	return 0
