@@ -37,7 +37,12 @@ type Config struct {
 	// (Entra: 24 h). Default 1h and 24h.
 	TokenLifetime         time.Duration
 	IdentityTokenLifetime time.Duration
-	KeyRotationInterval   time.Duration // default 24h
+	KeyRotationInterval   time.Duration // how long a key signs; default 24h
+	// KeyPublishLead is how long a new signing key is in the JWKS before it
+	// signs, so verifiers that cache the JWKS (for JWKSMaxAge) know it when
+	// its first token arrives. Default 1h; at least JWKSMaxAge+5m and less
+	// than KeyRotationInterval.
+	KeyPublishLead time.Duration
 	// KeyOverlap is how long a retired key stays published. Default the
 	// longest token lifetime + 10m; must be ≥ the longest token lifetime.
 	KeyOverlap    time.Duration
@@ -102,8 +107,14 @@ func (c *Config) setDefaults() error {
 	if c.KeyOverlap < longest {
 		return fmt.Errorf("sts: key overlap %s shorter than the longest token lifetime %s", c.KeyOverlap, longest)
 	}
-	if c.KeyRotationInterval < time.Minute {
-		return fmt.Errorf("sts: key rotation interval %s below 1m", c.KeyRotationInterval)
+	if c.KeyPublishLead == 0 {
+		c.KeyPublishLead = time.Hour
+	}
+	if minLead := JWKSMaxAge + 5*time.Minute; c.KeyPublishLead < minLead {
+		return fmt.Errorf("sts: key publish lead %s below %s (the JWKS cache lifetime plus margin)", c.KeyPublishLead, minLead)
+	}
+	if c.KeyRotationInterval <= c.KeyPublishLead {
+		return fmt.Errorf("sts: key rotation interval %s not longer than the key publish lead %s", c.KeyRotationInterval, c.KeyPublishLead)
 	}
 	if c.RotationCheck == 0 {
 		c.RotationCheck = time.Minute

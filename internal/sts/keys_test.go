@@ -3,6 +3,7 @@ package sts_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -131,5 +132,75 @@ func TestTokenTimes(t *testing.T) {
 				t.Errorf("iat %v nbf %v exp %v; want nbf = iat = now-5m, exp = now+%v (now %v)", c.IssuedAt, c.NotBefore, c.Expiry, tt.lifetime, now)
 			}
 		})
+	}
+}
+
+func secretToken(t *testing.T, srv *ststest.Server) string {
+	t.Helper()
+	r := postForm(t, srv, "/"+srv.TenantID+"/oauth2/v2.0/token", formType, url.Values{
+		"grant_type": {"client_credentials"}, "client_id": {ststest.AdminClientID}, "client_secret": {ststest.AdminSecret}, "scope": {storage + "/.default"}}.Encode())
+	if r.status != 200 {
+		t.Fatalf("token: %d %v", r.status, r.body)
+	}
+	return r.body["access_token"].(string)
+}
+
+// TestKeyRotationWithCachingVerifier runs a resource server that caches the
+// JWKS exactly as long as its Cache-Control allows and never refetches on an
+// unknown kid, through two rotations on an injected clock: every new token
+// verifies (its key was published before it signed), and every token keeps
+// verifying until it expires (retired keys stay published).
+func TestKeyRotationWithCachingVerifier(t *testing.T) {
+	clock := ststest.NewClock(time.Now())
+	srv := ststest.Start(t, ststest.Options{Configure: func(c *sts.Config) {
+		c.Now = clock.Now
+		c.KeyRotationInterval = 6 * time.Hour
+		c.KeyPublishLead = 30 * time.Minute
+		c.IdentityTokenLifetime = time.Hour
+	}})
+	keys := jwks.New(jwks.Config{Trust: jwks.Trust{Global: srv.CAPool, NoSystemRoots: true}, Now: clock.Now, CacheOnly: true})
+	v, err := tokenverify.New(tokenverify.Config{JWKSURL: srv.JWKSURL(), Keys: keys, Issuers: []string{srv.V1Issuer()}, Audiences: []string{storage}, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	type issued struct {
+		tok string
+		at  time.Time
+	}
+	var live []issued
+	signers := map[string]bool{}
+	const step = 2 * time.Minute
+	for elapsed := time.Duration(0); elapsed <= 13*time.Hour; elapsed += step {
+		if _, err := srv.RotateKeys(false); err != nil {
+			t.Fatal(err)
+		}
+		tok := secretToken(t, srv)
+		c, err := v.Verify(ctx, tok)
+		if err != nil {
+			t.Fatalf("at +%v: a fresh token does not verify with the cached JWKS: %v", elapsed, err)
+		}
+		signers[c.KeyID] = true
+		live = append(live, issued{tok, clock.Now()})
+		// The oldest token still valid must still verify: it may be signed
+		// by a key retired since.
+		for len(live) > 0 && clock.Now().Sub(live[0].at) > 55*time.Minute {
+			live = live[1:]
+		}
+		if _, err := v.Verify(ctx, live[0].tok); err != nil {
+			t.Fatalf("at +%v: a token issued at +%v no longer verifies: %v", elapsed, live[0].at.Sub(clock.Now())+elapsed, err)
+		}
+		clock.Advance(step)
+	}
+	if len(signers) != 3 {
+		t.Fatalf("%d signing keys in 13h with a 6h interval, want 3", len(signers))
+	}
+	// The verifier is strict enough to catch a key that signs before it is
+	// published: a forced rotation does exactly that.
+	if _, err := srv.RotateKeys(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, secretToken(t, srv)); !errors.Is(err, jwks.ErrUnknownKID) {
+		t.Fatalf("token of an unpublished key: err = %v, want ErrUnknownKID from the cached JWKS", err)
 	}
 }
