@@ -2,6 +2,9 @@ package sts_test
 
 import (
 	"context"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -9,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/jwks"
@@ -202,5 +207,53 @@ func TestKeyRotationWithCachingVerifier(t *testing.T) {
 	}
 	if _, err := v.Verify(ctx, secretToken(t, srv)); !errors.Is(err, jwks.ErrUnknownKID) {
 		t.Fatalf("token of an unpublished key: err = %v, want ErrUnknownKID from the cached JWKS", err)
+	}
+}
+
+// Token headers carry kid and x5t; the JWKS entry with that kid carries the
+// same x5t and the certificate (x5c) it is the thumbprint of, whose key
+// verifies the token — as Entra's, for verifiers that select by x5t or by
+// certificate.
+func TestTokenX5tMatchesJWKS(t *testing.T) {
+	srv := ststest.Start(t, ststest.Options{})
+	tok := secretToken(t, srv)
+	obj, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := obj.Signatures[0].Header
+	x5t, _ := h.ExtraHeaders["x5t"].(string)
+	if h.KeyID == "" || x5t == "" {
+		t.Fatalf("header lacks kid or x5t: %+v", h)
+	}
+	doc := getJSONDoc(t, srv, srv.JWKSURL())
+	entries, _ := doc["keys"].([]any)
+	var entry map[string]any
+	for _, e := range entries {
+		if m, _ := e.(map[string]any); m["kid"] == h.KeyID {
+			entry = m
+		}
+	}
+	if entry == nil || entry["x5t"] != x5t {
+		t.Fatalf("JWKS entry for kid %s = %v, want x5t %s", h.KeyID, entry, x5t)
+	}
+	x5c, _ := entry["x5c"].([]any)
+	if len(x5c) != 1 {
+		t.Fatalf("x5c = %v", entry["x5c"])
+	}
+	der, err := base64.StdEncoding.DecodeString(x5c[0].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha1.Sum(cert.Raw)
+	if base64.RawURLEncoding.EncodeToString(sum[:]) != x5t {
+		t.Fatal("x5t is not the SHA-1 thumbprint of the x5c certificate")
+	}
+	if _, err := obj.Verify(cert.PublicKey); err != nil {
+		t.Fatalf("token does not verify with the x5c certificate's key: %v", err)
 	}
 }
