@@ -249,7 +249,10 @@ func errSignature(reason string) *OAuthError {
 
 func (s *Server) checkAssertion(ctx context.Context, r *http.Request, tseg string, tenant store.Tenant, client *store.Principal, raw string, now time.Time) *OAuthError {
 	a, err := parseAssertion(raw)
-	if err != nil {
+	switch {
+	case errors.Is(err, errAssertionAlg):
+		return errSignature(err.Error())
+	case err != nil:
 		return newErr(400, "invalid_request", CodeMalformedJWT, "JWT token is invalid or malformed: %s.", err)
 	}
 	if strings.EqualFold(a.claims.Iss, client.ClientID) && strings.EqualFold(a.claims.Sub, client.ClientID) {
