@@ -257,3 +257,61 @@ func TestTokenX5tMatchesJWKS(t *testing.T) {
 		t.Fatalf("token does not verify with the x5c certificate's key: %v", err)
 	}
 }
+
+// Tokens are issued only for resources the tenant knows: Microsoft's
+// well-known resources (as clients spell them) and names of applications
+// registered in the tenant. Anything else — including another tenant's
+// application — gets AADSTS500011, on both endpoints.
+func TestResourceRegistry(t *testing.T) {
+	const otherTenant = "3b8c1f7e-0000-4000-8000-00000000beef"
+	srv := ststest.Start(t, ststest.Options{Bootstrap: &sts.Bootstrap{Tenants: []sts.BootstrapTenant{{
+		ID: otherTenant, Applications: []sts.BootstrapApplication{{ClientID: "3b8c1f7e-0000-4000-8000-0000000000a1", DisplayName: "theirs", IdentifierURIs: []string{"api://theirs"}}},
+	}}}})
+	ours, _, err := srv.PutApplication(context.Background(), srv.TenantID, sts.Application{DisplayName: "ours", IdentifierURIs: []string{"https://orders.podid.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		resource string
+		known    bool
+	}{
+		{"https://storage.azure.com", true},
+		{"https://storage.azure.com/", true},
+		{"https://STORAGE.azure.com", true},
+		{"https://vault.azure.net", true},
+		{"https://management.azure.com/", true},
+		{"https://management.core.windows.net/", true},
+		{"https://database.windows.net/", true},
+		{"https://servicebus.azure.net", true},
+		{"https://eventhubs.azure.net", true},
+		{"https://graph.microsoft.com", true},
+		{"https://cosmos.azure.com", true},
+		{"00000003-0000-0000-c000-000000000000", true}, // Graph by app id
+		{"https://orders.podid.test", true},
+		{ours.ClientID, true},
+		{"api://" + ours.ClientID, true},
+		{"https://storage.azure.com.evil.example", false},
+		{"https://example.com", false},
+		{"api://theirs", false}, // another tenant's application
+		{"3b8c1f7e-0000-4000-8000-0000000000a1", false},
+	} {
+		t.Run(tt.resource, func(t *testing.T) {
+			v1 := postForm(t, srv, "/"+srv.TenantID+"/oauth2/token", formType, url.Values{
+				"grant_type": {"client_credentials"}, "client_id": {ststest.AdminClientID}, "client_secret": {ststest.AdminSecret}, "resource": {tt.resource}}.Encode())
+			v2 := postForm(t, srv, "/"+srv.TenantID+"/oauth2/v2.0/token", formType, url.Values{
+				"grant_type": {"client_credentials"}, "client_id": {ststest.AdminClientID}, "client_secret": {ststest.AdminSecret}, "scope": {tt.resource + "/.default"}}.Encode())
+			for _, r := range []tokenResp{v1, v2} {
+				if tt.known {
+					if r.status != 200 {
+						t.Errorf("status %d: %v", r.status, r.body["error_description"])
+					}
+					continue
+				}
+				assertAADSTS(t, r, 400, sts.CodeResourceNotFound, "invalid_resource")
+				if d, _ := r.body["error_description"].(string); !strings.Contains(d, "The resource principal named "+tt.resource+" was not found in the tenant named") {
+					t.Errorf("description = %q", d)
+				}
+			}
+		})
+	}
+}

@@ -71,6 +71,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, tseg string, ver 
 		s.log.Info("token request rejected", "tenant", tseg, "client_id", truncate(form["client_id"], 64), "code", oe.Code, "reason", oe.Description)
 		return fail(oe)
 	}
+	// After authentication, so only a client of the tenant learns which
+	// application names the tenant has.
+	if !s.knownResource(req.tenant.ID, req.resource) {
+		return fail(errResourceNotFound(req.resource, req.tenant.ID))
+	}
 	tok, exp, err := s.issue(r, req, now)
 	if err != nil {
 		s.log.Error("issue token", "err", err)
@@ -154,7 +159,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, tseg string,
 			return nil, newErr(400, "invalid_request", CodeMissingParameter, "The request body must contain the following parameter: 'resource'.")
 		}
 		if len(resource) > 600 {
-			return nil, newErr(400, "invalid_resource", 500011, "The resource principal is too long.")
+			return nil, newErr(400, "invalid_resource", CodeResourceNotFound, "The resource principal is too long.")
 		}
 	}
 	client, err := s.store.Principal(strings.ToLower(clientID))
