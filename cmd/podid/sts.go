@@ -31,7 +31,7 @@ type stsServeOptions struct {
 	metricsListen                               string
 	hosts                                       []string
 	tokenLifetime, rotation, overlap            time.Duration
-	identityTokenLifetime                       time.Duration
+	identityTokenLifetime, publishLead          time.Duration
 	trustedCAs                                  []string
 	issuerCAs, clusterIssuers                   map[string]string
 	noSystemRoots, debug                        bool
@@ -67,6 +67,7 @@ func newSTSServeCommand() *cobra.Command {
 	f.DurationVar(&o.tokenLifetime, "token-lifetime", time.Hour, "access token lifetime for app registrations")
 	f.DurationVar(&o.identityTokenLifetime, "identity-token-lifetime", 24*time.Hour, "access token lifetime for managed identities")
 	f.DurationVar(&o.rotation, "key-rotation-interval", 24*time.Hour, "how long a signing key signs before it is replaced")
+	f.DurationVar(&o.publishLead, "key-publish-lead", time.Hour, "how long a new signing key is in the JWKS before it signs (≥ JWKS max-age 5m + 5m; < --key-rotation-interval)")
 	f.DurationVar(&o.overlap, "key-overlap", 0, "how long a retired key stays in the JWKS (default longest token lifetime + 10m; must be ≥ it)")
 	f.StringSliceVar(&o.trustedCAs, "trusted-ca-file", nil, "CA bundle trusted when fetching any federated issuer's metadata (repeatable)")
 	f.StringToStringVar(&o.issuerCAs, "issuer-ca-file", nil, "issuer=CA bundle trusted for that issuer only (repeatable)")
@@ -84,7 +85,7 @@ func (o *stsServeOptions) config() (sts.Config, error) {
 	}
 	cfg := sts.Config{
 		ListenAddr: o.listen, StatePath: o.state, CAFile: o.caFile, Hosts: o.hosts, PublicURL: strings.TrimRight(o.publicURL, "/"),
-		TokenLifetime: o.tokenLifetime, IdentityTokenLifetime: o.identityTokenLifetime, KeyRotationInterval: o.rotation, KeyOverlap: o.overlap, MetricsAddr: o.metricsListen,
+		TokenLifetime: o.tokenLifetime, IdentityTokenLifetime: o.identityTokenLifetime, KeyRotationInterval: o.rotation, KeyPublishLead: o.publishLead, KeyOverlap: o.overlap, MetricsAddr: o.metricsListen,
 		Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
 	if o.bootstrap != "" {
