@@ -2,6 +2,8 @@ package sts
 
 import (
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -40,6 +42,37 @@ var wellKnownResources = []string{
 	"499b84ac-1321-427f-aa17-267ca6975798", "6dae42f8-4368-4678-94ff-3960e28e3630",
 }
 
+// accountSuffixes are first-party services whose per-account URLs Entra
+// accepts as resources (https://{account}.{suffix}), as older SDKs ask for
+// them: Storage services, Cosmos DB accounts, Service Bus / Event Hubs
+// namespaces.
+var accountSuffixes = []string{
+	"blob.core.windows.net", "queue.core.windows.net", "table.core.windows.net", "file.core.windows.net", "dfs.core.windows.net",
+	"documents.azure.com", "servicebus.windows.net",
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// accountResource reports whether r is https://{account}.{suffix} with an
+// optional :443 and "/", nothing else.
+func accountResource(r string) bool {
+	u, err := url.Parse(r)
+	if err != nil || u.Scheme != "https" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" ||
+		(u.Path != "" && u.Path != "/") || (u.Port() != "" && u.Port() != "443") {
+		return false
+	}
+	account, suffix, ok := strings.Cut(strings.ToLower(u.Hostname()), ".")
+	if !ok || !dnsLabel.MatchString(account) {
+		return false
+	}
+	for _, s := range accountSuffixes {
+		if suffix == s {
+			return true
+		}
+	}
+	return false
+}
+
 var wellKnown = func() map[string]bool {
 	m := make(map[string]bool, len(wellKnownResources))
 	for _, r := range wellKnownResources {
@@ -54,7 +87,7 @@ var wellKnown = func() map[string]bool {
 // tenant — never another tenant's.
 func (s *Server) knownResource(tenantID, resource string) bool {
 	norm := normResource(resource)
-	return wellKnown[norm] || s.dir.p.Load().resources[tenantID+"|"+norm] != nil
+	return wellKnown[norm] || accountResource(resource) || s.dir.p.Load().resources[tenantID+"|"+norm] != nil
 }
 
 func errResourceNotFound(resource, tenant string) *OAuthError {
