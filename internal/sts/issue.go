@@ -55,8 +55,9 @@ func (s *Server) reindex() error {
 		for _, u := range p.IdentifierURIs {
 			d.resources[p.TenantID+"|"+normResource(u)] = p
 		}
+		// The client id always names the app; api://{clientId} only when it
+		// is one of its identifierUris, as in Entra (AADSTS500011 otherwise).
 		d.resources[p.TenantID+"|"+normResource(p.ClientID)] = p
-		d.resources[p.TenantID+"|"+normResource("api://"+p.ClientID)] = p
 	}
 	for _, ra := range ras {
 		res := normResource(ra.Resource)

@@ -271,6 +271,13 @@ func TestResourceRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	withAPIURI, _, err := srv.PutApplication(context.Background(), srv.TenantID, sts.Application{DisplayName: "with-api-uri"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withAPIURI, _, err = srv.PutApplication(context.Background(), srv.TenantID, sts.Application{ClientID: withAPIURI.ClientID, DisplayName: "with-api-uri", IdentifierURIs: []string{"api://" + withAPIURI.ClientID}}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		resource string
 		known    bool
@@ -289,7 +296,8 @@ func TestResourceRegistry(t *testing.T) {
 		{"00000003-0000-0000-c000-000000000000", true}, // Graph by app id
 		{"https://orders.podid.test", true},
 		{ours.ClientID, true},
-		{"api://" + ours.ClientID, true},
+		{"api://" + ours.ClientID, false}, // not one of its identifierUris
+		{"api://" + withAPIURI.ClientID, true},
 		{"https://myaccount.blob.core.windows.net", true},
 		{"https://myaccount.blob.core.windows.net/", true},
 		{"https://myaccount.documents.azure.com:443/", true},

@@ -83,7 +83,7 @@ var wellKnown = func() map[string]bool {
 
 // knownResource reports whether tokens may be issued for resource in the
 // tenant: a Microsoft well-known resource, or a name (identifier URI,
-// client id, api://{client id}) of an application registered in that
+// client id) of an application registered in that
 // tenant — never another tenant's.
 func (s *Server) knownResource(tenantID, resource string) bool {
 	norm := normResource(resource)
