@@ -110,7 +110,7 @@ func TestV2IssuerIsCanonical(t *testing.T) {
 // from issue, minus one second.
 func TestTokenTimes(t *testing.T) {
 	is := ststest.NewIssuer(t)
-	clk := ststest.NewClock(time.Now().Truncate(time.Second))
+	clk := ststest.NewClock(time.Now().Truncate(time.Second).Add(700 * time.Millisecond)) // mid-second: expires_in still 3599
 	srv := startWithIssuer(t, is, ststest.Options{Configure: func(c *sts.Config) { c.Now = clk.Now }})
 	const subject = "system:serviceaccount:ns:times"
 	identity := srv.AddIdentity(t, "times", is.URL, subject)
@@ -132,7 +132,7 @@ func TestTokenTimes(t *testing.T) {
 				t.Errorf("expires_in = %v, want %d", got, tt.lifetime/time.Second-1)
 			}
 			c := verify(t, srv, r.body["access_token"].(string), storage, clk.Now)
-			now := clk.Now()
+			now := clk.Now().Truncate(time.Second)
 			if !c.NotBefore.Equal(now.Add(-5*time.Minute)) || !c.IssuedAt.Equal(c.NotBefore) || !c.Expiry.Equal(now.Add(tt.lifetime)) {
 				t.Errorf("iat %v nbf %v exp %v; want nbf = iat = now-5m, exp = now+%v (now %v)", c.IssuedAt, c.NotBefore, c.Expiry, tt.lifetime, now)
 			}

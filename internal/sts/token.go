@@ -81,7 +81,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, tseg string, ver 
 		s.log.Error("issue token", "err", err)
 		return fail(newErr(500, "server_error", 90033, "A transient error has occurred. Please try again."))
 	}
-	expiresIn := int64(exp.Sub(now)/time.Second) - 1
+	// issue counts from now truncated to the second; so does expires_in
+	// (3599 for an hour, as Entra's).
+	expiresIn := int64(exp.Sub(now.Truncate(time.Second))/time.Second) - 1
 	if ver == 2 {
 		writeJSON(w, 200, map[string]any{"token_type": "Bearer", "expires_in": expiresIn, "ext_expires_in": expiresIn, "access_token": tok})
 		return 0
