@@ -32,6 +32,7 @@ type stsServeOptions struct {
 	state, caFile, publicURL, bootstrap string
 	hosts                               []string
 	tokenLifetime, rotation, overlap    time.Duration
+	identityTokenLifetime, publishLead  time.Duration
 	trustedCAs                          []string
 	issuerCAs, clusterIssuers           map[string]string
 	noSystemRoots                       bool
@@ -65,9 +66,11 @@ func newSTSServeCommand() *cobra.Command {
 	f.StringSliceVar(&o.hosts, "host", []string{"localhost", "127.0.0.1"}, "DNS names and IPs of the serving certificate (repeatable)")
 	f.StringVar(&o.publicURL, "public-url", "", "base URL for requests whose Host is not a --host (default https://<first host>:<port>)")
 	f.StringVar(&o.bootstrap, "bootstrap", "", "bootstrap YAML applied idempotently at start")
-	f.DurationVar(&o.tokenLifetime, "token-lifetime", time.Hour, "access token lifetime")
+	f.DurationVar(&o.tokenLifetime, "token-lifetime", time.Hour, "access token lifetime for app registrations")
+	f.DurationVar(&o.identityTokenLifetime, "identity-token-lifetime", 24*time.Hour, "access token lifetime for managed identities")
 	f.DurationVar(&o.rotation, "key-rotation-interval", 24*time.Hour, "how long a signing key signs before it is replaced")
-	f.DurationVar(&o.overlap, "key-overlap", 0, "how long a retired key stays in the JWKS (default token lifetime + 10m; must be ≥ token lifetime)")
+	f.DurationVar(&o.publishLead, "key-publish-lead", time.Hour, "how long a new signing key is in the JWKS before it signs (≥ JWKS max-age 5m + 5m; < --key-rotation-interval)")
+	f.DurationVar(&o.overlap, "key-overlap", 0, "how long a retired key stays in the JWKS (default longest token lifetime + 10m; must be ≥ it)")
 	f.StringSliceVar(&o.trustedCAs, "trusted-ca-file", nil, "CA bundle trusted when fetching any federated issuer's metadata (repeatable)")
 	f.StringToStringVar(&o.issuerCAs, "issuer-ca-file", nil, "issuer=CA bundle trusted for that issuer only (repeatable)")
 	f.StringToStringVar(&o.clusterIssuers, "cluster-issuer", nil, "name=PEM public key file: host OIDC discovery+JWKS for a cluster at <url>/clusters/<name> (repeatable)")
@@ -84,7 +87,8 @@ func newSTSServeCommand() *cobra.Command {
 func (o *stsServeOptions) config() (sts.Config, error) {
 	cfg := sts.Config{
 		ListenAddr: o.listenAddr, StatePath: o.state, CAFile: o.caFile, Hosts: o.hosts, PublicURL: strings.TrimRight(o.publicURL, "/"),
-		TokenLifetime: o.tokenLifetime, KeyRotationInterval: o.rotation, KeyOverlap: o.overlap,
+		TokenLifetime: o.tokenLifetime, IdentityTokenLifetime: o.identityTokenLifetime,
+		KeyRotationInterval: o.rotation, KeyPublishLead: o.publishLead, KeyOverlap: o.overlap,
 		MetricsAddr: o.metricsAddr, HealthAddr: o.healthAddr, DebugAddr: o.debugAddr,
 		Logger: o.logger(),
 	}

@@ -1,15 +1,14 @@
 package sts
 
 import (
-	"crypto"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
@@ -17,23 +16,19 @@ import (
 // tokens and CI tokens are 1–3 KiB; 16 KiB leaves room without inviting abuse.
 const MaxAssertionBytes = 16 << 10
 
-// assertion is a client assertion parsed but not yet verified.
+// assertion is a client assertion parsed (by go-jose) but not yet verified.
 type assertion struct {
-	raw          string
-	signingInput string // header.payload
-	signature    []byte
-	header       assertionHeader
-	claims       assertionClaims
+	jws    *jose.JSONWebSignature
+	header assertionHeader
+	claims assertionClaims
 }
 
+// assertionHeader is what the server reads of the JOSE header.
 type assertionHeader struct {
-	Alg     string          `json:"alg"`
-	Crit    json.RawMessage `json:"crit"`
-	B64     json.RawMessage `json:"b64"`
-	Kid     string          `json:"kid"`
-	Typ     string          `json:"typ"`
-	X5t     string          `json:"x5t"`
-	X5tS256 string          `json:"x5t#S256"`
+	Alg     string
+	Kid     string
+	X5t     string
+	X5tS256 string
 }
 
 type assertionClaims struct {
@@ -63,41 +58,69 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-var errMalformedAssertion = errors.New("malformed JWT")
+var (
+	errMalformedAssertion = errors.New("malformed JWT")
+	// errAssertionAlg: a well-formed JWS with an algorithm other than the
+	// RS256 and PS256 Entra accepts (none, HS256, ES256 …).
+	errAssertionAlg = errors.New("unsupported algorithm")
+)
 
-// parseAssertion splits and decodes a compact JWS without checking its
-// signature, so the server can decide which key (certificate or issuer JWKS)
-// verifies it. Everything is bounded and strictly decoded.
+// assertionAlgs are the algorithms a client assertion may use: RS256
+// (federated and certificate assertions), PS256 (MSAL's certificate
+// assertions). Anything else is refused before any key is looked up.
+var assertionAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.PS256}
+
+// parseAssertion parses a compact JWS without checking its signature, so
+// the server can decide which key (certificate or issuer JWKS) verifies it.
+// Everything is bounded and strictly decoded.
 func parseAssertion(raw string) (*assertion, error) {
 	if len(raw) > MaxAssertionBytes {
 		return nil, fmt.Errorf("%w: larger than %d bytes", errMalformedAssertion, MaxAssertionBytes)
 	}
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("%w: want 3 dot-separated parts, got %d", errMalformedAssertion, len(parts))
-	}
-	a := &assertion{raw: raw}
-	if err := decodeSegment(parts[0], &a.header); err != nil {
-		return nil, fmt.Errorf("%w: header: %v", errMalformedAssertion, err)
-	}
-	if err := decodeSegment(parts[1], &a.claims); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", errMalformedAssertion, err)
-	}
-	if parts[2] == "" {
+	// An empty signature (alg "none" style) is malformed whatever alg says.
+	if strings.HasSuffix(raw, ".") {
 		return nil, fmt.Errorf("%w: empty signature", errMalformedAssertion)
 	}
-	if _, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
-		return nil, fmt.Errorf("%w: signature: %v", errMalformedAssertion, err)
+	jws, err := jose.ParseSignedCompact(raw, assertionAlgs)
+	if err != nil {
+		var ua *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &ua) && ua.Got != "" {
+			return nil, fmt.Errorf("%w %q, only RS256 and PS256 are accepted", errAssertionAlg, truncate(string(ua.Got), 16))
+		}
+		return nil, fmt.Errorf("%w: %v", errMalformedAssertion, err)
 	}
-	if a.header.Alg == "" {
-		return nil, fmt.Errorf("%w: no alg", errMalformedAssertion)
+	if len(jws.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: want one signature", errMalformedAssertion)
 	}
+	h := jws.Signatures[0].Header
 	// RFC 7515 §4.1.11 / RFC 7797: extensions we do not implement must be refused.
-	if a.header.Crit != nil || a.header.B64 != nil {
-		return nil, fmt.Errorf("%w: unsupported 'crit' or 'b64' header", errMalformedAssertion)
+	if _, ok := h.ExtraHeaders["crit"]; ok {
+		return nil, fmt.Errorf("%w: unsupported 'crit' header", errMalformedAssertion)
 	}
-	a.signingInput = raw[:len(parts[0])+1+len(parts[1])]
-	a.signature, _ = base64.RawURLEncoding.DecodeString(parts[2])
+	if _, ok := h.ExtraHeaders["b64"]; ok {
+		return nil, fmt.Errorf("%w: unsupported 'b64' header", errMalformedAssertion)
+	}
+	a := &assertion{jws: jws, header: assertionHeader{Alg: h.Algorithm, Kid: h.KeyID}}
+	var okX5t, okS256 bool
+	if v, ok := h.ExtraHeaders["x5t"]; ok {
+		a.header.X5t, okX5t = v.(string)
+		if !okX5t {
+			return nil, fmt.Errorf("%w: 'x5t' is not a string", errMalformedAssertion)
+		}
+	}
+	if v, ok := h.ExtraHeaders["x5t#S256"]; ok {
+		a.header.X5tS256, okS256 = v.(string)
+		if !okS256 {
+			return nil, fmt.Errorf("%w: 'x5t#S256' is not a string", errMalformedAssertion)
+		}
+	}
+	payload := jws.UnsafePayloadWithoutVerification()
+	if len(payload) == 0 || payload[0] != '{' {
+		return nil, fmt.Errorf("%w: claims: not a JSON object", errMalformedAssertion)
+	}
+	if err := json.Unmarshal(payload, &a.claims); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", errMalformedAssertion, err)
+	}
 	return a, nil
 }
 
@@ -107,7 +130,7 @@ const minRSABits = 2048
 var errBadSignature = errors.New("signature does not verify")
 
 // verify checks the JWS signature with alg (RS256 or PS256 only) and an RSA
-// public key. The header was already parsed strictly by parseAssertion.
+// public key of at least minRSABits.
 func (a *assertion) verify(alg string, key any) error {
 	pub, ok := key.(*rsa.PublicKey)
 	if !ok {
@@ -116,32 +139,11 @@ func (a *assertion) verify(alg string, key any) error {
 	if pub.N.BitLen() < minRSABits {
 		return fmt.Errorf("RSA key shorter than %d bits", minRSABits)
 	}
-	if alg != a.header.Alg {
+	if alg != a.header.Alg || !slices.Contains(assertionAlgs, jose.SignatureAlgorithm(alg)) {
 		return errors.New("algorithm mismatch")
 	}
-	digest := sha256.Sum256([]byte(a.signingInput))
-	var err error
-	switch alg {
-	case "RS256":
-		err = rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], a.signature)
-	case "PS256":
-		err = rsa.VerifyPSS(pub, crypto.SHA256, digest[:], a.signature, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
-	default:
-		return fmt.Errorf("unsupported algorithm %q", alg)
-	}
-	if err != nil {
+	if _, err := a.jws.Verify(pub); err != nil {
 		return errBadSignature
 	}
 	return nil
-}
-
-func decodeSegment(seg string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	if len(b) == 0 || b[0] != '{' {
-		return errors.New("not a JSON object")
-	}
-	return json.Unmarshal(b, v)
 }

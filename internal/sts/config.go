@@ -22,22 +22,34 @@ type Config struct {
 	StatePath  string // bbolt file; required
 	CAFile     string // if set, the CA PEM is written here (point SSL_CERT_FILE at it)
 	// Hosts are the serving certificate's names (DNS names or IPs). Requests
-	// whose Host is one of them get URLs (discovery, v2 issuer) on that host,
-	// as MSAL requires the issuer host to equal the authority host.
+	// whose Host is one of them get endpoint URLs on that host.
 	// Default: localhost, 127.0.0.1.
 	Hosts []string
-	// PublicURL is the base URL used when a request's Host is not in Hosts.
-	// Default https://{Hosts[0]}:{listen port}.
+	// PublicURL is the canonical base URL: the v2 issuer is always on it
+	// (MSAL requires the authority host to equal the issuer host, so MSAL
+	// clients use it as their authority), and endpoint URLs are when a
+	// request's Host is not in Hosts. Default https://{Hosts[0]}:{listen port}.
 	PublicURL string
 
 	Bootstrap *Bootstrap // applied idempotently by Open
 
-	TokenLifetime       time.Duration // default 1h
-	KeyRotationInterval time.Duration // default 24h
-	KeyOverlap          time.Duration // default TokenLifetime+10m; must be ≥ TokenLifetime
-	RotationCheck       time.Duration // how often ListenAndServe checks for due rotation; default 1m
-	AssertionSkew       time.Duration // leeway for assertion exp/nbf/iat; default 1m
-	RSABits             int           // signing key size; default 2048
+	// TokenLifetime is the lifetime of tokens for app registrations (Entra:
+	// 1 h); IdentityTokenLifetime that of tokens for managed identities
+	// (Entra: 24 h). Default 1h and 24h.
+	TokenLifetime         time.Duration
+	IdentityTokenLifetime time.Duration
+	KeyRotationInterval   time.Duration // how long a key signs; default 24h
+	// KeyPublishLead is how long a new signing key is in the JWKS before it
+	// signs, so verifiers that cache the JWKS (for JWKSMaxAge) know it when
+	// its first token arrives. Default 1h; at least JWKSMaxAge+5m and less
+	// than KeyRotationInterval.
+	KeyPublishLead time.Duration
+	// KeyOverlap is how long a retired key stays published. Default the
+	// longest token lifetime + 10m; must be ≥ the longest token lifetime.
+	KeyOverlap    time.Duration
+	RotationCheck time.Duration // how often ListenAndServe checks for due rotation; default 1m
+	AssertionSkew time.Duration // leeway for assertion exp/nbf/iat; default 1m
+	RSABits       int           // signing key size; default 2048
 
 	// ExternalTrust is what federated-assertion issuers are fetched with.
 	ExternalTrust     jwks.Trust
@@ -88,18 +100,31 @@ func (c *Config) setDefaults() error {
 	if c.TokenLifetime < 5*time.Minute || c.TokenLifetime > 24*time.Hour {
 		return fmt.Errorf("sts: token lifetime %s outside [5m, 24h]", c.TokenLifetime)
 	}
+	if c.IdentityTokenLifetime == 0 {
+		c.IdentityTokenLifetime = 24 * time.Hour
+	}
+	if c.IdentityTokenLifetime < 5*time.Minute || c.IdentityTokenLifetime > 24*time.Hour {
+		return fmt.Errorf("sts: identity token lifetime %s outside [5m, 24h]", c.IdentityTokenLifetime)
+	}
 	if c.KeyRotationInterval == 0 {
 		c.KeyRotationInterval = 24 * time.Hour
 	}
+	longest := max(c.TokenLifetime, c.IdentityTokenLifetime)
 	if c.KeyOverlap == 0 {
-		c.KeyOverlap = c.TokenLifetime + 10*time.Minute
+		c.KeyOverlap = longest + 10*time.Minute
 	}
 	// A retired key must stay published for as long as its last token lives.
-	if c.KeyOverlap < c.TokenLifetime {
-		return fmt.Errorf("sts: key overlap %s shorter than token lifetime %s", c.KeyOverlap, c.TokenLifetime)
+	if c.KeyOverlap < longest {
+		return fmt.Errorf("sts: key overlap %s shorter than the longest token lifetime %s", c.KeyOverlap, longest)
 	}
-	if c.KeyRotationInterval < time.Minute {
-		return fmt.Errorf("sts: key rotation interval %s below 1m", c.KeyRotationInterval)
+	if c.KeyPublishLead == 0 {
+		c.KeyPublishLead = time.Hour
+	}
+	if minLead := JWKSMaxAge + 5*time.Minute; c.KeyPublishLead < minLead {
+		return fmt.Errorf("sts: key publish lead %s below %s (the JWKS cache lifetime plus margin)", c.KeyPublishLead, minLead)
+	}
+	if c.KeyRotationInterval <= c.KeyPublishLead {
+		return fmt.Errorf("sts: key rotation interval %s not longer than the key publish lead %s", c.KeyRotationInterval, c.KeyPublishLead)
 	}
 	if c.RotationCheck == 0 {
 		c.RotationCheck = time.Minute

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // tenantForDocs resolves the tenant segment of a discovery URL; "common" and
@@ -45,7 +47,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request, seg stri
 		"token_endpoint_auth_signing_alg_values": []string{"RS256", "PS256"},
 	}
 	if ver == 2 {
-		doc["issuer"] = base + "/" + tid + "/v2.0"
+		doc["issuer"] = s.v2Issuer(tid)
 		doc["token_endpoint"] = base + "/" + tid + "/oauth2/v2.0/token"
 		doc["authorization_endpoint"] = base + "/" + tid + "/oauth2/v2.0/authorize"
 		doc["device_authorization_endpoint"] = base + "/" + tid + "/oauth2/v2.0/devicecode"
@@ -89,10 +91,15 @@ func (s *Server) serveInstanceDiscovery(w http.ResponseWriter, r *http.Request) 
 	})
 }
 
+// JWKSMaxAge is how long clients may cache discovery documents and the
+// JWKS (Cache-Control max-age). A new signing key is published
+// KeyPublishLead (> JWKSMaxAge) before it signs.
+const JWKSMaxAge = 5 * time.Minute
+
 // writeJSONCacheable writes public metadata; keys rotate, so caches are short.
 func writeJSONCacheable(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "max-age=300")
+	w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(JWKSMaxAge/time.Second)))
 	w.WriteHeader(http.StatusOK)
 	_ = json.NewEncoder(w).Encode(v)
 }

@@ -55,8 +55,9 @@ func (s *Directory) reindex() error {
 		for _, u := range p.IdentifierURIs {
 			d.resources[p.TenantID+"|"+normResource(u)] = p
 		}
+		// The client id always names the app; api://{clientId} only when it
+		// is one of its identifierUris, as in Entra (AADSTS500011 otherwise).
 		d.resources[p.TenantID+"|"+normResource(p.ClientID)] = p
-		d.resources[p.TenantID+"|"+normResource("api://"+p.ClientID)] = p
 	}
 	for _, ra := range ras {
 		res := normResource(ra.Resource)
@@ -104,10 +105,13 @@ func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (strin
 	norm := normResource(req.resource)
 	app := d.resources[tid+"|"+norm]
 	roles := d.roles[tid+"|"+req.client.ClientID+"|"+norm]
-	iat := now.Truncate(time.Second)
-	exp := iat.Add(s.cfg.TokenLifetime)
+	now = now.Truncate(time.Second)
+	// As Entra: nbf is backdated 5 minutes (clock skew) and iat = nbf;
+	// the lifetime counts from now and depends on the principal's kind.
+	nbf := now.Add(-Backdate)
+	exp := now.Add(s.lifetime(req.client))
 	c := accessClaims{
-		Iat: iat.Unix(), Nbf: iat.Add(-5 * time.Minute).Unix(), Exp: exp.Unix(),
+		Iat: nbf.Unix(), Nbf: nbf.Unix(), Exp: exp.Unix(),
 		TID: tid, OID: req.client.ObjectID, Sub: req.client.ObjectID,
 		IDTyp: "app", UTI: randomID(), RH: "0.podid", Roles: roles,
 	}
@@ -115,7 +119,7 @@ func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (strin
 		c.XMSMirID = req.client.ResourceID
 	}
 	if app != nil && app.AccessTokenVersion == 2 {
-		c.Ver, c.Iss, c.Aud = "2.0", s.baseURL(r)+"/"+tid+"/v2.0", app.ClientID
+		c.Ver, c.Iss, c.Aud = "2.0", s.v2Issuer(tid), app.ClientID
 		c.Azp, c.AzpACR = req.client.ClientID, req.acr
 	} else {
 		iss := "https://sts.windows.net/" + tid + "/"
@@ -128,6 +132,23 @@ func (s *Server) issue(r *http.Request, req *tokenRequest, now time.Time) (strin
 	}
 	return tok, exp, nil
 }
+
+// Backdate is how far nbf and iat precede the time of issue, as in Entra.
+const Backdate = 5 * time.Minute
+
+// lifetime is Entra's for the principal: 24 h for managed identities, 1 h
+// for app registrations (both configurable).
+func (s *Server) lifetime(p *store.Principal) time.Duration {
+	if p.Kind == store.KindIdentity {
+		return s.cfg.IdentityTokenLifetime
+	}
+	return s.cfg.TokenLifetime
+}
+
+// v2Issuer is the tenant's one v2 issuer, on the public URL whatever name a
+// client used: a verifier compares iss with the issuer of the discovery
+// document it fetched, possibly under another of our names.
+func (s *Server) v2Issuer(tid string) string { return s.PublicURL() + "/" + tid + "/v2.0" }
 
 // accessClaims are the claims of an access token, in Entra's names.
 type accessClaims struct {

@@ -308,66 +308,6 @@ func TestAdminAPI(t *testing.T) {
 	assertAADSTS(t, r, 401, sts.CodeInvalidSecret, "invalid_client")
 }
 
-// TestKeyRotation moves an injected clock through a rotation: tokens signed
-// by the old key keep verifying during the overlap; afterwards the old key is
-// gone from the JWKS.
-func TestKeyRotation(t *testing.T) {
-	clock := ststest.NewClock(time.Now())
-	srv := ststest.Start(t, ststest.Options{Configure: func(c *sts.Config) {
-		c.Now = clock.Now
-		c.KeyRotationInterval = 6 * time.Hour
-		c.KeyOverlap = 90 * time.Minute
-		c.TokenLifetime = time.Hour
-		c.JWKSMinRefresh = time.Second
-	}})
-	token := func() string {
-		r := postForm(t, srv, "/"+srv.TenantID+"/oauth2/v2.0/token", "application/x-www-form-urlencoded",
-			"grant_type=client_credentials&client_id="+ststest.AdminClientID+"&scope=https%3A%2F%2Fstorage.azure.com%2F.default&client_secret="+ststest.AdminSecret)
-		if r.status != 200 {
-			t.Fatalf("token: %d %v", r.status, r.body)
-		}
-		return r.body["access_token"].(string)
-	}
-	kids := func() []string {
-		var out []string
-		for _, k := range srv.PublicKeys().Keys {
-			out = append(out, k.KeyID)
-		}
-		return out
-	}
-	tokA := token()
-	kidA := verify(t, srv, tokA, storage, clock.Now).KeyID
-
-	clock.Advance(5 * time.Hour)
-	if changed, err := srv.RotateKeys(false); err != nil || changed {
-		t.Fatalf("rotated early: %v %v", changed, err)
-	}
-	clock.Advance(time.Hour + 30*time.Minute) // key A is 6.5h old: rotate
-	tokA2 := token()                          // signed just before the check runs
-	if changed, err := srv.RotateKeys(false); err != nil || !changed {
-		t.Fatalf("no rotation: %v %v", changed, err)
-	}
-	tokB := token()
-	cB := verify(t, srv, tokB, storage, clock.Now)
-	if cB.KeyID == kidA {
-		t.Fatalf("new token still signed by old key")
-	}
-	if got := kids(); len(got) != 2 || got[0] != cB.KeyID || got[1] != kidA {
-		t.Fatalf("published kids = %v, want [%s %s]", got, cB.KeyID, kidA)
-	}
-	// A token signed by A just before rotation verifies until it expires.
-	clock.Advance(50 * time.Minute)
-	verify(t, srv, tokA2, storage, clock.Now)
-	clock.Advance(45 * time.Minute) // overlap (90m) over
-	if _, err := srv.RotateKeys(false); err != nil {
-		t.Fatal(err)
-	}
-	if got := kids(); len(got) != 1 || got[0] != cB.KeyID {
-		t.Fatalf("after overlap kids = %v", got)
-	}
-	_ = tokA
-}
-
 // TestRestartKeepsState restarts on the same state file: identities, FICs,
 // secrets, signing keys and the CA survive.
 func TestRestartKeepsState(t *testing.T) {

@@ -101,7 +101,7 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 			return err
 		}
 	}
-	keys := keyset.New(keyset.Config{Store: st, Interval: s.cfg.KeyRotationInterval, Overlap: s.cfg.KeyOverlap, Bits: s.cfg.RSABits})
+	keys := keyset.New(keyset.Config{Store: st, Interval: s.cfg.KeyRotationInterval, Lead: s.cfg.KeyPublishLead, Overlap: s.cfg.KeyOverlap, Bits: s.cfg.RSABits})
 	if err := keys.Load(now); err != nil {
 		return err
 	}

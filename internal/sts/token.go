@@ -75,12 +75,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, tseg string, ver 
 		s.log.Info("token request rejected", "tenant", tseg, "client_id", truncate(form["client_id"], 64), "code", oe.Code, "reason", oe.Description)
 		return fail(oe)
 	}
+	// After authentication, so only a client of the tenant learns which
+	// application names the tenant has.
+	if !s.knownResource(req.tenant.ID, req.resource) {
+		return fail(errResourceNotFound(req.resource, req.tenant.ID))
+	}
 	tok, exp, err := s.issue(r, req, now)
 	if err != nil {
 		s.log.Error("issue token", "err", err)
 		return fail(newErr(500, "server_error", 90033, "A transient error has occurred. Please try again."))
 	}
-	expiresIn := int64(exp.Sub(now)/time.Second) - 1
+	// issue counts from now truncated to the second; so does expires_in
+	// (3599 for an hour, as Entra's).
+	expiresIn := int64(exp.Sub(now.Truncate(time.Second))/time.Second) - 1
 	if ver == 2 {
 		writeJSON(w, 200, map[string]any{"token_type": "Bearer", "expires_in": expiresIn, "ext_expires_in": expiresIn, "access_token": tok})
 		return 0
@@ -88,7 +95,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, tseg string, ver 
 	// v1 answers with strings, as Entra's v1 endpoint does.
 	writeJSON(w, 200, map[string]any{
 		"token_type": "Bearer", "expires_in": strconv.FormatInt(expiresIn, 10), "ext_expires_in": strconv.FormatInt(expiresIn, 10),
-		"expires_on": strconv.FormatInt(exp.Unix(), 10), "not_before": strconv.FormatInt(now.Add(-5*time.Minute).Unix(), 10),
+		"expires_on": strconv.FormatInt(exp.Unix(), 10), "not_before": strconv.FormatInt(now.Add(-Backdate).Unix(), 10),
 		"resource": req.resource, "access_token": tok,
 	})
 	return 0
@@ -162,7 +169,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, tseg string,
 			return nil, newErr(400, "invalid_request", CodeMissingParameter, "The request body must contain the following parameter: 'resource'.")
 		}
 		if len(resource) > 600 {
-			return nil, newErr(400, "invalid_resource", 500011, "The resource principal is too long.")
+			return nil, newErr(400, "invalid_resource", CodeResourceNotFound, "The resource principal is too long.")
 		}
 	}
 	client, err := s.store.Principal(strings.ToLower(clientID))
@@ -265,7 +272,10 @@ func errSignature(reason string) *OAuthError {
 
 func (s *Server) checkAssertion(ctx context.Context, r *http.Request, tseg string, tenant store.Tenant, client *store.Principal, raw string, now time.Time) *OAuthError {
 	a, err := parseAssertion(raw)
-	if err != nil {
+	switch {
+	case errors.Is(err, errAssertionAlg):
+		return errSignature(err.Error())
+	case err != nil:
 		return newErr(400, "invalid_request", CodeMalformedJWT, "JWT token is invalid or malformed: %s.", err)
 	}
 	if strings.EqualFold(a.claims.Iss, client.ClientID) && strings.EqualFold(a.claims.Sub, client.ClientID) {
@@ -294,7 +304,9 @@ func (s *Server) checkFederatedAssertion(ctx context.Context, client *store.Prin
 		return errSignature("the key was not found in the issuer's JWKS")
 	case err != nil:
 		s.log.Warn("external issuer metadata fetch failed", "issuer", a.claims.Iss, "err", err)
-		return newErr(400, "invalid_request", CodeExternalOIDC, "Request to External OIDC endpoint failed.")
+		// Only issuers an administrator trusted for this client get here,
+		// so the reason tells that administrator what to fix.
+		return newErr(400, "invalid_request", CodeExternalOIDC, "Request to External OIDC endpoint failed. Reason: %s.", truncate(err.Error(), 300))
 	}
 	if key.Algorithm != "" && key.Algorithm != string(jose.RS256) {
 		return errSignature("the issuer's key is published for " + truncate(key.Algorithm, 16) + ", not RS256")

@@ -4,7 +4,8 @@
 // configurable (global and per issuer), because cluster issuers typically use
 // a self-signed CA. Keys are cached; a kid that is not in the cache triggers a
 // refetch, at most once per MinRefresh per source, so a stream of tokens with
-// random kids cannot turn into a stream of outbound requests.
+// random kids cannot turn into a stream of outbound requests. A failed fetch
+// is remembered as a failure (for MinRefresh), never as an empty key set.
 package jwks
 
 import (
@@ -17,6 +18,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,11 +56,18 @@ type Config struct {
 	// Transport, when set, is used for every fetch (tests, proxies); it
 	// overrides Trust.
 	Transport http.RoundTripper
+	// CacheOnly makes the cache behave like a resource server that honours
+	// the JWKS response's Cache-Control max-age and nothing else: keys are
+	// served from the cache until max-age (or TTL) passes, and an unknown
+	// kid is an error until then instead of a refetch.
+	CacheOnly bool
 }
 
 type entry struct {
 	keys    map[string]jose.JSONWebKey
-	fetched time.Time
+	fetched time.Time     // last fetch attempt
+	ttl     time.Duration // how long keys stays fresh after fetched
+	err     error         // the last fetch's failure; nil after a success
 }
 
 // Cache is safe for concurrent use.
@@ -176,11 +186,11 @@ func (c *Cache) clientFor(issuer string) *http.Client {
 
 // IssuerKey returns the key with kid published by the OIDC issuer.
 func (c *Cache) IssuerKey(ctx context.Context, issuer, kid string) (*jose.JSONWebKey, error) {
-	return c.key(ctx, "iss:"+issuer, issuer, kid, func(ctx context.Context) (*jose.JSONWebKeySet, error) {
+	return c.key(ctx, "iss:"+issuer, issuer, kid, func(ctx context.Context) (*jose.JSONWebKeySet, time.Duration, error) {
 		cl := c.clientFor(issuer)
 		jwksURI, err := discover(ctx, cl, issuer)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		return fetchSet(ctx, cl, jwksURI)
 	})
@@ -188,31 +198,45 @@ func (c *Cache) IssuerKey(ctx context.Context, issuer, kid string) (*jose.JSONWe
 
 // URLKey returns the key with kid from the JWKS at jwksURL.
 func (c *Cache) URLKey(ctx context.Context, jwksURL, kid string) (*jose.JSONWebKey, error) {
-	return c.key(ctx, "url:"+jwksURL, jwksURL, kid, func(ctx context.Context) (*jose.JSONWebKeySet, error) {
+	return c.key(ctx, "url:"+jwksURL, jwksURL, kid, func(ctx context.Context) (*jose.JSONWebKeySet, time.Duration, error) {
 		return fetchSet(ctx, c.clientFor(jwksURL), jwksURL)
 	})
 }
 
-func (c *Cache) key(ctx context.Context, source, label, kid string, fetch func(context.Context) (*jose.JSONWebKeySet, error)) (*jose.JSONWebKey, error) {
+type fetchFunc func(context.Context) (*jose.JSONWebKeySet, time.Duration, error)
+
+func (c *Cache) key(ctx context.Context, source, label, kid string, fetch fetchFunc) (*jose.JSONWebKey, error) {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	e := c.entries[source]
 	var (
 		k        jose.JSONWebKey
 		found    bool
+		fresh    bool
+		lastErr  error
 		canFetch = e == nil || now.Sub(e.fetched) >= c.cfg.MinRefresh
 	)
 	if e != nil {
 		k, found = e.keys[kid]
-		if found && now.Sub(e.fetched) < c.cfg.TTL {
+		fresh = now.Sub(e.fetched) < e.ttl
+		lastErr = e.err
+		if found && fresh {
 			c.mu.Unlock()
 			return &k, nil
+		}
+		if c.cfg.CacheOnly && fresh && lastErr == nil {
+			canFetch = false
 		}
 	}
 	c.mu.Unlock()
 	if !canFetch {
-		if found {
+		switch {
+		case found:
 			return &k, nil
+		case lastErr != nil:
+			// The last fetch failed: say so, not "unknown kid" — the key
+			// may well exist behind the failure.
+			return nil, lastErr
 		}
 		return nil, fmt.Errorf("%w: kid %q from %s", ErrUnknownKID, kid, label)
 	}
@@ -221,29 +245,31 @@ func (c *Cache) key(ctx context.Context, source, label, kid string, fetch func(c
 	v, err, _ := c.sf.Do(source, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 		defer cancel()
-		set, err := fetch(fctx)
-		keys := map[string]jose.JSONWebKey{}
-		if err == nil {
-			for _, k := range set.Keys {
-				if k.KeyID == "" || !k.Valid() || !k.IsPublic() || (k.Use != "" && k.Use != "sig") {
-					continue
-				}
-				keys[k.KeyID] = k
-			}
-		}
+		set, maxAge, err := fetch(fctx)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if err != nil {
-			// Remember the failure time too, so failures are rate-limited;
-			// keep serving the old keys.
+			// Remember the failure and its time, so failures are
+			// rate-limited and reported as failures; keep the old keys.
+			ne := &entry{keys: map[string]jose.JSONWebKey{}, fetched: c.cfg.Now(), err: err}
 			if old := c.entries[source]; old != nil {
-				old.fetched = c.cfg.Now()
-			} else {
-				c.entries[source] = &entry{keys: map[string]jose.JSONWebKey{}, fetched: c.cfg.Now()}
+				ne.keys, ne.ttl = old.keys, old.ttl
 			}
+			c.entries[source] = ne
 			return nil, err
 		}
-		ne := &entry{keys: keys, fetched: c.cfg.Now()}
+		keys := map[string]jose.JSONWebKey{}
+		for _, k := range set.Keys {
+			if k.KeyID == "" || !k.Valid() || !k.IsPublic() || (k.Use != "" && k.Use != "sig") {
+				continue
+			}
+			keys[k.KeyID] = k
+		}
+		ttl := c.cfg.TTL
+		if maxAge > 0 && maxAge < ttl {
+			ttl = maxAge
+		}
+		ne := &entry{keys: keys, fetched: c.cfg.Now(), ttl: ttl}
 		c.entries[source] = ne
 		return ne, nil
 	})
@@ -274,34 +300,51 @@ const (
 	acceptJWKS      = "application/jwk-set+json, application/json"
 )
 
-func getJSON(ctx context.Context, cl *http.Client, raw, accept string, v any) error {
+// getJSON fetches raw into v and returns the response's Cache-Control
+// max-age (0 when absent).
+func getJSON(ctx context.Context, cl *http.Client, raw, accept string, v any) (time.Duration, error) {
 	if _, err := checkHTTPS(raw); err != nil {
-		return err
+		return 0, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrFetch, err)
+		return 0, fmt.Errorf("%w: %v", ErrFetch, err)
 	}
 	req.Header.Set("Accept", accept)
 	resp, err := cl.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: GET %s: %v", ErrFetch, raw, err)
+		return 0, fmt.Errorf("%w: GET %s: %v", ErrFetch, raw, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: GET %s: status %d", ErrFetch, raw, resp.StatusCode)
+		return 0, fmt.Errorf("%w: GET %s: status %d", ErrFetch, raw, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return fmt.Errorf("%w: GET %s: %v", ErrFetch, raw, err)
+		return 0, fmt.Errorf("%w: GET %s: %v", ErrFetch, raw, err)
 	}
 	if len(body) > maxBody {
-		return fmt.Errorf("%w: GET %s: body larger than %d bytes", ErrFetch, raw, maxBody)
+		return 0, fmt.Errorf("%w: GET %s: body larger than %d bytes", ErrFetch, raw, maxBody)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("%w: GET %s: %v", ErrFetch, raw, err)
+		return 0, fmt.Errorf("%w: GET %s: %v", ErrFetch, raw, err)
 	}
-	return nil
+	return maxAge(resp.Header.Get("Cache-Control")), nil
+}
+
+// maxAge reads max-age from a Cache-Control value; no-store and no-cache
+// mean "do not reuse", which a key cache approximates as 0 (use TTL/refetch).
+func maxAge(cc string) time.Duration {
+	for _, d := range strings.Split(cc, ",") {
+		name, val, _ := strings.Cut(strings.TrimSpace(d), "=")
+		if strings.EqualFold(name, "max-age") {
+			n, err := strconv.ParseUint(strings.Trim(val, `"`), 10, 32)
+			if err == nil && n > 0 {
+				return time.Duration(n) * time.Second
+			}
+		}
+	}
+	return 0
 }
 
 func discover(ctx context.Context, cl *http.Client, issuer string) (string, error) {
@@ -317,7 +360,7 @@ func discover(ctx context.Context, cl *http.Client, issuer string) (string, erro
 		discoveryURL = discoveryURL[:len(discoveryURL)-1]
 	}
 	discoveryURL += "/.well-known/openid-configuration"
-	if err := getJSON(ctx, cl, discoveryURL, acceptDiscovery, &doc); err != nil {
+	if _, err := getJSON(ctx, cl, discoveryURL, acceptDiscovery, &doc); err != nil {
 		return "", err
 	}
 	// OIDC Discovery §4.3: the document must name the issuer it was fetched for.
@@ -330,14 +373,15 @@ func discover(ctx context.Context, cl *http.Client, issuer string) (string, erro
 	return doc.JWKSURI, nil
 }
 
-func fetchSet(ctx context.Context, cl *http.Client, jwksURL string) (*jose.JSONWebKeySet, error) {
+func fetchSet(ctx context.Context, cl *http.Client, jwksURL string) (*jose.JSONWebKeySet, time.Duration, error) {
 	// Decode key by key: one unsupported key (e.g. an "enc" EC key) must not
 	// hide the others.
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := getJSON(ctx, cl, jwksURL, acceptJWKS, &raw); err != nil {
-		return nil, err
+	age, err := getJSON(ctx, cl, jwksURL, acceptJWKS, &raw)
+	if err != nil {
+		return nil, 0, err
 	}
 	set := &jose.JSONWebKeySet{}
 	for _, r := range raw.Keys {
@@ -347,5 +391,5 @@ func fetchSet(ctx context.Context, cl *http.Client, jwksURL string) (*jose.JSONW
 		}
 		set.Keys = append(set.Keys, k)
 	}
-	return set, nil
+	return set, age, nil
 }

@@ -1,20 +1,27 @@
-// Package keyset holds the sts's token signing keys and rotates them. The
-// newest key signs; retired keys stay in the published JWKS for an overlap
-// period (at least the token lifetime) so tokens signed before a rotation keep
-// validating until they expire. Rotation is driven by the caller's clock, so
-// tests move time instead of waiting.
+// Package keyset holds the sts's token signing keys and rotates them, as
+// Entra does: a new key is published (in the JWKS) for a lead time before it
+// signs, so a verifier that caches the JWKS for its max-age already has it
+// when the first token signed with it arrives; the newest signing key signs;
+// retired keys stay published for an overlap (at least the longest token
+// lifetime) so tokens signed before a rotation keep validating until they
+// expire. Every key has a self-signed certificate, published as x5c with its
+// SHA-1 thumbprint x5t, which tokens carry in their header next to kid.
+// Rotation is driven by the caller's clock, so tests move time instead of
+// waiting.
 package keyset
 
 import (
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
+	"crypto/sha1"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,40 +39,40 @@ type Persister interface {
 // Config configures a Set.
 type Config struct {
 	Store    Persister
-	Interval time.Duration // how long a key signs before it is replaced
-	Overlap  time.Duration // how long a retired key stays published
-	Bits     int           // RSA modulus size; 2048 when zero
+	Interval time.Duration // how long a key signs before the next one takes over
+	// Lead is how long a key is published before it signs; it must exceed
+	// the JWKS cache lifetime, and be shorter than Interval.
+	Lead    time.Duration
+	Overlap time.Duration // how long a retired key stays published
+	Bits    int           // RSA modulus size; 2048 when zero
 }
+
+// certValidity is how long a signing key's self-signed certificate is
+// valid; far longer than a key lives (Lead + Interval + Overlap), as
+// verifiers that check the x5c certificate must not reject a live key.
+const certValidity = 5 * 365 * 24 * time.Hour
 
 // Signer is one usable key.
 type Signer struct {
-	KID    string
-	Key    *rsa.PrivateKey
-	header string // base64url of the fixed JOSE header
+	KID  string
+	X5t  string // base64url SHA-1 thumbprint of Cert
+	Key  *rsa.PrivateKey
+	Cert *x509.Certificate
+	jws  jose.Signer // RS256, header {alg, kid, typ: JWT, x5t}
 }
 
-// SignJWT returns the compact RS256 JWS of claims (JSON-marshalled) with
-// header {"alg":"RS256","kid":…,"typ":"JWT"}. The header is encoded once per
-// key; this is the token issuance hot path.
+// SignJWT returns the compact RS256 JWS of claims (JSON-marshalled), with
+// kid and x5t in the header as in Entra's tokens.
 func (s *Signer) SignJWT(claims any) (string, error) {
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", fmt.Errorf("encode claims: %w", err)
 	}
-	enc := base64.RawURLEncoding
-	size := s.Key.Size()
-	buf := make([]byte, 0, len(s.header)+2+enc.EncodedLen(len(payload))+enc.EncodedLen(size))
-	buf = append(buf, s.header...)
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, payload)
-	digest := sha256.Sum256(buf)
-	sig, err := rsa.SignPKCS1v15(nil, s.Key, crypto.SHA256, digest[:])
+	obj, err := s.jws.Sign(payload)
 	if err != nil {
 		return "", fmt.Errorf("sign: %w", err)
 	}
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, sig)
-	return string(buf), nil
+	return obj.CompactSerialize()
 }
 
 type key struct {
@@ -73,13 +80,23 @@ type key struct {
 	signer *Signer
 }
 
+// signsFrom is when the key starts signing; keys stored before
+// pre-publication existed signed from creation.
+func (k key) signsFrom() time.Time {
+	if k.rec.SignsFrom.IsZero() {
+		return k.rec.Created
+	}
+	return k.rec.SignsFrom
+}
+
 // Set is the rotating key set.
 type Set struct {
 	cfg Config
 
 	rotMu sync.Mutex   // serializes Load and Rotate (read-modify-persist of the set)
-	mu    sync.RWMutex // protects keys
-	keys  []key        // oldest first; last is current
+	mu    sync.RWMutex // protects keys, cur
+	keys  []key        // oldest first
+	cur   int          // index of the signing key in keys; -1 before Load
 }
 
 // New assembles a Set; Load reads it.
@@ -87,7 +104,7 @@ func New(cfg Config) *Set {
 	if cfg.Bits == 0 {
 		cfg.Bits = 2048
 	}
-	return &Set{cfg: cfg}
+	return &Set{cfg: cfg, cur: -1}
 }
 
 // Load reads persisted keys and rotates if due (creating the first key).
@@ -107,12 +124,25 @@ func (s *Set) load() error {
 		return fmt.Errorf("load signing keys: %w", err)
 	}
 	keys := make([]key, 0, len(recs))
+	upgraded := false
 	for _, r := range recs {
+		if len(r.Cert) == 0 {
+			// Stored before keys had certificates: give it one.
+			if r, err = withCert(r); err != nil {
+				return err
+			}
+			upgraded = true
+		}
 		k, err := fromRecord(r)
 		if err != nil {
 			return err
 		}
 		keys = append(keys, k)
+	}
+	if upgraded {
+		if err := s.persist(keys); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	s.keys = keys
@@ -120,30 +150,87 @@ func (s *Set) load() error {
 	return nil
 }
 
-func fromRecord(r store.SigningKey) (key, error) {
+func withCert(r store.SigningKey) (store.SigningKey, error) {
+	rk, err := parseKey(r)
+	if err != nil {
+		return r, err
+	}
+	der, err := selfSigned(rk, r.Created)
+	if err != nil {
+		return r, fmt.Errorf("signing key %s: %w", r.KID, err)
+	}
+	r.Cert = der
+	return r, nil
+}
+
+func parseKey(r store.SigningKey) (*rsa.PrivateKey, error) {
 	pk, err := x509.ParsePKCS8PrivateKey(r.PKCS8)
 	if err != nil {
-		return key{}, fmt.Errorf("signing key %s: %w", r.KID, err)
+		return nil, fmt.Errorf("signing key %s: %w", r.KID, err)
 	}
 	rk, ok := pk.(*rsa.PrivateKey)
 	if !ok {
-		return key{}, fmt.Errorf("signing key %s: not RSA", r.KID)
+		return nil, fmt.Errorf("signing key %s: not RSA", r.KID)
 	}
-	rk.Precompute()
-	hdr, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		KID string `json:"kid"`
-		Typ string `json:"typ"`
-	}{"RS256", r.KID, "JWT"})
+	return rk, nil
+}
+
+// selfSigned issues the key's certificate, as Entra publishes one per key.
+func selfSigned(rk *rsa.PrivateKey, created time.Time) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("certificate serial: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "podid sts token signing"},
+		NotBefore:             created.Add(-time.Hour),
+		NotAfter:              created.Add(certValidity),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &rk.PublicKey, rk)
+	if err != nil {
+		return nil, fmt.Errorf("self-sign certificate: %w", err)
+	}
+	return der, nil
+}
+
+func thumbprintSHA1(cert *x509.Certificate) []byte {
+	sum := sha1.Sum(cert.Raw)
+	return sum[:]
+}
+
+func fromRecord(r store.SigningKey) (key, error) {
+	rk, err := parseKey(r)
 	if err != nil {
 		return key{}, err
 	}
-	return key{rec: r, signer: &Signer{KID: r.KID, Key: rk, header: base64.RawURLEncoding.EncodeToString(hdr)}}, nil
+	rk.Precompute()
+	cert, err := x509.ParseCertificate(r.Cert)
+	if err != nil {
+		return key{}, fmt.Errorf("signing key %s: certificate: %w", r.KID, err)
+	}
+	if !rk.PublicKey.Equal(cert.PublicKey) {
+		return key{}, fmt.Errorf("signing key %s: certificate is for another key", r.KID)
+	}
+	x5t := base64.RawURLEncoding.EncodeToString(thumbprintSHA1(cert))
+	jws, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: rk},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", r.KID).WithHeader("x5t", x5t))
+	if err != nil {
+		return key{}, fmt.Errorf("signing key %s: %w", r.KID, err)
+	}
+	return key{rec: r, signer: &Signer{KID: r.KID, X5t: x5t, Key: rk, Cert: cert, jws: jws}}, nil
 }
 
-// Rotate replaces the current key when it is older than the interval (or when
-// force is set), and drops retired keys whose overlap has passed. It reports
-// whether anything changed. Changes are persisted before they take effect.
+// Rotate brings the set up to date at now: retired keys past their overlap
+// are dropped; when the signing key has signed for Interval−Lead a next key
+// is published, signing Lead later (not before the current key's Interval
+// is up); a published key whose time has come signs, retiring the previous
+// one. force makes a new key sign at once (for a compromised key: verifiers
+// with a cached JWKS then refetch on the unknown kid, or wait out their
+// cache). It reports whether anything changed; changes are persisted
+// before they take effect.
 func (s *Set) Rotate(now time.Time, force bool) (bool, error) {
 	s.rotMu.Lock()
 	defer s.rotMu.Unlock()
@@ -151,44 +238,103 @@ func (s *Set) Rotate(now time.Time, force bool) (bool, error) {
 	old := append([]key(nil), s.keys...)
 	s.mu.RUnlock()
 
-	var next []key
 	changed := false
-	for i, k := range old {
-		current := i == len(old)-1
-		if !current && !k.rec.RetiredAt.IsZero() && now.Sub(k.rec.RetiredAt) >= s.cfg.Overlap {
+	var next []key
+	for _, k := range old {
+		if !k.rec.RetiredAt.IsZero() && now.Sub(k.rec.RetiredAt) >= s.cfg.Overlap {
 			changed = true
 			continue
 		}
 		next = append(next, k)
 	}
-	if len(next) == 0 || force || now.Sub(next[len(next)-1].rec.Created) >= s.cfg.Interval {
-		if len(next) > 0 {
-			next[len(next)-1].rec.RetiredAt = now
+	cur, pending := classify(next, now, &changed)
+	switch {
+	case force:
+		if cur >= 0 {
+			next[cur].rec.RetiredAt = now
 		}
-		k, err := s.generate(now)
+		if pending >= 0 {
+			// It never signed: dropping it is safe.
+			next = slices.Delete(next, pending, pending+1)
+		}
+		k, err := s.generate(now, now)
 		if err != nil {
 			return false, err
 		}
-		next = append(next, k)
-		changed = true
+		next, changed = append(next, k), true
+	case cur < 0 && pending < 0:
+		// Nothing was ever published, so nothing can be cached: sign now.
+		k, err := s.generate(now, now)
+		if err != nil {
+			return false, err
+		}
+		next, changed = append(next, k), true
+	case cur < 0:
+		next[pending].rec.SignsFrom, changed = now, true
+	case pending < 0 && !now.Before(next[cur].signsFrom().Add(s.cfg.Interval-s.cfg.Lead)):
+		k, err := s.generate(now, later(now.Add(s.cfg.Lead), next[cur].signsFrom().Add(s.cfg.Interval)))
+		if err != nil {
+			return false, err
+		}
+		next, changed = append(next, k), true
 	}
 	if !changed {
+		s.mu.Lock()
+		s.cur = cur // set on the first Rotate after load
+		s.mu.Unlock()
 		return false, nil
 	}
-	recs := make([]store.SigningKey, len(next))
-	for i, k := range next {
-		recs[i] = k.rec
-	}
-	if err := s.cfg.Store.ReplaceSigningKeys(recs); err != nil {
-		return false, fmt.Errorf("persist signing keys: %w", err)
+	cur, _ = classify(next, now, &changed)
+	if err := s.persist(next); err != nil {
+		return false, err
 	}
 	s.mu.Lock()
-	s.keys = next
+	s.keys, s.cur = next, cur
 	s.mu.Unlock()
 	return true, nil
 }
 
-func (s *Set) generate(now time.Time) (key, error) {
+// classify returns the index of the signing key (the newest unretired key
+// whose time has come) and of the pending key (-1 when none), retiring any
+// older unretired key whose time has come too.
+func classify(keys []key, now time.Time, changed *bool) (cur, pending int) {
+	cur, pending = -1, -1
+	for i, k := range keys {
+		if !k.rec.RetiredAt.IsZero() {
+			continue
+		}
+		if k.signsFrom().After(now) {
+			pending = i
+			continue
+		}
+		if cur >= 0 {
+			keys[cur].rec.RetiredAt = now
+			*changed = true
+		}
+		cur = i
+	}
+	return cur, pending
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func (s *Set) persist(keys []key) error {
+	recs := make([]store.SigningKey, len(keys))
+	for i, k := range keys {
+		recs[i] = k.rec
+	}
+	if err := s.cfg.Store.ReplaceSigningKeys(recs); err != nil {
+		return fmt.Errorf("persist signing keys: %w", err)
+	}
+	return nil
+}
+
+func (s *Set) generate(now, signsFrom time.Time) (key, error) {
 	rk, err := rsa.GenerateKey(rand.Reader, s.cfg.Bits)
 	if err != nil {
 		return key{}, fmt.Errorf("generate signing key: %w", err)
@@ -197,19 +343,17 @@ func (s *Set) generate(now time.Time) (key, error) {
 	if err != nil {
 		return key{}, fmt.Errorf("encode signing key: %w", err)
 	}
-	return fromRecord(store.SigningKey{KID: thumbprint(&rk.PublicKey), PKCS8: der, Created: now})
-}
-
-// thumbprint is the RFC 7638 JWK thumbprint, so kids are stable and unique.
-func thumbprint(pub *rsa.PublicKey) string {
-	jwk := jose.JSONWebKey{Key: pub}
-	tp, err := jwk.Thumbprint(crypto.SHA256)
+	certDER, err := selfSigned(rk, now)
 	if err != nil {
-		// Only fails for unsupported key types; fall back to a hash of the modulus.
-		sum := sha256.Sum256(pub.N.Bytes())
-		tp = sum[:]
+		return key{}, err
 	}
-	return base64.RawURLEncoding.EncodeToString(tp)
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return key{}, fmt.Errorf("parse signing certificate: %w", err)
+	}
+	// kid = x5t, as in Entra's keys.
+	kid := base64.RawURLEncoding.EncodeToString(thumbprintSHA1(cert))
+	return fromRecord(store.SigningKey{KID: kid, PKCS8: der, Cert: certDER, Created: now, SignsFrom: signsFrom})
 }
 
 // ErrNoKey is returned before Load.
@@ -219,21 +363,32 @@ var ErrNoKey = errors.New("no signing key loaded")
 func (s *Set) Current() (*Signer, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.keys) == 0 {
+	if s.cur < 0 {
 		return nil, ErrNoKey
 	}
-	return s.keys[len(s.keys)-1].signer, nil
+	return s.keys[s.cur].signer, nil
 }
 
-// Public returns the published JWKS: the current and every retired key still
-// in its overlap.
+// Public returns the published JWKS: the signing key first, then the
+// others (a pending next key, retired keys in their overlap), newest first.
+// Each entry carries x5t and x5c, as Entra's do.
 func (s *Set) Public() jose.JSONWebKeySet {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(s.keys))}
+	add := func(k key) {
+		out.Keys = append(out.Keys, jose.JSONWebKey{
+			Key: &k.signer.Key.PublicKey, KeyID: k.rec.KID, Algorithm: string(jose.RS256), Use: "sig",
+			Certificates: []*x509.Certificate{k.signer.Cert}, CertificateThumbprintSHA1: thumbprintSHA1(k.signer.Cert),
+		})
+	}
+	if s.cur >= 0 {
+		add(s.keys[s.cur])
+	}
 	for i := len(s.keys) - 1; i >= 0; i-- {
-		k := s.keys[i]
-		out.Keys = append(out.Keys, jose.JSONWebKey{Key: &k.signer.Key.PublicKey, KeyID: k.rec.KID, Algorithm: string(jose.RS256), Use: "sig"})
+		if i != s.cur {
+			add(s.keys[i])
+		}
 	}
 	return out
 }

@@ -96,12 +96,15 @@ type RoleAssignment struct {
 	Role      string `json:"role"`
 }
 
-// SigningKey is a token signing key. Retired keys stay published until
-// RetiredAt+overlap so tokens they signed keep validating.
+// SigningKey is a token signing key. A key is published from Created,
+// signs from SignsFrom (zero: from Created) and, once retired, stays
+// published until RetiredAt+overlap so tokens it signed keep validating.
 type SigningKey struct {
 	KID       string    `json:"kid"`
 	PKCS8     []byte    `json:"pkcs8"`
+	Cert      []byte    `json:"cert,omitempty"` // self-signed certificate (DER) for x5c/x5t
 	Created   time.Time `json:"created"`
+	SignsFrom time.Time `json:"signsFrom,omitempty"`
 	RetiredAt time.Time `json:"retiredAt,omitempty"`
 }
 

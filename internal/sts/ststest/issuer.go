@@ -24,6 +24,7 @@ type Issuer struct {
 	KID  string
 	srv  *httptest.Server
 	hits atomic.Int64
+	fail atomic.Bool
 }
 
 // NewIssuer starts an issuer on 127.0.0.1 and stops it at cleanup.
@@ -46,6 +47,10 @@ func NewIssuer(t testing.TB) *Issuer {
 	})
 	mux.HandleFunc("GET /openid/v1/jwks", func(w http.ResponseWriter, r *http.Request) {
 		is.hits.Add(1)
+		if is.fail.Load() {
+			http.Error(w, "JWKS unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		// kube-apiserver answers 406 unless the client accepts this type.
 		if !strings.Contains(r.Header.Get("Accept"), "application/jwk-set+json") {
 			http.Error(w, "406: Not Acceptable", http.StatusNotAcceptable)
@@ -59,6 +64,10 @@ func NewIssuer(t testing.TB) *Issuer {
 	t.Cleanup(is.srv.Close)
 	return is
 }
+
+// FailJWKS makes the JWKS endpoint answer 503 (an issuer outage) until
+// called with false.
+func (is *Issuer) FailJWKS(fail bool) { is.fail.Store(fail) }
 
 // Hits counts metadata requests served (discovery + JWKS).
 func (is *Issuer) Hits() int64 { return is.hits.Load() }

@@ -8,6 +8,7 @@ package tokenverify
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,6 +112,13 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	key, err := v.cfg.Keys.URLKey(ctx, v.cfg.JWKSURL, kid)
 	if err != nil {
 		return nil, fmt.Errorf("resolve signing key: %w", err)
+	}
+	// A token naming its key's certificate (x5t, as Entra's and ours do)
+	// must name the certificate the JWKS publishes for that kid.
+	if x5t, ok := tok.Headers[0].ExtraHeaders["x5t"]; ok && len(key.CertificateThumbprintSHA1) > 0 {
+		if s, _ := x5t.(string); s != base64.RawURLEncoding.EncodeToString(key.CertificateThumbprintSHA1) {
+			return nil, errors.New("token x5t does not match the certificate of its key")
+		}
 	}
 	var rc rawClaims
 	if err := tok.Claims(key.Key, &rc); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +19,16 @@ import (
 // keys is a fixed key source: what a JWKS would publish.
 type keys map[string]*rsa.PublicKey
 
+// certThumb is the x5t the JWKS publishes for kid "kx".
+var certThumb = []byte("0123456789abcdefghij")
+
 func (k keys) URLKey(_ context.Context, _, kid string) (*jose.JSONWebKey, error) {
 	if pk, ok := k[kid]; ok {
-		return &jose.JSONWebKey{Key: pk, KeyID: kid}, nil
+		jwk := &jose.JSONWebKey{Key: pk, KeyID: kid}
+		if kid == "kx" {
+			jwk.CertificateThumbprintSHA1 = certThumb
+		}
+		return jwk, nil
 	}
 	return nil, jwks.ErrUnknownKID
 }
@@ -30,8 +38,12 @@ func TestVerify(t *testing.T) {
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
 	now := time.Unix(1_800_000_000, 0)
 	const iss, aud = "https://sts.windows.net/t/", "https://vault.azure.net"
-	sign := func(k any, alg jose.SignatureAlgorithm, kid string, claims map[string]any) string {
-		s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: k}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	signX5t := func(k any, alg jose.SignatureAlgorithm, kid, x5t string, claims map[string]any) string {
+		opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid)
+		if x5t != "" {
+			opts = opts.WithHeader("x5t", x5t)
+		}
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: k}, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,6 +52,9 @@ func TestVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		return tok
+	}
+	sign := func(k any, alg jose.SignatureAlgorithm, kid string, claims map[string]any) string {
+		return signX5t(k, alg, kid, "", claims)
 	}
 	base := func(mod map[string]any) map[string]any {
 		c := map[string]any{"iss": iss, "aud": aud, "iat": now.Unix(), "nbf": now.Add(-5 * time.Minute).Unix(), "exp": now.Add(time.Hour).Unix(), "tid": "t", "appid": "a", "roles": []string{"r"}}
@@ -52,7 +67,7 @@ func TestVerify(t *testing.T) {
 		}
 		return c
 	}
-	v, err := tokenverify.New(tokenverify.Config{JWKSURL: "https://x/keys", Keys: keys{"k1": &key.PublicKey}, Issuers: []string{iss}, Audiences: []string{aud}, Now: func() time.Time { return now }})
+	v, err := tokenverify.New(tokenverify.Config{JWKSURL: "https://x/keys", Keys: keys{"k1": &key.PublicKey, "kx": &key.PublicKey}, Issuers: []string{iss}, Audiences: []string{aud}, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +87,9 @@ func TestVerify(t *testing.T) {
 		{"wrong key", sign(other, jose.RS256, "k1", base(nil)), "signature"},
 		{"PS256 refused", sign(key, jose.PS256, "k1", base(nil)), "parse"},
 		{"HS256 refused", sign([]byte(strings.Repeat("k", 32)), jose.HS256, "k1", base(nil)), "parse"},
+		{"x5t matches the key's certificate", signX5t(key, jose.RS256, "kx", base64.RawURLEncoding.EncodeToString(certThumb), base(nil)), ""},
+		{"x5t of another certificate", signX5t(key, jose.RS256, "kx", base64.RawURLEncoding.EncodeToString([]byte("another-certificate!")), base(nil)), "x5t"},
+		{"x5t without a published certificate", signX5t(key, jose.RS256, "k1", "whatever", base(nil)), ""},
 		{"oversized", strings.Repeat("a", tokenverify.MaxTokenSize+1), "larger"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
