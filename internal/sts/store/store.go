@@ -352,15 +352,16 @@ func subscriptionTenant(tx *bolt.Tx, sub string) (string, error) {
 		return string(owner), nil
 	}
 	prefix := "/subscriptions/" + sub + "/"
-	c := tx.Bucket(bucketARMIndex).Cursor()
-	for k, v := c.Seek([]byte(prefix)); k != nil && strings.HasPrefix(string(k), prefix); k, v = c.Next() {
-		p, err := get[Principal](tx, bucketPrincipals, string(v))
-		if err != nil {
-			return "", err
-		}
-		return p.TenantID, nil
+	// The first identity under the subscription is enough: they all share a tenant.
+	k, v := tx.Bucket(bucketARMIndex).Cursor().Seek([]byte(prefix))
+	if k == nil || !strings.HasPrefix(string(k), prefix) {
+		return "", nil
 	}
-	return "", nil
+	p, err := get[Principal](tx, bucketPrincipals, string(v))
+	if err != nil {
+		return "", err
+	}
+	return p.TenantID, nil
 }
 
 // bindSubscription records that sub belongs to tenant, or refuses with
