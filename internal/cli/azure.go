@@ -204,14 +204,12 @@ func armMessage(re *azcore.ResponseError) string {
 	return re.ErrorCode
 }
 
-// oneLine keeps the first line of s, at most 300 bytes: a server's text is
-// shown to the user, never dumped.
+// oneLine folds s onto one line of at most 300 bytes: a server's or
+// library's text is shown to the user, never dumped.
 func oneLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
+	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > 300 {
 		s = s[:300] + "…"
 	}
-	return strings.TrimSpace(s)
+	return s
 }
