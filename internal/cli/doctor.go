@@ -411,7 +411,7 @@ func (d *doc) federatedCredential(ctx context.Context, clientID, saName string) 
 	}
 	a, err := d.g.connect(scope{}, false)
 	if err != nil {
-		d.rep.add("federated-credential", Skip, "federated credential not looked up: "+err.Error(), "")
+		d.rep.add("federated-credential", Warn, "federated credential not looked up: "+err.Error(), "")
 		return true
 	}
 	issuer, err := d.k.issuer(ctx)
@@ -427,14 +427,16 @@ func (d *doc) federatedCredential(ctx context.Context, clientID, saName string) 
 				"podid identity create <name>, and put its client id on the ServiceAccount")
 			return false
 		}
-		d.rep.add("federated-credential", Fail, "look up the identity: "+err.Error(), "")
-		return false
+		// Not being allowed to read the identity says nothing about the
+		// pod: the exchange below is the proof either way.
+		d.rep.add("federated-credential", Warn, "federated credential not looked up: "+err.Error(), "")
+		return true
 	}
 	a.rg = id.ResourceGroup
 	fics, err := a.listFICs(ctx, id.Name)
 	if err != nil {
-		d.rep.add("federated-credential", Fail, err.Error(), "")
-		return false
+		d.rep.add("federated-credential", Warn, "federated credential not looked up: "+err.Error(), "")
+		return true
 	}
 	sub := Subject(d.pod.Namespace, saName)
 	var near []string
