@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -82,10 +83,12 @@ const (
 )
 
 type doctorOptions struct {
-	namespace   string
-	clusterWide bool
-	noExchange  bool
-	resource    string
+	// allowAuthority are further authorities the exchange may be sent to.
+	allowAuthority []string
+	namespace      string
+	clusterWide    bool
+	noExchange     bool
+	resource       string
 }
 
 func newDoctorCommand(g *globals) *cobra.Command {
@@ -136,6 +139,7 @@ namespace (for the exchange; skipped with a warning when denied, or with
 	cmd.Flags().BoolVar(&o.clusterWide, "cluster-wide", false, "bindings select pods of every namespace (as the controller's --cluster-wide)")
 	cmd.Flags().BoolVar(&o.noExchange, "no-exchange", false, "skip the real token exchange")
 	cmd.Flags().StringVar(&o.resource, "resource", armResource, "resource the exchange asks a token for")
+	cmd.Flags().StringSliceVar(&o.allowAuthority, "allow-authority", nil, "further authority the pod's AZURE_AUTHORITY_HOST may name (default: the configured one and Entra's clouds)")
 	return cmd
 }
 
@@ -262,6 +266,9 @@ func (d *doc) workloadIdentity(ctx context.Context, saName string, sa *corev1.Se
 			fmt.Sprintf("kubectl -n %s annotate serviceaccount %s %s=<tenant id>, then recreate the pod", pod.Namespace, saName, webhook.TenantIDAnnotation))
 		return
 	}
+	if !d.trustedAuthority(authority) {
+		return
+	}
 	if !d.authorityReachable(ctx, authority, tenant) {
 		return
 	}
@@ -360,6 +367,30 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// entraAuthorities are the authority hosts of Entra ID's clouds.
+var entraAuthorities = []string{
+	"https://login.microsoftonline.com", "https://login.microsoftonline.us", "https://login.chinacloudapi.cn", "https://login.partner.microsoftonline.cn",
+}
+
+// trustedAuthority refuses an authority the pod chose that the user did not
+// configure: the pod's author controls its env, and doctor would otherwise
+// make requests from the user's machine — and send a token it minted — to
+// any URL the pod names.
+func (d *doc) trustedAuthority(authority string) bool {
+	a := strings.TrimRight(authority, "/")
+	ok := slices.ContainsFunc(append(append([]string{}, entraAuthorities...), d.o.allowAuthority...), func(x string) bool {
+		return strings.EqualFold(strings.TrimRight(x, "/"), a)
+	})
+	if d.cfg != nil && strings.EqualFold(strings.TrimRight(d.cfg.Authority, "/"), a) {
+		ok = true
+	}
+	if !ok {
+		d.rep.add("authority", Fail, fmt.Sprintf("the pod's %s %q is neither the configured authority nor an Entra cloud: doctor sends nothing there", webhook.EnvAuthorityHost, authority),
+			fmt.Sprintf("if the pod should use it, fix the webhook's --authority-host; if you trust it, podid doctor … --allow-authority %s", a))
+	}
+	return ok
 }
 
 // authorityReachable fetches the tenant's discovery document at the

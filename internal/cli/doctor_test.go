@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -541,6 +545,52 @@ func TestDoctor(t *testing.T) {
 		}
 		if r.code != 1 {
 			t.Errorf("exit %d", r.code)
+		}
+	})
+	t.Run("pod names its own authority", func(t *testing.T) {
+		// Adversary: the pod's author sets AZURE_AUTHORITY_HOST to a server
+		// they control. doctor, run by an admin, must not send a freshly
+		// minted token (or any request) there.
+		var hits atomic.Int64 // connections, even ones whose TLS handshake fails
+		evil := httptest.NewUnstartedServer(http.NotFoundHandler())
+		evil.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				hits.Add(1)
+			}
+		}
+		evil.StartTLS()
+		defer evil.Close()
+		ns := env.Namespace(t)
+		w := &world{t: t, c: c, ns: ns, cl: env.Client, ids: map[string]cli.Identity{}}
+		id := w.identity("web")
+		w.sa("app", id.ClientID)
+		w.fic("web", "app")
+		exp := int64(3600)
+		spec := podSpec("app")
+		spec.Containers[0].Env = []corev1.EnvVar{
+			{Name: webhook.EnvClientID, Value: id.ClientID}, {Name: webhook.EnvTenantID, Value: c.sts.TenantID},
+			{Name: webhook.EnvFederatedTokenFile, Value: webhook.TokenFile}, {Name: webhook.EnvAuthorityHost, Value: evil.URL + "/"},
+		}
+		spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: webhook.TokenVolumeName, MountPath: webhook.TokenDir, ReadOnly: true}}
+		spec.Volumes = []corev1.Volume{{Name: webhook.TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: cli.ExchangeAudience, ExpirationSeconds: &exp, Path: webhook.TokenFileName}}}}}}}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"}, Spec: spec}
+		w.create(pod)
+		pod.Labels = map[string]string{webhook.UseLabel: "true"}
+		if err := w.cl.Update(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+		r := c.podid("doctor", "p", "-n", ns)
+		if r.code != 1 || !strings.Contains(r.stdout, fmt.Sprintf("✗ the pod's AZURE_AUTHORITY_HOST %q is neither the configured authority nor an Entra cloud", evil.URL+"/")) {
+			t.Errorf("exit %d:\n%s", r.code, r.stdout)
+		}
+		if n := hits.Load(); n != 0 {
+			t.Fatalf("doctor opened %d connection(s) to the pod's authority", n)
+		}
+		// Allowed explicitly, it is contacted (so the refusal above was the check).
+		r = c.podid("doctor", "p", "-n", ns, "--allow-authority", evil.URL)
+		if hits.Load() == 0 || !strings.Contains(r.stdout, "is not reachable from here") {
+			t.Errorf("with --allow-authority: %d hits, exit %d:\n%s", hits.Load(), r.code, r.stdout)
 		}
 	})
 	t.Run("untrusted authority", func(t *testing.T) {

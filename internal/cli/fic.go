@@ -13,6 +13,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/msi/armmsi"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/podid/podid/internal/webhook"
 )
 
 // Federated credential constants of Entra ID.
@@ -20,8 +22,8 @@ const (
 	// MaxFederatedCredentials is Entra's limit per identity.
 	MaxFederatedCredentials = 20
 	// ExchangeAudience is the audience of service-account tokens exchanged
-	// for Entra tokens.
-	ExchangeAudience = "api://AzureADTokenExchange"
+	// for Entra tokens (the webhook projects tokens for it).
+	ExchangeAudience = webhook.TokenAudience
 	maxFICField      = 600
 )
 
