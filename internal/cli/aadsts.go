@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
@@ -44,7 +45,7 @@ func (e *AADSTSError) Error() string {
 	if m, ok := aadstsMeaning[e.Code]; ok {
 		s += ": " + m
 	} else if e.Description != "" {
-		s += ": " + e.Description
+		s += ": " + strings.TrimSpace(strings.TrimPrefix(e.Description, s+":"))
 	}
 	return s
 }
