@@ -97,13 +97,14 @@ remove them once the workloads run on workload identity.`,
 			if err != nil {
 				return err
 			}
-			var a *azure
-			if _, err := g.config(); err == nil {
-				if a, err = g.connect(o.s, false); err != nil {
+			// The dry run works without the cloud (identities without a
+			// resourceID are then reported); --apply needs it.
+			a, err := g.connect(o.s, false)
+			if err != nil {
+				if o.apply {
 					return err
 				}
-			} else if o.apply {
-				return err
+				a = nil
 			}
 			p, err := plan(cmd.Context(), k, a, o)
 			if err != nil {
@@ -258,7 +259,8 @@ func plan(ctx context.Context, k *kube, a *azure, o *migrateOptions) (*Plan, err
 		}
 		var m binding.Match
 		var idName string
-		for idName, m = range u.identities {
+		for n, x := range u.identities { // exactly one
+			idName, m = n, x
 		}
 		if m.Spec.Type != podidv1.UserAssignedMSI {
 			problem(obj, fmt.Sprintf("uses AzureIdentity %s, a service principal with a %s in Secret %s/%s", idName,
