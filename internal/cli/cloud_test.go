@@ -3,9 +3,11 @@ package cli_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/podid/podid/internal/cli"
@@ -245,5 +247,50 @@ func TestRoleAssignment(t *testing.T) {
 	r := c.podid("role-assignment", "create", "--assignee", id.ClientID, "--role", "Reader", "--scope", "/subscriptions/x")
 	if r.code != 1 || !strings.Contains(r.stderr, "az role assignment create") {
 		t.Errorf("azure: %d %q", r.code, r.stderr)
+	}
+}
+
+// TestOnlyLocalTraffic routes every non-loopback connection the binary could
+// make to a proxy that counts them: configured for podid sts, the SDK
+// clients (token authority, instance discovery, ARM) never reach any other
+// host.
+func TestOnlyLocalTraffic(t *testing.T) {
+	c := newCLI(t, "", nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	proxy := "http://" + ln.Addr().String()
+	c.extraEnv = []string{"HTTPS_PROXY=" + proxy, "HTTP_PROXY=" + proxy, "https_proxy=" + proxy, "http_proxy=" + proxy}
+	c.ok("identity", "create", "web")
+	c.ok("identity", "list", "--all")
+	c.ok("fic", "create", "--identity", "web", "--issuer", "https://issuer.podid.test", "--service-account", "shop/web")
+	c.ok("fic", "list", "--identity", "web")
+	c.ok("role-assignment", "create", "--assignee", "web", "--role", "Reader", "--scope", "https://vault.azure.net")
+	c.ok("role-assignment", "list")
+	c.ok("identity", "delete", "web")
+	if n := conns.Load(); n != 0 {
+		t.Fatalf("%d connection(s) went to a non-loopback host", n)
+	}
+	// The proxy is really used for other hosts (so zero above means something).
+	c.ok("config", "set-cloud", "local", "--authority", "https://sts.podid.test", "--tenant-id", ststest.TenantID,
+		"--client-id", ststest.AdminClientID, "--subscription", ststest.SubscriptionID, "-g", "rg")
+	c.extraEnv = append(c.extraEnv, cli.EnvClientSecret+"=x")
+	if r := c.podid("identity", "list"); r.code == 0 || conns.Load() == 0 {
+		t.Fatalf("a non-loopback authority did not go through the proxy: exit %d, %d connections, %q", r.code, conns.Load(), r.stderr)
 	}
 }

@@ -77,6 +77,7 @@ type user struct {
 	xdg        string
 	kubeconfig string
 	sts        *ststest.Server
+	extraEnv   []string
 }
 
 type result struct {
@@ -91,7 +92,12 @@ func (c *user) podid(args ...string) result {
 	ctx, cancel := context.WithTimeout(c.t.Context(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = []string{"HOME=" + c.xdg, "XDG_CONFIG_HOME=" + c.xdg, "PATH=/usr/bin:/bin", "NO_PROXY=*"}
+	cmd.Env = []string{"HOME=" + c.xdg, "XDG_CONFIG_HOME=" + c.xdg, "PATH=/usr/bin:/bin"}
+	if c.extraEnv != nil {
+		cmd.Env = append(cmd.Env, c.extraEnv...)
+	} else {
+		cmd.Env = append(cmd.Env, "NO_PROXY=*")
+	}
 	if c.kubeconfig != "" {
 		cmd.Env = append(cmd.Env, "KUBECONFIG="+c.kubeconfig)
 	}
