@@ -57,9 +57,10 @@ func TestDoctorOnNode(t *testing.T) {
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	home := t.TempDir()
 	podid := func(args ...string) (string, int) {
 		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "KUBECONFIG=" + c.Kubeconfig, "PATH=/usr/bin:/bin"}
+		cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "KUBECONFIG=" + c.Kubeconfig, "PATH=/usr/bin:/bin"}
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
