@@ -46,31 +46,10 @@ func TestDoctorOnNode(t *testing.T) {
 		Data:       map[string]string{"ca.crt": string(caPEM)},
 	}))
 
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "podid")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/podid")
-	build.Dir = framework.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build podid: %v\n%s", err, out)
-	}
-	caFile := filepath.Join(dir, "sts-ca.pem")
+	podid := cliRunner(ctx, t, c)
+	caFile := filepath.Join(t.TempDir(), "sts-ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
-	}
-	home := t.TempDir()
-	podid := func(args ...string) (string, int) {
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "KUBECONFIG=" + c.Kubeconfig, "PATH=/usr/bin:/bin"}
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return out.String(), ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("podid %v: %v", args, err)
-		}
-		return out.String(), 0
 	}
 	// The user knows the sts and its CA, not its admin secret: doctor says
 	// it cannot look the identity up, and proves the link by the exchange.
@@ -119,5 +98,33 @@ func TestDoctorOnNode(t *testing.T) {
 				t.Error("doctor printed a JWT")
 			}
 		})
+	}
+}
+
+// cliRunner builds the podid binary and returns a function running it
+// against the cluster, with a config directory of its own; it returns the
+// combined output and the exit code.
+func cliRunner(ctx context.Context, t *testing.T, c *framework.Cluster) func(args ...string) (string, int) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "podid")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/podid")
+	build.Dir = framework.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build podid: %v\n%s", err, out)
+	}
+	home := t.TempDir()
+	return func(args ...string) (string, int) {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "KUBECONFIG=" + c.Kubeconfig, "PATH=/usr/bin:/bin"}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return out.String(), ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("podid %v: %v", args, err)
+		}
+		return out.String(), 0
 	}
 }
