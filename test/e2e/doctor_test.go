@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/test/e2e/framework"
 )
 
@@ -126,5 +128,82 @@ func cliRunner(ctx context.Context, t *testing.T, c *framework.Cluster) func(arg
 			t.Fatalf("podid %v: %v", args, err)
 		}
 		return out.String(), 0
+	}
+}
+
+// TestDoctorPodIdentityOnNode runs doctor from the host on a pod-identity
+// (v1) pod that works: podid sts, webhook (the agent's token guard), agent
+// and controller deployed as shipped; the pod (unmodified
+// ManagedIdentityCredential) gets its token through the agent, and doctor
+// reports every link ✓ — the controller's assignment, the agent ready on the
+// node, the exchange at the agent's authority.
+func TestDoctorPodIdentityOnNode(t *testing.T) {
+	c := framework.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	if !nodeHasImage(ctx, t, c, miClientImage) {
+		t.Fatalf("image %s not imported: run hack/image.sh miclient", miClientImage)
+	}
+	ns := c.Namespace(t)
+	v1 := wiWorkload{name: "v1", sa: "sa-doctor-v1", fic: true, clientID: newUUID(t)}
+	v1.subject = "system:serviceaccount:" + ns + ":" + v1.sa
+	ensureNamespace(ctx, t, c, stsNamespace)
+	stsPodIP := deploySTS(ctx, t, c, []wiWorkload{v1})
+	stsTransport, caPEM := stsClientTransport(ctx, t, stsPodIP)
+	applyKustomization(ctx, t, c, filepath.Join("deploy", "crds"), nil)
+	for _, crd := range []string{"azureidentities", "azureidentitybindings", "azurepodidentityexceptions", "azureassignedidentities"} {
+		if err := waitCRDEstablished(ctx, c, crd+".aadpodidentity.k8s.io"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules := nodeInterceptor(t, c)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), framework.PodTimeout+30*time.Second)
+		defer cancel()
+		deleteAgent(ctx, t, c)
+		if err := rules.Uninstall(ctx); err != nil {
+			t.Errorf("remove the agent's interception rules from the node: %v", err)
+		}
+	})
+	deployWebhook(ctx, t, c)
+	deployAgent(ctx, t, c, caPEM)
+	applyKustomization(ctx, t, c, filepath.Join("deploy", "controller"), nil)
+	t.Cleanup(func() {
+		_ = c.Client.Delete(context.Background(), &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "podid-system", Name: "podid-controller"}})
+	})
+	if err := waitDeploymentAvailable(ctx, c, "podid-system", "podid-controller"); err != nil {
+		t.Fatal(err)
+	}
+
+	const selector = "podid-e2e-doctor-v1"
+	applyV1Identity(ctx, t, c, ns, "id-doctor", v1.clientID, selector)
+	applyServiceAccount(ctx, t, c, ns, v1.sa, nil)
+	pod := c.CreatePod(ctx, t, miClientPod(ns, "v1-doctor", v1.sa, map[string]string{podidv1.PodLabelKey: selector}))
+	verifyPodToken(ctx, t, c, stsTransport, pod, v1.clientID)
+
+	podid := cliRunner(ctx, t, c)
+	caFile := filepath.Join(t.TempDir(), "sts-ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := podid("config", "set-cloud", "local", "--authority", strings.TrimSuffix(stsAuthority, "/"), "--ca-file", caFile,
+		"--tenant-id", wiTenantID, "--client-id", newUUID(t)); code != 0 {
+		t.Fatalf("config: %d %s", code, out)
+	}
+	out, code := podid("doctor", "pod/"+pod.Name, "-n", ns)
+	t.Logf("podid doctor pod/%s:\n%s", pod.Name, out)
+	for _, want := range []string{
+		"pod " + ns + "/" + pod.Name + " (pod-identity)",
+		"✓ binding(s) " + ns + "/id-doctor-binding select the pod",
+		"✓ AzureAssignedIdentity ",
+		"✓ agent podid-system/podid-agent-",
+		"✓ the identity provider issued a token for client " + v1.clientID,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q", want)
+		}
+	}
+	if code != 0 || strings.Contains(out, "✗") {
+		t.Errorf("doctor exit %d on a working pod", code)
 	}
 }
