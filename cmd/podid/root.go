@@ -2,6 +2,8 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+
+	"github.com/podid/podid/internal/cli"
 )
 
 func newRootCommand() *cobra.Command {
@@ -18,5 +20,6 @@ func newRootCommand() *cobra.Command {
 		newWebhookCommand(),
 		newAgentCommand(),
 	)
+	root.AddCommand(cli.NewCommands()...)
 	return root
 }

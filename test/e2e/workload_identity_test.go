@@ -173,8 +173,9 @@ func ensureNamespace(ctx context.Context, t *testing.T, c *framework.Cluster, na
 
 // deploySTS applies deploy/sts (but its namespace) with the cluster's
 // issuer in the ConfigMap and a bootstrap holding the test's identity, waits
-// for the sts to be ready and returns its pod IP.
-func deploySTS(ctx context.Context, t *testing.T, c *framework.Cluster, workloads []wiWorkload) string {
+// for the sts to be ready and returns its pod IP. extra edits the tenant
+// (e.g. adds an admin application).
+func deploySTS(ctx context.Context, t *testing.T, c *framework.Cluster, workloads []wiWorkload, extra ...func(*sts.BootstrapTenant)) string {
 	t.Helper()
 	tenant := sts.BootstrapTenant{ID: wiTenantID, Domains: []string{"podid.local"}}
 	for _, w := range workloads {
@@ -188,6 +189,9 @@ func deploySTS(ctx context.Context, t *testing.T, c *framework.Cluster, workload
 			}}
 		}
 		tenant.Identities = append(tenant.Identities, id)
+	}
+	for _, f := range extra {
+		f(&tenant)
 	}
 	boot := sts.Bootstrap{Tenants: []sts.BootstrapTenant{tenant}}
 	bootYAML, err := yaml.Marshal(boot)
