@@ -24,7 +24,10 @@ var aadstsMeaning = map[int]string{
 	50166:   "the identity provider could not fetch the issuer's discovery document or keys: is the issuer reachable from it, and anonymously readable?",
 	7000215: "the client secret is wrong",
 	7000222: "the client secret expired",
+	700211:  "no federated credential matches the assertion's issuer (the cluster's OIDC issuer URL)",
+	700212:  "no federated credential matches the assertion's audience",
 	700213:  "no federated credential matches the subject",
+	7002138: "a federated credential matches the subject only when case is ignored: subjects are case-sensitive",
 	70011:   "the scope is invalid",
 }
 

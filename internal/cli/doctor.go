@@ -19,6 +19,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Status of one doctor check.
@@ -176,13 +177,13 @@ func doctor(ctx context.Context, g *globals, k *kube, o *doctorOptions, name str
 	}
 	cfg, cfgErr := g.config()
 	var sa *corev1.ServiceAccount
-	saName := webhook.ServiceAccountName(&pod)
+	saName := workloadidentity.ServiceAccountName(&pod)
 	var s corev1.ServiceAccount
 	saErr := k.c.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: saName}, &s)
 	if saErr == nil {
 		sa = &s
 	}
-	v2 := webhook.Selected(&pod) || (sa != nil && sa.Annotations[webhook.ClientIDAnnotation] != "")
+	v2 := webhook.Selected(&pod) || (sa != nil && sa.Annotations[workloadidentity.ClientIDAnnotation] != "")
 	v1 := pod.Labels[podidv1.PodLabelKey] != ""
 	d := &doc{g: g, k: k, o: o, pod: &pod, rep: rep, cfg: cfg, cfgErr: cfgErr}
 	switch {
@@ -194,9 +195,9 @@ func doctor(ctx context.Context, g *globals, k *kube, o *doctorOptions, name str
 		d.podIdentity(ctx, saName)
 	default:
 		rep.add("pod.identity", Fail, fmt.Sprintf("pod uses no identity: no %s label, no %s=true label, and ServiceAccount %s has no %s annotation",
-			podidv1.PodLabelKey, webhook.UseLabel, saName, webhook.ClientIDAnnotation),
+			podidv1.PodLabelKey, workloadidentity.UseLabel, saName, workloadidentity.ClientIDAnnotation),
 			fmt.Sprintf("workload identity: podid serviceaccount create -n %s --name %s --identity <identity>, then add the label %s: \"true\" to the pod template and roll it out",
-				pod.Namespace, saName, webhook.UseLabel))
+				pod.Namespace, saName, workloadidentity.UseLabel))
 	}
 	return rep, nil
 }
@@ -225,24 +226,24 @@ func (d *doc) workloadIdentity(ctx context.Context, saName string, sa *corev1.Se
 		return
 	}
 	rep.add("serviceaccount", Pass, "ServiceAccount "+saKey+" exists", "")
-	clientID := sa.Annotations[webhook.ClientIDAnnotation]
+	clientID := sa.Annotations[workloadidentity.ClientIDAnnotation]
 	switch {
 	case clientID == "":
-		rep.add("serviceaccount.client-id", Fail, "ServiceAccount "+saKey+" has no "+webhook.ClientIDAnnotation+" annotation",
+		rep.add("serviceaccount.client-id", Fail, "ServiceAccount "+saKey+" has no "+workloadidentity.ClientIDAnnotation+" annotation",
 			fmt.Sprintf("kubectl -n %s annotate serviceaccount %s %s=<client id>   (or podid serviceaccount create -n %s --name %s --identity <identity>)",
-				pod.Namespace, saName, webhook.ClientIDAnnotation, pod.Namespace, saName))
+				pod.Namespace, saName, workloadidentity.ClientIDAnnotation, pod.Namespace, saName))
 	case !guidRE.MatchString(clientID):
-		rep.add("serviceaccount.client-id", Fail, fmt.Sprintf("ServiceAccount %s annotation %s=%q is not a GUID", saKey, webhook.ClientIDAnnotation, clientID),
-			fmt.Sprintf("kubectl -n %s annotate --overwrite serviceaccount %s %s=<client id>", pod.Namespace, saName, webhook.ClientIDAnnotation))
+		rep.add("serviceaccount.client-id", Fail, fmt.Sprintf("ServiceAccount %s annotation %s=%q is not a GUID", saKey, workloadidentity.ClientIDAnnotation, clientID),
+			fmt.Sprintf("kubectl -n %s annotate --overwrite serviceaccount %s %s=<client id>", pod.Namespace, saName, workloadidentity.ClientIDAnnotation))
 	default:
 		rep.add("serviceaccount.client-id", Pass, "ServiceAccount "+saKey+" names client id "+clientID, "")
 	}
 	if !webhook.Selected(pod) {
-		rep.add("pod.use-label", Fail, fmt.Sprintf("pod has no label %s: \"true\", so the webhook leaves it alone", webhook.UseLabel),
-			fmt.Sprintf("add `%s: \"true\"` to the pod template's metadata.labels and roll it out (kubectl rollout restart …); a running pod is not mutated", webhook.UseLabel))
+		rep.add("pod.use-label", Fail, fmt.Sprintf("pod has no label %s: \"true\", so the webhook leaves it alone", workloadidentity.UseLabel),
+			fmt.Sprintf("add `%s: \"true\"` to the pod template's metadata.labels and roll it out (kubectl rollout restart …); a running pod is not mutated", workloadidentity.UseLabel))
 		return
 	}
-	rep.add("pod.use-label", Pass, "pod has label "+webhook.UseLabel+"=true", "")
+	rep.add("pod.use-label", Pass, "pod has label "+workloadidentity.UseLabel+"=true", "")
 	inj := injected(pod)
 	if len(inj.missing) > 0 {
 		fix := fmt.Sprintf("the webhook did not mutate this pod when it was created: check kubectl get mutatingwebhookconfiguration %s and kubectl -n %s get pods -l %s=%s, then recreate the pod",
@@ -254,16 +255,16 @@ func (d *doc) workloadIdentity(ctx context.Context, saName string, sa *corev1.Se
 		return
 	}
 	rep.add("webhook.injected", Pass, fmt.Sprintf("webhook injected %s, %s, %s and a projected token (audience %s, %ds)",
-		webhook.EnvClientID, webhook.EnvTenantID, webhook.EnvAuthorityHost, inj.audience, inj.expiration), "")
-	if clientID != "" && inj.env[webhook.EnvClientID] != clientID {
-		rep.add("webhook.client-id", Fail, fmt.Sprintf("pod was injected %s=%s but the ServiceAccount now names %s", webhook.EnvClientID, inj.env[webhook.EnvClientID], clientID),
+		workloadidentity.EnvClientID, workloadidentity.EnvTenantID, workloadidentity.EnvAuthorityHost, inj.audience, inj.expiration), "")
+	if clientID != "" && inj.env[workloadidentity.EnvClientID] != clientID {
+		rep.add("webhook.client-id", Fail, fmt.Sprintf("pod was injected %s=%s but the ServiceAccount now names %s", workloadidentity.EnvClientID, inj.env[workloadidentity.EnvClientID], clientID),
 			"recreate the pod (kubectl rollout restart … or kubectl delete pod) so it picks up the ServiceAccount's client id")
 		return
 	}
-	tenant, authority := inj.env[webhook.EnvTenantID], inj.env[webhook.EnvAuthorityHost]
+	tenant, authority := inj.env[workloadidentity.EnvTenantID], inj.env[workloadidentity.EnvAuthorityHost]
 	if tenant == "" {
-		rep.add("authority", Fail, "no "+webhook.EnvTenantID+" injected: the ServiceAccount has no tenant annotation and the webhook no default",
-			fmt.Sprintf("kubectl -n %s annotate serviceaccount %s %s=<tenant id>, then recreate the pod", pod.Namespace, saName, webhook.TenantIDAnnotation))
+		rep.add("authority", Fail, "no "+workloadidentity.EnvTenantID+" injected: the ServiceAccount has no tenant annotation and the webhook no default",
+			fmt.Sprintf("kubectl -n %s annotate serviceaccount %s %s=<tenant id>, then recreate the pod", pod.Namespace, saName, workloadidentity.TenantIDAnnotation))
 		return
 	}
 	if !d.trustedAuthority(authority) {
@@ -272,10 +273,10 @@ func (d *doc) workloadIdentity(ctx context.Context, saName string, sa *corev1.Se
 	if !d.authorityReachable(ctx, authority, tenant) {
 		return
 	}
-	if !d.federatedCredential(ctx, inj.env[webhook.EnvClientID], saName) {
+	if !d.federatedCredential(ctx, inj.env[workloadidentity.EnvClientID], saName) {
 		return
 	}
-	d.exchange(ctx, saName, authority, tenant, inj.env[webhook.EnvClientID])
+	d.exchange(ctx, saName, authority, tenant, inj.env[workloadidentity.EnvClientID])
 }
 
 type injection struct {
@@ -290,7 +291,7 @@ type injection struct {
 func injected(pod *corev1.Pod) injection {
 	inj := injection{env: map[string]string{}}
 	skip := map[string]bool{}
-	for _, c := range strings.Split(pod.Annotations[webhook.SkipContainersAnnotation], ";") {
+	for _, c := range strings.Split(pod.Annotations[workloadidentity.SkipContainersAnnotation], ";") {
 		skip[strings.TrimSpace(c)] = true
 	}
 	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
@@ -301,7 +302,7 @@ func injected(pod *corev1.Pod) injection {
 		for _, e := range c.Env {
 			have[e.Name] = e.Value
 		}
-		for _, n := range []string{webhook.EnvClientID, webhook.EnvTenantID, webhook.EnvFederatedTokenFile, webhook.EnvAuthorityHost} {
+		for _, n := range []string{workloadidentity.EnvClientID, workloadidentity.EnvTenantID, workloadidentity.EnvFederatedTokenFile, workloadidentity.EnvAuthorityHost} {
 			v, ok := have[n]
 			if !ok {
 				inj.missing = append(inj.missing, fmt.Sprintf("container %s has no %s", c.Name, n))
@@ -311,17 +312,17 @@ func injected(pod *corev1.Pod) injection {
 		}
 		mounted := false
 		for _, m := range c.VolumeMounts {
-			if m.Name == webhook.TokenVolumeName && m.MountPath == webhook.TokenDir {
+			if m.Name == workloadidentity.TokenVolumeName && m.MountPath == workloadidentity.TokenDir {
 				mounted = true
 			}
 		}
 		if !mounted {
-			inj.missing = append(inj.missing, fmt.Sprintf("container %s does not mount %s at %s", c.Name, webhook.TokenVolumeName, webhook.TokenDir))
+			inj.missing = append(inj.missing, fmt.Sprintf("container %s does not mount %s at %s", c.Name, workloadidentity.TokenVolumeName, workloadidentity.TokenDir))
 		}
 	}
 	found := false
 	for _, v := range pod.Spec.Volumes {
-		if v.Name != webhook.TokenVolumeName || v.Projected == nil {
+		if v.Name != workloadidentity.TokenVolumeName || v.Projected == nil {
 			continue
 		}
 		for _, s := range v.Projected.Sources {
@@ -335,7 +336,7 @@ func injected(pod *corev1.Pod) injection {
 		}
 	}
 	if !found {
-		inj.missing = append(inj.missing, "no projected service-account token volume "+webhook.TokenVolumeName)
+		inj.missing = append(inj.missing, "no projected service-account token volume "+workloadidentity.TokenVolumeName)
 	} else if inj.audience != ExchangeAudience {
 		inj.missing = append(inj.missing, fmt.Sprintf("projected token audience is %q, want %s", inj.audience, ExchangeAudience))
 	}
@@ -387,7 +388,7 @@ func (d *doc) trustedAuthority(authority string) bool {
 		ok = true
 	}
 	if !ok {
-		d.rep.add("authority", Fail, fmt.Sprintf("the pod's %s %q is neither the configured authority nor an Entra cloud: doctor sends nothing there", webhook.EnvAuthorityHost, authority),
+		d.rep.add("authority", Fail, fmt.Sprintf("the pod's %s %q is neither the configured authority nor an Entra cloud: doctor sends nothing there", workloadidentity.EnvAuthorityHost, authority),
 			fmt.Sprintf("if the pod should use it, fix the webhook's --authority-host; if you trust it, podid doctor … --allow-authority %s", a))
 	}
 	return ok

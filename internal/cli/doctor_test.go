@@ -25,6 +25,7 @@ import (
 	"github.com/podid/podid/internal/sts/store"
 	"github.com/podid/podid/internal/sts/ststest"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // world creates the objects of one doctor case.
@@ -65,7 +66,7 @@ func (w *world) sa(name, clientID string) {
 	w.t.Helper()
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name}}
 	if clientID != "" {
-		sa.Annotations = map[string]string{webhook.ClientIDAnnotation: clientID}
+		sa.Annotations = map[string]string{workloadidentity.ClientIDAnnotation: clientID}
 	}
 	w.create(sa)
 }
@@ -77,7 +78,7 @@ func podSpec(sa string) corev1.PodSpec {
 // wiPod creates a pod the webhook mutates (polling until it serves).
 func (w *world) wiPod(name, sa string) {
 	w.t.Helper()
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Labels: map[string]string{webhook.UseLabel: "true"}}, Spec: podSpec(sa)}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Labels: map[string]string{workloadidentity.UseLabel: "true"}}, Spec: podSpec(sa)}
 	poll(w.t, 60*time.Second, func() error {
 		p := pod.DeepCopy()
 		if err := w.cl.Create(w.t.Context(), p, client.DryRunAll); err != nil {
@@ -206,8 +207,11 @@ func TestDoctor(t *testing.T) {
 			fix:   "podid serviceaccount create -n NS --name app",
 		},
 		{
-			name:  "no client id annotation",
-			setup: func(w *world) { w.sa("app", ""); w.labelLater("p", "app", map[string]string{webhook.UseLabel: "true"}) },
+			name: "no client id annotation",
+			setup: func(w *world) {
+				w.sa("app", "")
+				w.labelLater("p", "app", map[string]string{workloadidentity.UseLabel: "true"})
+			},
 			code:  1,
 			lines: []string{"✓ ServiceAccount NS/app exists", "✗ ServiceAccount NS/app has no azure.workload.identity/client-id annotation"},
 			fix:   "kubectl -n NS annotate serviceaccount app azure.workload.identity/client-id=<client id>",
@@ -216,7 +220,7 @@ func TestDoctor(t *testing.T) {
 			name: "client id not a GUID",
 			setup: func(w *world) {
 				w.sa("app", "my-identity")
-				w.labelLater("p", "app", map[string]string{webhook.UseLabel: "true"})
+				w.labelLater("p", "app", map[string]string{workloadidentity.UseLabel: "true"})
 			},
 			code:  1,
 			lines: []string{`✗ ServiceAccount NS/app annotation azure.workload.identity/client-id="my-identity" is not a GUID`},
@@ -236,7 +240,7 @@ func TestDoctor(t *testing.T) {
 			name: "not mutated by the webhook",
 			setup: func(w *world) {
 				w.sa("app", w.identity("web").ClientID)
-				w.labelLater("p", "app", map[string]string{webhook.UseLabel: "true"})
+				w.labelLater("p", "app", map[string]string{workloadidentity.UseLabel: "true"})
 			},
 			code:  1,
 			lines: []string{"✓ pod has label azure.workload.identity/use=true", "✗ webhook injection missing: container app has no AZURE_CLIENT_ID"},
@@ -249,7 +253,7 @@ func TestDoctor(t *testing.T) {
 				w.wiPod("p", "app")
 				sa := &corev1.ServiceAccount{}
 				_ = w.cl.Get(w.t.Context(), types.NamespacedName{Namespace: w.ns, Name: "app"}, sa)
-				sa.Annotations[webhook.ClientIDAnnotation] = w.identity("api").ClientID
+				sa.Annotations[workloadidentity.ClientIDAnnotation] = w.identity("api").ClientID
 				if err := w.cl.Update(w.t.Context(), sa); err != nil {
 					w.t.Fatal(err)
 				}
@@ -443,7 +447,7 @@ func TestDoctor(t *testing.T) {
 		ns := env.Namespace(t)
 		w := &world{t: t, c: c, ns: ns, cl: env.Client, ids: map[string]cli.Identity{}}
 		w.sa("app", "")
-		w.labelLater("p", "app", map[string]string{webhook.UseLabel: "true"})
+		w.labelLater("p", "app", map[string]string{workloadidentity.UseLabel: "true"})
 		r := c.podid("doctor", "p", "-n", ns, "-o", "json")
 		var rep cli.Report
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
@@ -536,7 +540,8 @@ func TestDoctor(t *testing.T) {
 		r := u.podid("doctor", "p", "-n", ns)
 		for _, want := range []string{
 			"! federated credential not looked up:", "AADSTS7000215: the client secret is wrong",
-			"✗ the identity provider refused the exchange: AADSTS70021: no federated credential of the identity matches the assertion's issuer, subject and audience",
+			// "web" has credentials from the tests above, none for this subject.
+			"✗ the identity provider refused the exchange: AADSTS700213: no federated credential matches the subject",
 			"fix: check the federated credential of client " + w.identity("web").ClientID + ": issuer = the cluster's, subject system:serviceaccount:" + ns + ":app",
 		} {
 			if !strings.Contains(r.stdout, want) {
@@ -568,15 +573,15 @@ func TestDoctor(t *testing.T) {
 		exp := int64(3600)
 		spec := podSpec("app")
 		spec.Containers[0].Env = []corev1.EnvVar{
-			{Name: webhook.EnvClientID, Value: id.ClientID}, {Name: webhook.EnvTenantID, Value: c.sts.TenantID},
-			{Name: webhook.EnvFederatedTokenFile, Value: webhook.TokenFile}, {Name: webhook.EnvAuthorityHost, Value: evil.URL + "/"},
+			{Name: workloadidentity.EnvClientID, Value: id.ClientID}, {Name: workloadidentity.EnvTenantID, Value: c.sts.TenantID},
+			{Name: workloadidentity.EnvFederatedTokenFile, Value: workloadidentity.TokenFile}, {Name: workloadidentity.EnvAuthorityHost, Value: evil.URL + "/"},
 		}
-		spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: webhook.TokenVolumeName, MountPath: webhook.TokenDir, ReadOnly: true}}
-		spec.Volumes = []corev1.Volume{{Name: webhook.TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: cli.ExchangeAudience, ExpirationSeconds: &exp, Path: webhook.TokenFileName}}}}}}}
+		spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: workloadidentity.TokenVolumeName, MountPath: workloadidentity.TokenDir, ReadOnly: true}}
+		spec.Volumes = []corev1.Volume{{Name: workloadidentity.TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: cli.ExchangeAudience, ExpirationSeconds: &exp, Path: workloadidentity.TokenFileName}}}}}}}
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"}, Spec: spec}
 		w.create(pod)
-		pod.Labels = map[string]string{webhook.UseLabel: "true"}
+		pod.Labels = map[string]string{workloadidentity.UseLabel: "true"}
 		if err := w.cl.Update(t.Context(), pod); err != nil {
 			t.Fatal(err)
 		}

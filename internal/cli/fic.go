@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Federated credential constants of Entra ID.
@@ -23,7 +23,7 @@ const (
 	MaxFederatedCredentials = 20
 	// ExchangeAudience is the audience of service-account tokens exchanged
 	// for Entra tokens (the webhook projects tokens for it).
-	ExchangeAudience = webhook.TokenAudience
+	ExchangeAudience = workloadidentity.TokenAudience
 	maxFICField      = 600
 )
 

@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podid/podid/internal/cli"
-	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 func TestFederatedCredentialIssuerFromCluster(t *testing.T) {
@@ -45,8 +45,8 @@ func TestServiceAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sa.Annotations[webhook.ClientIDAnnotation] != id.ClientID || sa.Annotations[webhook.TenantIDAnnotation] != c.sts.TenantID ||
-		sa.Annotations[webhook.TokenExpirationAnnotation] != "7200" || sa.Labels[webhook.UseLabel] != "true" {
+	if sa.Annotations[workloadidentity.ClientIDAnnotation] != id.ClientID || sa.Annotations[workloadidentity.TenantIDAnnotation] != c.sts.TenantID ||
+		sa.Annotations[workloadidentity.TokenExpirationAnnotation] != "7200" || sa.Labels[workloadidentity.UseLabel] != "true" {
 		t.Errorf("ServiceAccount = %v %v", sa.Annotations, sa.Labels)
 	}
 	// Idempotent: a second run changes nothing.
@@ -66,7 +66,7 @@ func TestServiceAccount(t *testing.T) {
 	}
 	// An existing ServiceAccount keeps its own annotations; ours are merged.
 	sa.Annotations["team"] = "shop"
-	sa.Annotations[webhook.ClientIDAnnotation] = "00000000-0000-4000-8000-000000000000"
+	sa.Annotations[workloadidentity.ClientIDAnnotation] = "00000000-0000-4000-8000-000000000000"
 	if _, err := c.cs.CoreV1().ServiceAccounts(ns).Update(t.Context(), sa, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestServiceAccount(t *testing.T) {
 		t.Errorf("skip-phases run:\n%s", out)
 	}
 	sa, _ = c.cs.CoreV1().ServiceAccounts(ns).Get(t.Context(), "orders", metav1.GetOptions{})
-	if sa.Annotations["team"] != "shop" || sa.Annotations[webhook.ClientIDAnnotation] != id.ClientID {
+	if sa.Annotations["team"] != "shop" || sa.Annotations[workloadidentity.ClientIDAnnotation] != id.ClientID {
 		t.Errorf("merged annotations = %v", sa.Annotations)
 	}
 

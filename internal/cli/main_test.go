@@ -239,8 +239,8 @@ func startWebhook(t *testing.T, e *testenv.Env, authority, tenant string) {
 	o := e.Env.WebhookInstallOptions
 	cfg := webhook.Config{
 		Kube:              e.Config,
-		Addr:              net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
-		ProbeAddr:         "127.0.0.1:0",
+		ListenAddr:        net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
+		HealthAddr:        "127.0.0.1:0",
 		AuthorityHost:     authority,
 		DefaultTenantID:   tenant,
 		Namespace:         "podid-system",

@@ -17,7 +17,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
-	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Plan is what migrate would change to move pod-identity workloads to
@@ -228,7 +228,7 @@ func plan(ctx context.Context, k *kube, a *azure, o *migrateOptions) (*Plan, err
 		}
 		u := uses[wk]
 		if u == nil {
-			u = &workloadUse{key: wk, sa: webhook.ServiceAccountName(pod), identities: map[string]binding.Match{}}
+			u = &workloadUse{key: wk, sa: workloadidentity.ServiceAccountName(pod), identities: map[string]binding.Match{}}
 			uses[wk] = u
 		}
 		for _, m := range matches {
@@ -267,7 +267,7 @@ func plan(ctx context.Context, k *kube, a *azure, o *migrateOptions) (*Plan, err
 				map[podidv1.IdentityType]string{podidv1.ServicePrincipal: "client secret", podidv1.ServicePrincipalCertificate: "certificate"}[m.Spec.Type],
 				m.Spec.ClientPassword.Namespace, m.Spec.ClientPassword.Name),
 				fmt.Sprintf("workload identity needs no secret: add a federated credential to app %s (az ad app federated-credential create --id %s with issuer %s, subject %s, audience %s), annotate ServiceAccount %s/%s with %s=%s and %s=%s, label the pod template %s=true, then delete the Secret",
-					m.Spec.ClientID, m.Spec.ClientID, p.Issuer, Subject(wk.ns, u.sa), ExchangeAudience, wk.ns, u.sa, webhook.ClientIDAnnotation, m.Spec.ClientID, webhook.TenantIDAnnotation, m.Spec.TenantID, webhook.UseLabel))
+					m.Spec.ClientID, m.Spec.ClientID, p.Issuer, Subject(wk.ns, u.sa), ExchangeAudience, wk.ns, u.sa, workloadidentity.ClientIDAnnotation, m.Spec.ClientID, workloadidentity.TenantIDAnnotation, m.Spec.TenantID, workloadidentity.UseLabel))
 			continue
 		}
 		if u.sa == "default" {
@@ -277,7 +277,7 @@ func plan(ctx context.Context, k *kube, a *azure, o *migrateOptions) (*Plan, err
 		}
 		switch wk.kind {
 		case "Job", "CronJob":
-			problem(obj, "a Job's pod template cannot be changed", fmt.Sprintf("add the label %s: \"true\" to the Job's manifest for its next run", webhook.UseLabel))
+			problem(obj, "a Job's pod template cannot be changed", fmt.Sprintf("add the label %s: \"true\" to the Job's manifest for its next run", workloadidentity.UseLabel))
 		}
 		saKey := types.NamespacedName{Namespace: wk.ns, Name: u.sa}
 		if prev, ok := saClient[saKey]; ok && prev != m.Spec.ClientID {
@@ -287,7 +287,7 @@ func plan(ctx context.Context, k *kube, a *azure, o *migrateOptions) (*Plan, err
 		}
 		var sa corev1.ServiceAccount
 		if err := k.c.Get(ctx, saKey, &sa); err == nil {
-			if cur := sa.Annotations[webhook.ClientIDAnnotation]; cur != "" && cur != m.Spec.ClientID {
+			if cur := sa.Annotations[workloadidentity.ClientIDAnnotation]; cur != "" && cur != m.Spec.ClientID {
 				problem(obj, fmt.Sprintf("ServiceAccount %s already names client id %s, not %s", saKey, cur, m.Spec.ClientID),
 					"decide which identity the ServiceAccount stands for, then run migrate again")
 				continue
@@ -318,7 +318,7 @@ func plan(ctx context.Context, k *kube, a *azure, o *migrateOptions) (*Plan, err
 		rollout := "rolls out when its pod template changes"
 		switch wk.kind {
 		case "Pod":
-			rollout = "bare pod: recreate it from its manifest with the label " + webhook.UseLabel + ": \"true\""
+			rollout = "bare pod: recreate it from its manifest with the label " + workloadidentity.UseLabel + ": \"true\""
 		case "ReplicaSet":
 			rollout = "ReplicaSet: template updated; delete its pods so they are recreated"
 		case "Job", "CronJob":
@@ -338,10 +338,10 @@ func printPlan(g *globals, w io.Writer, p *Plan) error {
 		fmt.Fprintf(w, "federated credential %s on identity %s (resource group %s): subject %s\n", f.Name, f.Identity, f.ResourceGroup, f.Subject)
 	}
 	for _, s := range p.ServiceAccounts {
-		fmt.Fprintf(w, "serviceaccount %s/%s: %s=%s, label %s=true\n", s.Namespace, s.Name, webhook.ClientIDAnnotation, s.ClientID, webhook.UseLabel)
+		fmt.Fprintf(w, "serviceaccount %s/%s: %s=%s, label %s=true\n", s.Namespace, s.Name, workloadidentity.ClientIDAnnotation, s.ClientID, workloadidentity.UseLabel)
 	}
 	for _, wl := range p.Workloads {
-		fmt.Fprintf(w, "%s %s/%s: pod template label %s=true (%s)\n", strings.ToLower(wl.Kind), wl.Namespace, wl.Name, webhook.UseLabel, wl.Rollout)
+		fmt.Fprintf(w, "%s %s/%s: pod template label %s=true (%s)\n", strings.ToLower(wl.Kind), wl.Namespace, wl.Name, workloadidentity.UseLabel, wl.Rollout)
 	}
 	for _, pr := range p.Problems {
 		fmt.Fprintf(w, "needs you: %s: %s\n    do: %s\n", pr.Object, pr.Problem, pr.Action)
@@ -381,7 +381,7 @@ func applyPlan(ctx context.Context, k *kube, a *azure, p *Plan, w io.Writer) err
 			fmt.Fprintf(w, "pod %s/%s: needs you: %s\n", wl.Namespace, wl.Name, wl.Rollout)
 			continue
 		}
-		patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"labels": map[string]string{webhook.UseLabel: "true"}}}}})
+		patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"labels": map[string]string{workloadidentity.UseLabel: "true"}}}}})
 		var obj client.Object
 		switch wl.Kind {
 		case "Deployment":
@@ -393,7 +393,7 @@ func applyPlan(ctx context.Context, k *kube, a *azure, p *Plan, w io.Writer) err
 		case "ReplicaSet":
 			obj = &appsv1.ReplicaSet{}
 		default:
-			fmt.Fprintf(w, "%s %s/%s: needs you: add the label %s: \"true\" to its pod template\n", strings.ToLower(wl.Kind), wl.Namespace, wl.Name, webhook.UseLabel)
+			fmt.Fprintf(w, "%s %s/%s: needs you: add the label %s: \"true\" to its pod template\n", strings.ToLower(wl.Kind), wl.Namespace, wl.Name, workloadidentity.UseLabel)
 			continue
 		}
 		obj.SetNamespace(wl.Namespace)

@@ -13,7 +13,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/cli"
-	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // deployment creates a Deployment, a ReplicaSet it controls and a running
@@ -112,16 +112,16 @@ func TestMigrate(t *testing.T) {
 		}
 	}
 	_ = env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "web"}, &sa)
-	if sa.Annotations[webhook.ClientIDAnnotation] != web.ClientID || sa.Labels[webhook.UseLabel] != "true" {
+	if sa.Annotations[workloadidentity.ClientIDAnnotation] != web.ClientID || sa.Labels[workloadidentity.UseLabel] != "true" {
 		t.Errorf("ServiceAccount web: %v %v", sa.Annotations, sa.Labels)
 	}
 	var d appsv1.Deployment
 	_ = env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "web"}, &d)
-	if d.Spec.Template.Labels[webhook.UseLabel] != "true" || d.Spec.Template.Labels[podidv1.PodLabelKey] != "web" {
+	if d.Spec.Template.Labels[workloadidentity.UseLabel] != "true" || d.Spec.Template.Labels[podidv1.PodLabelKey] != "web" {
 		t.Errorf("web template labels %v", d.Spec.Template.Labels)
 	}
 	_ = env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "shared"}, &d)
-	if d.Spec.Template.Labels[webhook.UseLabel] != "" {
+	if d.Spec.Template.Labels[workloadidentity.UseLabel] != "" {
 		t.Errorf("shared (default ServiceAccount) was changed: %v", d.Spec.Template.Labels)
 	}
 	var fs []cli.FederatedCredential

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // Phases of serviceaccount create/delete, in create order.
@@ -212,12 +213,12 @@ func (o *saOptions) ensureServiceAccount(ctx context.Context, k *kube) (string, 
 	if o.clientID == "" {
 		return "", errors.New("no client id: pass --identity or --client-id")
 	}
-	want := map[string]string{webhook.ClientIDAnnotation: o.clientID}
+	want := map[string]string{workloadidentity.ClientIDAnnotation: o.clientID}
 	if o.tenantID != "" {
-		want[webhook.TenantIDAnnotation] = o.tenantID
+		want[workloadidentity.TenantIDAnnotation] = o.tenantID
 	}
 	if o.tokenExpiration != "" {
-		want[webhook.TokenExpirationAnnotation] = o.tokenExpiration
+		want[workloadidentity.TokenExpirationAnnotation] = o.tokenExpiration
 		if _, err := webhook.TokenExpiration(&corev1.Pod{}, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Annotations: want}}); err != nil {
 			return "", err
 		}
@@ -227,7 +228,7 @@ func (o *saOptions) ensureServiceAccount(ctx context.Context, k *kube) (string, 
 	err := k.c.Get(ctx, key, &sa)
 	if apierrors.IsNotFound(err) {
 		sa = corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: o.namespace, Name: o.name, Annotations: want,
-			Labels: map[string]string{webhook.UseLabel: "true"}}}
+			Labels: map[string]string{workloadidentity.UseLabel: "true"}}}
 		if err := k.c.Create(ctx, &sa); err != nil {
 			return "", fmt.Errorf("create ServiceAccount %s: %s", key, oneLine(err.Error()))
 		}
@@ -245,11 +246,11 @@ func (o *saOptions) ensureServiceAccount(ctx context.Context, k *kube) (string, 
 			sa.Annotations[k], changed = v, true
 		}
 	}
-	if sa.Labels[webhook.UseLabel] != "true" {
+	if sa.Labels[workloadidentity.UseLabel] != "true" {
 		if sa.Labels == nil {
 			sa.Labels = map[string]string{}
 		}
-		sa.Labels[webhook.UseLabel], changed = "true", true
+		sa.Labels[workloadidentity.UseLabel], changed = "true", true
 	}
 	if !changed {
 		return "ServiceAccount " + key.String() + " unchanged", nil
