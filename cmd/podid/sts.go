@@ -14,6 +14,7 @@ import (
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/jwks"
+	"github.com/podid/podid/internal/sts/pki"
 	"github.com/podid/podid/internal/sts/tokenverify"
 )
 
@@ -28,6 +29,7 @@ func newSTSCommand() *cobra.Command {
 
 type stsServeOptions struct {
 	listen, state, caFile, publicURL, bootstrap string
+	caCert, caKey                               string
 	metricsListen                               string
 	hosts                                       []string
 	tokenLifetime, rotation, overlap            time.Duration
@@ -46,6 +48,9 @@ func newSTSServeCommand() *cobra.Command {
 			if o.state == "" {
 				return usageError{fmt.Errorf("--state is required")}
 			}
+			if (o.caCert == "") != (o.caKey == "") {
+				return usageError{fmt.Errorf("--ca-cert and --ca-key go together")}
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -60,6 +65,8 @@ func newSTSServeCommand() *cobra.Command {
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "address to serve HTTPS on")
 	f.StringVar(&o.state, "state", "", "bbolt state file (created if missing)")
 	f.StringVar(&o.caFile, "ca-file", "", "write the sts CA certificate (PEM) here; point SSL_CERT_FILE at it")
+	f.StringVar(&o.caCert, "ca-cert", "", "PEM CA certificate to serve under instead of the stored one (with --ca-key; e.g. the Helm chart's)")
+	f.StringVar(&o.caKey, "ca-key", "", "PEM private key of --ca-cert")
 	f.StringSliceVar(&o.hosts, "host", []string{"localhost", "127.0.0.1"}, "DNS names and IPs of the serving certificate (repeatable)")
 	f.StringVar(&o.publicURL, "public-url", "", "base URL for requests whose Host is not a --host (default https://<first host>:<port>)")
 	f.StringVar(&o.bootstrap, "bootstrap", "", "bootstrap YAML applied idempotently at start")
@@ -85,6 +92,13 @@ func (o *stsServeOptions) config() (sts.Config, error) {
 		TokenLifetime: o.tokenLifetime, KeyRotationInterval: o.rotation, KeyOverlap: o.overlap, MetricsAddr: o.metricsListen,
 		Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
+	if o.caCert != "" {
+		ca, err := loadCA(o.caCert, o.caKey)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.CA = ca
+	}
 	if o.bootstrap != "" {
 		b, err := sts.LoadBootstrap(o.bootstrap)
 		if err != nil {
@@ -108,6 +122,22 @@ func (o *stsServeOptions) config() (sts.Config, error) {
 		cfg.ClusterIssuers[name] = set
 	}
 	return cfg, nil
+}
+
+func loadCA(certFile, keyFile string) (*pki.CA, error) {
+	c, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert: %w", err)
+	}
+	k, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-key: %w", err)
+	}
+	ca, err := pki.LoadCA(c, k)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert/--ca-key: %w", err)
+	}
+	return ca, nil
 }
 
 type stsVerifyOptions struct {

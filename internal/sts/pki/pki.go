@@ -1,10 +1,14 @@
 // Package pki gives the sts its own certificate authority and a TLS serving
 // certificate signed by it. Both are persisted (so clients that trust the CA
 // keep trusting it across restarts); the serving certificate is reissued when
-// the requested names change or it nears expiry. Keys are ECDSA P-256.
+// the requested names change or it nears expiry. Keys are ECDSA P-256. An
+// operator may bring the CA instead (LoadCA, EnsureWithCA): a Helm release
+// keeps one CA across upgrades that every client was handed at install.
 package pki
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -56,11 +60,77 @@ func (m *Material) Pool() *x509.CertPool {
 // Ensure loads or creates the CA and a serving certificate valid for hosts
 // (DNS names or IP literals). isNotFound tells a missing blob from a failure.
 func Ensure(b Blobs, isNotFound func(error) bool, hosts []string, now time.Time) (*Material, error) {
-	ca, err := loadPair(b, "ca", isNotFound)
+	return EnsureWithCA(b, isNotFound, hosts, now, nil)
+}
+
+// CA is a certificate authority the operator brings (LoadCA).
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// LoadCA parses a PEM CA certificate and its PEM private key (PKCS#1 RSA,
+// SEC 1 EC or PKCS#8), refusing a certificate that is not a CA or a key that
+// is not its own.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, errors.New("CA certificate: no PEM CERTIFICATE block")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, errors.New("CA certificate: not a CA (basic constraints CA and key usage certSign required)")
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, errors.New("CA key: no PEM block")
+	}
+	var key any
+	switch kb.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(kb.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(kb.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
+	default:
+		return nil, fmt.Errorf("CA key: unsupported PEM block %q", kb.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("CA key: not a signing key")
+	}
+	pub, err := x509.MarshalPKIXPublicKey(signer.Public())
+	if err != nil {
+		return nil, fmt.Errorf("CA key: %w", err)
+	}
+	if !bytes.Equal(pub, cert.RawSubjectPublicKeyInfo) {
+		return nil, errors.New("CA key does not belong to the CA certificate")
+	}
+	return &CA{Cert: cert, Key: signer}, nil
+}
+
+// EnsureWithCA is Ensure with the operator's CA when ca is non-nil: it is
+// used as given (never stored) and the serving certificate is reissued
+// under it when the stored one was signed by another.
+func EnsureWithCA(b Blobs, isNotFound func(error) bool, hosts []string, now time.Time, given *CA) (*Material, error) {
+	var ca *loaded
+	var err error
+	if given != nil {
+		if given.Cert.NotAfter.Before(now) {
+			return nil, fmt.Errorf("CA certificate expired at %s", given.Cert.NotAfter.Format(time.RFC3339))
+		}
+		ca = &loaded{cert: given.Cert, key: given.Key}
+	} else if ca, err = loadPair(b, "ca", isNotFound); err != nil {
 		return nil, err
 	}
-	if ca == nil || ca.cert.NotAfter.Before(now.Add(30*24*time.Hour)) {
+	if given == nil && (ca == nil || ca.cert.NotAfter.Before(now.Add(30*24*time.Hour))) {
 		ca, err = newCA(now)
 		if err != nil {
 			return nil, err
@@ -119,7 +189,7 @@ func (m *Material) WriteCAFile(path string) error {
 
 type loaded struct {
 	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	key  crypto.Signer // ECDSA for what this package makes; any for a given CA
 }
 
 func loadPair(b Blobs, name string, isNotFound func(error) bool) (*loaded, error) {
@@ -146,7 +216,11 @@ func loadPair(b Blobs, name string, isNotFound func(error) bool) (*loaded, error
 }
 
 func storePair(b Blobs, name string, l *loaded) error {
-	kd, err := x509.MarshalECPrivateKey(l.key)
+	ek, ok := l.key.(*ecdsa.PrivateKey)
+	if !ok {
+		return fmt.Errorf("encode %s key: not ECDSA", name)
+	}
+	kd, err := x509.MarshalECPrivateKey(ek)
 	if err != nil {
 		return fmt.Errorf("encode %s key: %w", name, err)
 	}
