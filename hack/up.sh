@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job (README): a real single-node Kubernetes cluster on this machine with
-# podid deployed from deploy/ and a demo workload served.
+# podid installed with its Helm chart (deploy/chart/podid, values-local.yaml) and a
+# demo workload served.
 #   hack/up.sh        install what is missing, start the cluster, build + import
 #                     podid's images, deploy podid, run the demo, print what it got
 #   hack/up.sh down   stop everything and remove every trace from the host
@@ -16,11 +17,17 @@ if [ "${1:-}" = down ]; then exec ./hack/cluster.sh down; fi
 export KUBECONFIG=$(./hack/cluster.sh kubeconfig)
 kubectl=$K8S_BIN/kubectl
 
-log "deploying podid (kubectl apply -k deploy/)"
-$kubectl apply -k deploy/ >/dev/null
-$kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-$kubectl -n podid-system rollout status deploy/podid-controller --timeout=180s
-$kubectl -n podid-system rollout status deploy/podid-webhook --timeout=180s
+. "$CLUSTER_DIR/cluster.env"
+log "installing podid (helm upgrade --install podid deploy/chart/podid -f values-local.yaml)"
+# The namespace comes first: the agent needs the privileged Pod Security level.
+$kubectl create namespace podid-system --dry-run=client -o yaml |
+  $kubectl label --local -f - pod-security.kubernetes.io/enforce=privileged app.kubernetes.io/part-of=podid -o yaml |
+  $kubectl apply -f - >/dev/null
+t=$(now_ms)
+"$HELM" upgrade --install podid deploy/chart/podid --namespace podid-system \
+  -f deploy/chart/podid/values-local.yaml --set sts.saIssuer="$PODID_SA_ISSUER" \
+  --wait --timeout 5m
+log "podid installed in $(since "$t")"
 
 log "demo: the pod-identity manifests of seed article 001 (deploy/examples/pod-identity.yaml)"
 $kubectl apply -f deploy/examples/pod-identity.yaml >/dev/null
