@@ -407,3 +407,61 @@ func capStrings(cs []corev1.Capability) []string {
 	return out
 }
 
+// serviceMonitor.enabled: a ServiceMonitor and a metrics Service per enabled
+// component, the Service's target port one that the component's pods declare.
+func TestServiceMonitor(t *testing.T) {
+	out, err := render(t, "--set", "serviceMonitor.enabled=true", "--set", "controller.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	monitors := map[string]bool{}
+	for _, doc := range strings.Split(out, "\n---\n") {
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatal(err)
+		}
+		if head.Kind == "ServiceMonitor" {
+			if head.APIVersion != "monitoring.coreos.com/v1" {
+				t.Errorf("ServiceMonitor %s: apiVersion %s", head.Metadata.Name, head.APIVersion)
+			}
+			monitors[head.Metadata.Name] = true
+			continue
+		}
+		kept = append(kept, doc)
+	}
+	r := rendered{decodeStrict(t, strings.Join(kept, "\n---\n"))}
+	for _, name := range []string{"webhook", "agent", "sts"} {
+		if !monitors["podid-"+name] {
+			t.Errorf("no ServiceMonitor podid-%s", name)
+		}
+		svc, ok := r.find("Service", "podid-"+name+"-metrics").(*corev1.Service)
+		if !ok {
+			t.Errorf("no metrics Service for %s", name)
+			continue
+		}
+		var pod *corev1.PodSpec
+		if name == "agent" {
+			pod = &r.find("DaemonSet", "podid-agent").(*appsv1.DaemonSet).Spec.Template.Spec
+		} else {
+			pod = &r.find("Deployment", "podid-"+name).(*appsv1.Deployment).Spec.Template.Spec
+		}
+		target := svc.Spec.Ports[0].TargetPort.String()
+		found := false
+		for _, p := range pod.Containers[0].Ports {
+			found = found || p.Name == target
+		}
+		if !found {
+			t.Errorf("metrics Service of %s targets port %q, which its pods do not declare", name, target)
+		}
+	}
+	if monitors["podid-controller"] {
+		t.Error("ServiceMonitor for a disabled controller")
+	}
+}
