@@ -465,3 +465,74 @@ func TestServiceMonitor(t *testing.T) {
 		t.Error("ServiceMonitor for a disabled controller")
 	}
 }
+
+// sts.persistence: a claim of the chart's, or the operator's, holds the state.
+func TestSTSPersistence(t *testing.T) {
+	cases := []struct {
+		name      string
+		args      []string
+		wantPVC   bool
+		wantClaim string
+	}{
+		{"emptyDir by default", nil, false, ""},
+		{"chart's claim", []string{"--set", "sts.persistence.enabled=true", "--set", "sts.persistence.size=2Gi"}, true, "podid-sts-state"},
+		{"existing claim", []string{"--set", "sts.persistence.enabled=true", "--set", "sts.persistence.existingClaim=mine"}, false, "mine"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := render(t, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rendered{decodeStrict(t, out)}
+			pvc, _ := r.find("PersistentVolumeClaim", "podid-sts-state").(*corev1.PersistentVolumeClaim)
+			if (pvc != nil) != tc.wantPVC {
+				t.Fatalf("PersistentVolumeClaim rendered = %v, want %v", pvc != nil, tc.wantPVC)
+			}
+			if pvc != nil && pvc.Spec.Resources.Requests.Storage().String() != "2Gi" {
+				t.Errorf("claim size %s", pvc.Spec.Resources.Requests.Storage())
+			}
+			dep := r.find("Deployment", "podid-sts").(*appsv1.Deployment)
+			for _, v := range dep.Spec.Template.Spec.Volumes {
+				if v.Name != "state" {
+					continue
+				}
+				switch {
+				case tc.wantClaim == "" && v.EmptyDir == nil:
+					t.Errorf("state volume %+v, want an emptyDir", v.VolumeSource)
+				case tc.wantClaim != "" && (v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != tc.wantClaim):
+					t.Errorf("state volume %+v, want claim %s", v.VolumeSource, tc.wantClaim)
+				}
+			}
+		})
+	}
+}
+
+// The agent reads its authority, tenant, pod CIDRs and CA at start: a change
+// of any of them changes its pod template, so the DaemonSet rolls.
+func TestAgentRollsOnSiteChange(t *testing.T) {
+	base := []string{"--set", "sts.ca.create=false"}
+	checksum := func(args ...string) string {
+		t.Helper()
+		out, err := render(t, append(append([]string{}, base...), args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds := rendered{decodeStrict(t, out)}.find("DaemonSet", "podid-agent").(*appsv1.DaemonSet)
+		return ds.Spec.Template.Annotations["checksum/config"]
+	}
+	ref := checksum()
+	if ref == "" || ref != checksum() {
+		t.Fatalf("checksum %q is not stable across renders", ref)
+	}
+	for name, args := range map[string][]string{
+		"CA":        {"--set", "agent.authorityCA=-----BEGIN CERTIFICATE-----"},
+		"tenant":    {"--set", "tenantID=0b1f6471-1bf0-4dda-aec3-cb9272f09590"},
+		"pod CIDR":  {"--set", "agent.podCIDRs={10.0.0.0/8}"},
+		"authority": {"--set", "sts.service.clusterIP=10.96.0.200"},
+	} {
+		if checksum(args...) == ref {
+			t.Errorf("a change of %s does not roll the agent", name)
+		}
+	}
+}
