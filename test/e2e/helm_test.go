@@ -126,11 +126,23 @@ func TestHelmLifecycle(t *testing.T) {
 	first := token("install")
 
 	// 02: upgrade with a changed value that rolls the agent and the webhook.
+	agentBefore := waitForPodOf(ctx, t, c, stsNamespace, "app.kubernetes.io/name=podid-agent")
 	start = time.Now()
 	helm(append([]string{"upgrade", helmRelease, chart, "--wait", "--timeout", "5m",
 		"--set-string", "agent.podAnnotations.podid\\.dev/revision=2", "--set-string", "webhook.podAnnotations.podid\\.dev/revision=2"}, base...)...)
 	upgradeTook := time.Since(start)
 	t.Logf("helm upgrade --wait: %s", upgradeTook.Round(time.Millisecond))
+	agentAfter := waitForPodOf(ctx, t, c, stsNamespace, "app.kubernetes.io/name=podid-agent")
+	if agentAfter.UID == agentBefore.UID {
+		t.Fatal("the upgrade did not roll the agent")
+	}
+	for _, cond := range agentAfter.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			// The node's window without an agent is at most this plus the old
+			// pod's termination (second resolution).
+			t.Logf("agent rollout: new agent pod created→Ready in %s", cond.LastTransitionTime.Sub(agentAfter.CreationTimestamp.Time))
+		}
+	}
 	if got := chartCA(ctx, t, c); got != caBefore {
 		t.Fatal("helm upgrade replaced the sts CA")
 	}
