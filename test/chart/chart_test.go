@@ -319,6 +319,8 @@ func TestValuesRejected(t *testing.T) {
 		{"tenant not a GUID", []string{"--set", "tenantID=contoso"}, []string{"/tenantID"}},
 		{"authority not https", []string{"--set", "authority=http://login.example/"}, []string{"/authority", "does not match"}},
 		{"bad CIDR", []string{"--set", "agent.podCIDRs={10.244.0.0}"}, []string{"/agent/podCIDRs/0"}},
+		{"helm test without the sts", []string{"--set", "helmTest.enabled=true", "--set", "sts.enabled=false", "--set", "tenantID=" + localTenant},
+			[]string{"helmTest.enabled needs sts.enabled"}},
 		{"entra without tenant", []string{"-f", filepath.Join(chartDir(), "values-entra.yaml")}, []string{"tenantID is required"}},
 	}
 	for _, tc := range cases {
@@ -542,5 +544,48 @@ func TestAgentRollsOnSiteChange(t *testing.T) {
 		if checksum(args...) == ref {
 			t.Errorf("a change of %s does not roll the agent", name)
 		}
+	}
+}
+
+// helmTest.enabled: the hook pod and the identity the sts trusts it with.
+func TestHelmTestHook(t *testing.T) {
+	const clientID = "11111111-2222-4333-8444-555555555555"
+	out, err := render(t, "--set", "helmTest.enabled=true", "--set", "helmTest.clientID="+clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rendered{decodeStrict(t, out)}
+	pod, ok := r.find("Pod", "podid-helm-test-token").(*corev1.Pod)
+	if !ok {
+		t.Fatal("no helm test pod")
+	}
+	if pod.Annotations["helm.sh/hook"] != "test" || pod.Spec.ServiceAccountName != "podid-helm-test" {
+		t.Errorf("test pod: annotations %v, service account %q", pod.Annotations, pod.Spec.ServiceAccountName)
+	}
+	env := map[string]string{}
+	for _, e := range pod.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	if env["AZURE_CLIENT_ID"] != clientID || env["AZURE_AUTHORITY_HOST"] != "https://podid-sts.podid-system.svc/" || env["AZURE_TENANT_ID"] != localTenant {
+		t.Errorf("test pod env %v", env)
+	}
+	boot := r.find("Secret", "podid-sts-bootstrap").(*corev1.Secret).StringData["bootstrap.yaml"]
+	var b struct {
+		Tenants []struct {
+			ID         string `json:"id"`
+			Identities []struct {
+				ClientID string `json:"clientId"`
+				FICs     []struct {
+					Subject string `json:"subject"`
+				} `json:"federatedIdentityCredentials"`
+			} `json:"identities"`
+		} `json:"tenants"`
+	}
+	if err := yaml.Unmarshal([]byte(boot), &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Tenants) != 1 || len(b.Tenants[0].Identities) != 1 || b.Tenants[0].Identities[0].ClientID != clientID ||
+		len(b.Tenants[0].Identities[0].FICs) != 1 || b.Tenants[0].Identities[0].FICs[0].Subject != "system:serviceaccount:podid-system:podid-helm-test" {
+		t.Errorf("bootstrap does not trust the test's ServiceAccount:\n%s", boot)
 	}
 }

@@ -29,7 +29,8 @@ const helmRelease = "podid"
 // hack/up.sh does) on the real node and takes it through a release's life:
 //
 //	00 remove what other tests applied from deploy/ (same names, not the release's)
-//	01 helm install --wait; a seed-003 pod gets an access token from the sts
+//	01 helm install --wait; a seed-003 pod gets an access token from the sts;
+//	   helm test (the chart's hook pod gets one too)
 //	02 helm upgrade with a changed value (the agent and webhook roll): the
 //	   token issued before still verifies, the sts CA is unchanged, a new pod
 //	   gets a token
@@ -124,6 +125,9 @@ func TestHelmLifecycle(t *testing.T) {
 		return strings.TrimSpace(access)
 	}
 	first := token("install")
+	start = time.Now()
+	helm("test", helmRelease, "--namespace", stsNamespace, "--timeout", "2m")
+	t.Logf("helm test (a pod gets a token with the Azure SDK): %s", time.Since(start).Round(time.Millisecond))
 
 	// 02: upgrade with a changed value that rolls the agent and the webhook.
 	agentBefore := waitForPodOf(ctx, t, c, stsNamespace, "app.kubernetes.io/name=podid-agent")
@@ -236,6 +240,8 @@ func helmValues(t *testing.T, c *framework.Cluster, w wiWorkload) string {
 	b, err := yaml.Marshal(map[string]any{
 		"agent": map[string]any{"podCIDRs": []string{c.PodCIDR}},
 		"sts":   map[string]any{"saIssuer": c.Issuer, "bootstrap": bootstrap},
+		// helm test: the chart's own token check, with the e2e wiclient image.
+		"helmTest": map[string]any{"enabled": true, "image": wiClientImage, "clientID": newUUID(t)},
 	})
 	must(t, err)
 	p := filepath.Join(t.TempDir(), "values-e2e.yaml")

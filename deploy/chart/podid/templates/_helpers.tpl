@@ -93,15 +93,29 @@ imagePullSecrets:
 {{- end -}}
 {{- end }}
 
-{{/* sts.bootstrap as given, else one tenant: .Values.tenantID. */}}
+{{/* sts.bootstrap as given, else one tenant: .Values.tenantID. With
+helmTest.enabled, the test's identity (federated with its ServiceAccount) is
+added to that tenant. */}}
 {{- define "podid.sts.bootstrap" -}}
+{{- $b := dict "tenants" (list (dict "id" (required "tenantID is required: it names the sts's tenant" .Values.tenantID) "domains" (list "podid.local"))) -}}
 {{- if .Values.sts.bootstrap -}}
-{{- toYaml .Values.sts.bootstrap -}}
-{{- else -}}
-tenants:
-- id: {{ required "tenantID is required: it names the sts's tenant" .Values.tenantID }}
-  domains: [podid.local]
+{{- $b = deepCopy .Values.sts.bootstrap -}}
 {{- end -}}
+{{- if .Values.helmTest.enabled -}}
+{{- $fic := dict "name" "podid-helm-test" "issuer" .Values.sts.saIssuer "subject" (printf "system:serviceaccount:%s:podid-helm-test" .Release.Namespace) "audiences" (list "api://AzureADTokenExchange") -}}
+{{- $id := dict "subscription" "00000000-0000-4000-8000-000000000000" "resourceGroup" "podid" "name" "podid-helm-test" "clientId" .Values.helmTest.clientID "federatedIdentityCredentials" (list $fic) -}}
+{{- $found := false -}}
+{{- range $t := $b.tenants -}}
+{{- if eq $t.id $.Values.tenantID -}}
+{{- $_ := set $t "identities" (append ($t.identities | default list) $id) -}}
+{{- $found = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- fail "helmTest.enabled: sts.bootstrap has no tenant tenantID to hold the test identity" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $b -}}
 {{- end }}
 
 {{- define "podid.pdb" -}}
