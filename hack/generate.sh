@@ -72,7 +72,9 @@ for c in agent controller webhook sts; do
     echo "kind: Kustomization"
     echo "resources:"
     if [ $c = agent ] || [ $c = sts ]; then echo "  - namespace.yaml"; cp deploy/namespace.yaml deploy/$c/; fi
-    for f in $(grep -o "^# Source: podid/templates/$c/[a-z-]*\.yaml" "$out" | awk '!s[$0]++' | sed "s#^.*/$c/##"); do
+    # The workloads last: the admission policy and the webhooks that restrict them exist first.
+    for f in $(grep -o "^# Source: podid/templates/$c/[a-z-]*\.yaml" "$out" | awk '!s[$0]++' | sed "s#^.*/$c/##" |
+               awk '/^(daemonset|deployment)\.yaml$/ { last[++n] = $0; next } { print } END { for (i = 1; i <= n; i++) print last[i] }'); do
       echo "  - $f"
     done
   } > deploy/$c/kustomization.yaml
