@@ -9,7 +9,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 . hack/lib.sh
-if [ "${1:-}" = down ]; then exec ./hack/cluster.sh down; fi
+if [ "${1:-}" = down ]; then
+  # The agent's interception rules outlive it by design (deploy/chart/podid/README.md):
+  # uninstall the release (the agent stops putting them back), then remove them.
+  env_file=$CLUSTER_DIR/cluster.env
+  if [ -f "$env_file" ]; then
+    . "$env_file"
+    [ -x "$HELM" ] && "$HELM" uninstall podid --namespace podid-system --kubeconfig "$KUBECONFIG" \
+      --ignore-not-found --wait --timeout 2m >&2 || log "helm uninstall failed; stopping the cluster anyway"
+    podid=$IMAGES_DIR/podid/rootfs/podid
+    [ -x "$podid" ] && "$podid" agent uninstall-interception --pod-cidr "$PODID_POD_CIDR" --host-ip "$PODID_NODE_IP" >&2
+  fi
+  exec ./hack/cluster.sh down
+fi
 
 ./hack/install.sh
 ./hack/cluster.sh up
