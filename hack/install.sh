@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the local cluster needs: node packages from Debian apt and the
-# Kubernetes binaries built from the Go module proxy at the pinned version.
+# Installs everything the local cluster needs: node packages from Debian apt, and the
+# Kubernetes binaries and the helm CLI built from the Go module proxy at the pinned versions.
 # Idempotent; a no-op (well under a second) when everything is present.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,3 +16,4 @@ openssl ca-certificates curl kmod procps"
 # shellcheck disable=SC2086
 apt_ensure $PACKAGES
 "$REPO_ROOT/hack/build-k8s.sh" >&2
+"$REPO_ROOT/hack/install-helm.sh" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job (README): a real single-node Kubernetes cluster on this machine with
-# podid deployed from deploy/ and a demo workload served.
+# podid installed with its Helm chart (deploy/chart/podid, values-local.yaml) and a
+# demo workload served.
 #   hack/up.sh        install what is missing, start the cluster, build + import
 #                     podid's images, deploy podid, run the demo, print what it got
 #   hack/up.sh down   stop everything and remove every trace from the host
@@ -8,7 +9,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 . hack/lib.sh
-if [ "${1:-}" = down ]; then exec ./hack/cluster.sh down; fi
+if [ "${1:-}" = down ]; then
+  # The agent's interception rules outlive it by design (deploy/chart/podid/README.md):
+  # uninstall the release (the agent stops putting them back), then remove them.
+  env_file=$CLUSTER_DIR/cluster.env
+  if [ -f "$env_file" ]; then
+    . "$env_file"
+    [ -x "$HELM" ] && "$HELM" uninstall podid --namespace podid-system --kubeconfig "$KUBECONFIG" \
+      --ignore-not-found --wait --timeout 2m >&2 || log "helm uninstall failed; stopping the cluster anyway"
+    podid=$IMAGES_DIR/podid/rootfs/podid
+    [ -x "$podid" ] && "$podid" agent uninstall-interception --pod-cidr "$PODID_POD_CIDR" --host-ip "$PODID_NODE_IP" >&2
+  fi
+  exec ./hack/cluster.sh down
+fi
 
 ./hack/install.sh
 ./hack/cluster.sh up
@@ -17,11 +30,17 @@ KUBECONFIG=$(./hack/cluster.sh kubeconfig)
 export KUBECONFIG
 kubectl=$K8S_BIN/kubectl
 
-log "deploying podid (kubectl apply -k deploy/)"
-$kubectl apply -k deploy/ >/dev/null
-$kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-$kubectl -n podid-system rollout status deploy/podid-controller --timeout=180s
-$kubectl -n podid-system rollout status deploy/podid-webhook --timeout=180s
+. "$CLUSTER_DIR/cluster.env"
+log "installing podid (helm upgrade --install podid deploy/chart/podid -f values-local.yaml)"
+# The namespace comes first: the agent needs the privileged Pod Security level.
+$kubectl create namespace podid-system --dry-run=client -o yaml |
+  $kubectl label --local -f - pod-security.kubernetes.io/enforce=privileged app.kubernetes.io/part-of=podid -o yaml |
+  $kubectl apply -f - >/dev/null
+t=$(now_ms)
+"$HELM" upgrade --install podid deploy/chart/podid --namespace podid-system \
+  -f deploy/chart/podid/values-local.yaml --set sts.saIssuer="$PODID_SA_ISSUER" \
+  --wait --timeout 5m
+log "podid installed in $(since "$t")"
 
 log "demo: the pod-identity manifests of seed article 001 (deploy/examples/pod-identity.yaml)"
 $kubectl apply -f deploy/examples/pod-identity.yaml >/dev/null

@@ -11,3 +11,7 @@ ETCD_PEER_PORT=12380
 # Everything slow and reusable lives here, keyed on the pinned version.
 PODID_CACHE=${PODID_CACHE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.cache}
 K8S_BIN=${K8S_BIN:-$PODID_CACHE/k8s-v$K8S_VERSION/bin}
+# helm, built from the Go module proxy by hack/install-helm.sh (its own module graph,
+# so podid's go.mod keeps its Kubernetes client versions).
+HELM_VERSION=3.21.4
+HELM=${HELM:-$PODID_CACHE/bin/helm}

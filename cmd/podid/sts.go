@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/podid/podid/internal/pki"
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/tokenverify"
@@ -30,6 +31,7 @@ func newSTSCommand() *cobra.Command {
 type stsServeOptions struct {
 	serverOptions
 	state, caFile, publicURL, bootstrap string
+	caCert, caKey                       string
 	hosts                               []string
 	tokenLifetime, rotation, overlap    time.Duration
 	identityTokenLifetime, publishLead  time.Duration
@@ -49,6 +51,9 @@ func newSTSServeCommand() *cobra.Command {
 			if o.state == "" {
 				errs = append(errs, errors.New("--state is required"))
 			}
+			if (o.caCert == "") != (o.caKey == "") {
+				errs = append(errs, errors.New("--ca-cert and --ca-key go together"))
+			}
 			return usage(errs...)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -63,6 +68,8 @@ func newSTSServeCommand() *cobra.Command {
 	o.serverOptions.addFlags(f, serverDefaults{listen: "127.0.0.1:8443", listenHelp: "address to serve HTTPS on"})
 	f.StringVar(&o.state, "state", "", "bbolt state file (created if missing)")
 	f.StringVar(&o.caFile, "ca-file", "", "write the sts CA certificate (PEM) here; point SSL_CERT_FILE at it")
+	f.StringVar(&o.caCert, "ca-cert", "", "PEM CA certificate to serve under instead of the stored one (with --ca-key; e.g. the Helm chart's)")
+	f.StringVar(&o.caKey, "ca-key", "", "PEM private key of --ca-cert")
 	f.StringSliceVar(&o.hosts, "host", []string{"localhost", "127.0.0.1"}, "DNS names and IPs of the serving certificate (repeatable)")
 	f.StringVar(&o.publicURL, "public-url", "", "base URL for requests whose Host is not a --host (default https://<first host>:<port>)")
 	f.StringVar(&o.bootstrap, "bootstrap", "", "bootstrap YAML applied idempotently at start")
@@ -92,6 +99,13 @@ func (o *stsServeOptions) config() (sts.Config, error) {
 		MetricsAddr: o.metricsAddr, HealthAddr: o.healthAddr, DebugAddr: o.debugAddr,
 		Logger: o.logger(),
 	}
+	if o.caCert != "" {
+		ca, err := loadCA(o.caCert, o.caKey)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.CA = ca
+	}
 	if o.bootstrap != "" {
 		b, err := sts.LoadBootstrap(o.bootstrap)
 		if err != nil {
@@ -115,6 +129,22 @@ func (o *stsServeOptions) config() (sts.Config, error) {
 		cfg.ClusterIssuers[name] = set
 	}
 	return cfg, nil
+}
+
+func loadCA(certFile, keyFile string) (*pki.CA, error) {
+	c, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert: %w", err)
+	}
+	k, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-key: %w", err)
+	}
+	ca, err := pki.LoadCA(c, k)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert/--ca-key: %w", err)
+	}
+	return ca, nil
 }
 
 type stsVerifyOptions struct {

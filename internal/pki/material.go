@@ -1,11 +1,13 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -44,11 +46,44 @@ func (m *Material) Pool() *x509.CertPool {
 // Ensure loads or creates the sts's CA and a serving certificate valid for hosts
 // (DNS names or IP literals). isNotFound tells a missing blob from a failure.
 func Ensure(b Blobs, isNotFound func(error) bool, hosts []string, now time.Time) (*Material, error) {
-	ca, err := loadPair(b, "ca", isNotFound)
+	return EnsureWithCA(b, isNotFound, hosts, now, nil)
+}
+
+// CA is a certificate authority the operator brings (LoadCA).
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// LoadCA parses a PEM CA certificate and its PEM private key (PKCS#1 RSA,
+// SEC 1 EC or PKCS#8), refusing a certificate that is not a CA or a key that
+// is not its own.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	kp, err := ParsePair(certPEM, keyPEM)
 	if err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	if !kp.Cert.IsCA || kp.Cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, errors.New("CA certificate: not a CA (basic constraints CA and key usage certSign required)")
+	}
+	return &CA{Cert: kp.Cert, Key: kp.Key}, nil
+}
+
+// EnsureWithCA is Ensure with the operator's CA when ca is non-nil: it is
+// used as given (never stored) and the serving certificate is reissued
+// under it when the stored one was signed by another.
+func EnsureWithCA(b Blobs, isNotFound func(error) bool, hosts []string, now time.Time, given *CA) (*Material, error) {
+	var ca *loaded
+	var err error
+	if given != nil {
+		if given.Cert.NotAfter.Before(now) {
+			return nil, fmt.Errorf("CA certificate expired at %s", given.Cert.NotAfter.Format(time.RFC3339))
+		}
+		ca = &loaded{cert: given.Cert, key: given.Key}
+	} else if ca, err = loadPair(b, "ca", isNotFound); err != nil {
 		return nil, err
 	}
-	if ca == nil || ca.cert.NotAfter.Before(now.Add(30*24*time.Hour)) {
+	if given == nil && (ca == nil || ca.cert.NotAfter.Before(now.Add(30*24*time.Hour))) {
 		ca, err = newCA(now)
 		if err != nil {
 			return nil, err
@@ -107,7 +142,7 @@ func (m *Material) WriteCAFile(path string) error {
 
 type loaded struct {
 	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	key  crypto.Signer // ECDSA for what this package makes; any for a given CA
 }
 
 func loadPair(b Blobs, name string, isNotFound func(error) bool) (*loaded, error) {
@@ -134,7 +169,11 @@ func loadPair(b Blobs, name string, isNotFound func(error) bool) (*loaded, error
 }
 
 func storePair(b Blobs, name string, l *loaded) error {
-	kd, err := x509.MarshalECPrivateKey(l.key)
+	ek, ok := l.key.(*ecdsa.PrivateKey)
+	if !ok {
+		return fmt.Errorf("encode %s key: not ECDSA", name)
+	}
+	kd, err := x509.MarshalECPrivateKey(ek)
 	if err != nil {
 		return fmt.Errorf("encode %s key: %w", name, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podid/podid/internal/sts/jwks"
+	"github.com/podid/podid/internal/pki"
 )
 
 // Config configures a Server. Zero values get the documented defaults.
@@ -21,6 +22,9 @@ type Config struct {
 	ListenAddr string // default 127.0.0.1:8443
 	StatePath  string // bbolt file; required
 	CAFile     string // if set, the CA PEM is written here (point SSL_CERT_FILE at it)
+	// CA, if set, is the operator's CA (pki.LoadCA), used instead of the
+	// stored one, so clients handed it at install keep trusting the sts.
+	CA *pki.CA
 	// Hosts are the serving certificate's names (DNS names or IPs). Requests
 	// whose Host is one of them get endpoint URLs on that host.
 	// Default: localhost, 127.0.0.1.

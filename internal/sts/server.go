@@ -92,7 +92,7 @@ func (s *Server) Open(ctx context.Context) error {
 
 func (s *Server) open(ctx context.Context, st *store.Store) error {
 	now := s.cfg.Now()
-	mat, err := pki.Ensure(st, func(err error) bool { return errors.Is(err, store.ErrNotFound) }, s.cfg.Hosts, now)
+	mat, err := pki.EnsureWithCA(st, func(err error) bool { return errors.Is(err, store.ErrNotFound) }, s.cfg.Hosts, now, s.cfg.CA)
 	if err != nil {
 		return err
 	}

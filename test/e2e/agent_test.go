@@ -103,7 +103,11 @@ func TestAgent(t *testing.T) {
 
 	// 01: the pod-identity CRDs (no controller: the agent reads the objects).
 	start = time.Now()
-	applyKustomization(ctx, t, c, filepath.Join("deploy", "crds"), nil)
+	crdFiles, err := filepath.Glob(filepath.Join(framework.RepoRoot(), "deploy", "crds", "*.yaml"))
+	must(t, err)
+	for _, f := range crdFiles {
+		applyObjects(ctx, t, c, readManifest(t, filepath.Join("deploy", "crds", filepath.Base(f))))
+	}
 	for _, crd := range []string{"azureidentities", "azureidentitybindings", "azurepodidentityexceptions", "azureassignedidentities"} {
 		if err := waitCRDEstablished(ctx, c, crd+".aadpodidentity.k8s.io"); err != nil {
 			t.Fatal(err)

@@ -4,8 +4,8 @@
 // "<name>: GetToken failed after Nms: ..."), writes the access token to the
 // -out file (0600; tests read it with exec and verify it), prints
 // "<name>: token acquired" with the token's unverified claims — never the
-// token — and waits for SIGTERM. "<name> cat FILE" prints FILE (the images
-// have no shell).
+// token — and waits for SIGTERM, or with -once exits 0 (a Helm test pod).
+// "<name> cat FILE" prints FILE (the images have no shell).
 package azclient
 
 import (
@@ -56,6 +56,7 @@ func run(ctx context.Context, name string, credential Credential, args []string)
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	scope := fs.String("scope", "https://storage.azure.com/.default", "scope to ask a token for")
 	out := fs.String("out", "/tmp/access-token", "where the access token is written")
+	once := fs.Bool("once", false, "exit 0 once a token is acquired instead of waiting for SIGTERM")
 	newCred := credential(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -81,9 +82,15 @@ func run(ctx context.Context, name string, credential Credential, args []string)
 		fmt.Printf("%s: GetToken failed after %dms: %s\n", name, time.Since(start).Milliseconds(), strings.Join(strings.Fields(err.Error()), " "))
 		select {
 		case <-ctx.Done():
+			if *once {
+				return errors.New("stopped before a token was acquired")
+			}
 			return nil
 		case <-tick.C:
 		}
+	}
+	if *once {
+		return nil
 	}
 	<-ctx.Done()
 	return nil

@@ -1,0 +1,138 @@
+{{/* Labels every object carries. Names are fixed (podid-*): podid's webhooks,
+policies and CRDs are cluster-wide, so one release per cluster. */}}
+{{- define "podid.labels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/part-of: podid
+{{- if not .root.Values.manifestsOnly }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end }}
+{{- end }}
+
+{{- define "podid.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+image: {{ printf "%s:%s" .Values.image.repository $tag | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- end }}
+
+{{/* The identity provider every component points at: podid sts when it is on,
+else .Values.authority. Always ends with "/". */}}
+{{- define "podid.authority" -}}
+{{- if .Values.sts.enabled -}}
+{{- printf "https://%s/" (include "podid.sts.host" .) -}}
+{{- else -}}
+{{- printf "%s/" (trimSuffix "/" .Values.authority) -}}
+{{- end -}}
+{{- end }}
+
+{{/* The name clients use to reach the sts: the fixed Service IP when set (no
+cluster DNS needed), else the Service's DNS name. */}}
+{{- define "podid.sts.host" -}}
+{{- if .Values.sts.service.clusterIP -}}
+{{- .Values.sts.service.clusterIP -}}
+{{- else -}}
+{{- printf "podid-sts.%s.svc" .Release.Namespace -}}
+{{- end -}}
+{{- end }}
+
+{{/* The sts CA: kept from the existing Secret on upgrade (lookup), generated
+once on install. Rendered offline (helm template, lookup returns nothing) it is
+new each time, so the rendered manifests under deploy/ do not use it. Computed
+once per render (kept on the root context) so every object gets the same CA. */}}
+{{- define "podid.sts.ca" -}}
+{{- if not (hasKey $ "podidSTSCA") -}}
+{{- $s := lookup "v1" "Secret" .Release.Namespace "podid-sts-ca-key" -}}
+{{- if and $s $s.data (index $s.data "tls.crt") (index $s.data "tls.key") -}}
+{{- $_ := set $ "podidSTSCA" (dict "crt" (index $s.data "tls.crt" | b64dec) "key" (index $s.data "tls.key" | b64dec)) -}}
+{{- else -}}
+{{- $ca := genCA "podid sts CA" (int .Values.sts.ca.validityDays) -}}
+{{- $_ := set $ "podidSTSCA" (dict "crt" $ca.Cert "key" $ca.Key) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $.podidSTSCA -}}
+{{- end }}
+
+{{/* Whether the chart manages the sts CA (and so can hand it to the agent and
+the webhook). */}}
+{{- define "podid.sts.managedCA" -}}
+{{- if and .Values.sts.enabled .Values.sts.ca.create -}}true{{- end -}}
+{{- end }}
+
+{{- define "podid.tenantID" -}}
+{{- if and (not .Values.sts.enabled) (not .Values.tenantID) -}}
+{{- fail "tenantID is required when sts.enabled is false: real Entra ID needs the tenant (values-entra.yaml)" -}}
+{{- end -}}
+{{- .Values.tenantID -}}
+{{- end }}
+
+{{- define "podid.pod" -}}
+{{- with .c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "podid.agent.ca" -}}
+{{- if include "podid.sts.managedCA" . -}}
+{{- (include "podid.sts.ca" . | fromJson).crt -}}
+{{- else -}}
+{{- .Values.agent.authorityCA -}}
+{{- end -}}
+{{- end }}
+
+{{/* sts.bootstrap as given, else one tenant: .Values.tenantID. With
+helmTest.enabled, the test's identity (federated with its ServiceAccount) is
+added to that tenant. */}}
+{{- define "podid.sts.bootstrap" -}}
+{{- $b := dict "tenants" (list (dict "id" (required "tenantID is required: it names the sts's tenant" .Values.tenantID) "domains" (list "podid.local"))) -}}
+{{- if .Values.sts.bootstrap -}}
+{{- $b = deepCopy .Values.sts.bootstrap -}}
+{{- end -}}
+{{- if .Values.helmTest.enabled -}}
+{{- $fic := dict "name" "podid-helm-test" "issuer" .Values.sts.saIssuer "subject" (printf "system:serviceaccount:%s:podid-helm-test" .Release.Namespace) "audiences" (list "api://AzureADTokenExchange") -}}
+{{- $id := dict "subscription" "00000000-0000-4000-8000-000000000000" "resourceGroup" "podid" "name" "podid-helm-test" "clientId" .Values.helmTest.clientID "federatedIdentityCredentials" (list $fic) -}}
+{{- $found := false -}}
+{{- range $t := $b.tenants -}}
+{{- if eq $t.id $.Values.tenantID -}}
+{{- $_ := set $t "identities" (append ($t.identities | default list) $id) -}}
+{{- $found = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- fail "helmTest.enabled: sts.bootstrap has no tenant tenantID to hold the test identity" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $b -}}
+{{- end }}
+
+{{- define "podid.pdb" -}}
+{{- $c := .c }}
+{{- if and $c.podDisruptionBudget.enabled (gt (int $c.replicas) 1) }}
+# A voluntary disruption (node drain) keeps the others serving.
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: podid-{{ .name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "podid.labels" (dict "name" (printf "podid-%s" .name) "root" .root) | nindent 4 }}
+spec:
+  maxUnavailable: {{ $c.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: podid-{{ .name }}
+{{- end }}
+{{- end }}
