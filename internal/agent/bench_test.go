@@ -35,7 +35,7 @@ type loopbackResolver struct {
 	podIP netip.Addr
 }
 
-func (r loopbackResolver) Resolve(_ context.Context, _ netip.Addr) (*corev1.Pod, *httpError) {
+func (r loopbackResolver) Resolve(_ context.Context, _ netip.Addr) (*corev1.Pod, error) {
 	return r.index.lookup(r.podIP)
 }
 

@@ -26,6 +26,7 @@ const (
 	outcomeUpstream        = "upstream_error"
 	outcomeMissingFIC      = "missing_federated_credential"
 	outcomeKubernetesError = "kubernetes_error"
+	outcomeInternal        = "internal_error"
 )
 
 // Metrics are the agent's Prometheus collectors, in their own registry.
@@ -69,7 +70,7 @@ func NewMetrics(pods func() float64) *Metrics {
 	// Pre-create the label values so dashboards see zeros.
 	for _, o := range []string{outcomeOK, outcomeBadRequest, outcomeBadPath, outcomeNotFound, outcomeInstance, outcomeHostCaller,
 		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,
-		outcomeThrottled, outcomeUpstream, outcomeMissingFIC, outcomeKubernetesError} {
+		outcomeThrottled, outcomeUpstream, outcomeMissingFIC, outcomeKubernetesError, outcomeInternal} {
 		m.requests.WithLabelValues(o)
 	}
 	return m

@@ -2,8 +2,7 @@ package agent
 
 import (
 	"context"
-	"fmt"
-	"net/http"
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -14,22 +13,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Resolver maps a caller's source IP to exactly one running pod on this node.
+// Resolver maps a caller's source IP to exactly one running pod on this
+// node. A refusal is a *Denial.
 type Resolver interface {
-	Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod, *httpError)
+	Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod, error)
 }
 
 // live reports whether a pod may hold its IP now: not finished, not being deleted.
 func live(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
-}
-
-func deny(status int, outcome, format string, args ...any) *httpError {
-	code := "invalid_request"
-	if status == http.StatusForbidden {
-		code = "access_denied"
-	}
-	return &httpError{status: status, code: code, description: fmt.Sprintf(format, args...), outcome: outcome}
 }
 
 // PodGetter reads a pod from the API server (not from a cache).
@@ -62,11 +54,14 @@ type confirmation struct {
 }
 
 // Resolve implements Resolver.
-func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod, *httpError) {
+func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod, error) {
 	ip = ip.Unmap()
-	p, herr := r.Index.lookup(ip)
-	if herr != nil || r.Pods == nil {
-		return p, herr
+	p, err := r.Index.lookup(ip)
+	if err != nil {
+		return nil, err
+	}
+	if r.Pods == nil {
+		return p, nil
 	}
 	now := r.now()
 	r.mu.Lock()
@@ -81,10 +76,11 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 	})
 	_ = v
 	if err != nil {
-		if he, ok := err.(*httpError); ok {
-			return nil, he
+		var d *Denial
+		if errors.As(err, &d) {
+			return nil, d
 		}
-		return nil, deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot confirm the calling pod with the API server: %v", err)
+		return nil, denied(DenyKubernetes, "cannot confirm the calling pod with the API server: %v", err)
 	}
 	r.mu.Lock()
 	if r.confirmed == nil {
@@ -112,7 +108,7 @@ func (r *IndexResolver) now() time.Time {
 func (r *IndexResolver) confirm(ctx context.Context, p *corev1.Pod, ip netip.Addr) error {
 	live, err := r.Pods.GetPod(ctx, p.Namespace, p.Name)
 	stale := func(why string) error {
-		return deny(http.StatusNotFound, outcomeStaleCaller, "IP %s was held by pod %s/%s (uid %s), which %s: the caller may be a new pod reusing the IP; refusing until the agent's view catches up", ip, p.Namespace, p.Name, p.UID, why)
+		return denied(DenyStaleCaller, "IP %s was held by pod %s/%s (uid %s), which %s: the caller may be a new pod reusing the IP; refusing until the agent's view catches up", ip, p.Namespace, p.Name, p.UID, why)
 	}
 	switch {
 	case apierrors.IsNotFound(err):
@@ -128,7 +124,7 @@ func (r *IndexResolver) confirm(ctx context.Context, p *corev1.Pod, ip netip.Add
 	case live.Status.Phase != corev1.PodRunning:
 		return stale("is not running")
 	case live.Spec.HostNetwork:
-		return deny(http.StatusForbidden, outcomeHostCaller, "pod %s/%s shares the node's network", p.Namespace, p.Name)
+		return denied(DenyHostCaller, "pod %s/%s shares the node's network", p.Namespace, p.Name)
 	}
 	for _, a := range podIPs(live) {
 		if a == ip {
