@@ -38,6 +38,17 @@ type Interceptor interface {
 	Installed() bool
 }
 
+// PodGuard is the Guard the agent runs (intercept.Guard).
+type PodGuard interface {
+	Guard
+	// Run keeps the rules in line with the node's records until ctx ends.
+	Run(ctx context.Context) error
+	// Refresh asks for a sync soon.
+	Refresh()
+	// Ready reports whether the last sync applied every rule.
+	Ready() bool
+}
+
 // Config configures the node agent.
 type Config struct {
 	// NodeName is this node; only its pods are served. Required.
@@ -70,7 +81,12 @@ type Config struct {
 	MaxCachedTokens int
 
 	Interceptor Interceptor // nil: the agent does not manage interception
-	Logger      *slog.Logger
+	// Guard ties pod addresses to pod interfaces on the node; with it, a
+	// caller is served only once its address is guarded. nil: the source
+	// address is trusted as is, which any pod with NET_RAW can forge
+	// (docs/agent.md).
+	Guard  PodGuard
+	Logger *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -142,7 +158,13 @@ func Run(ctx context.Context, cfg Config) error {
 		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities}}
 	handler := NewHandler(HandlerConfig{Resolver: resolver, Decider: decider, Tokens: tokens, Metrics: metrics, Logger: log})
 
+	if cfg.Guard != nil {
+		resolver.Guard = cfg.Guard
+	}
 	index.OnGone = func(uid types.UID) {
+		if cfg.Guard != nil {
+			cfg.Guard.Refresh() // drop its rules as soon as the CNI record is gone
+		}
 		resolver.Forget(uid)
 		decider.Forget(uid)
 		tokens.ForgetPod(uid)
@@ -195,6 +217,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Interceptor != nil {
 		g.Go(func() error { return cfg.Interceptor.Run(gctx) })
 	}
+	if cfg.Guard != nil {
+		g.Go(func() error { return cfg.Guard.Run(gctx) })
+	}
 	imds := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 90 * time.Second, MaxHeaderBytes: 16 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -205,6 +230,10 @@ func Run(ctx context.Context, cfg Config) error {
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 			if !ready.Load() || (cfg.Interceptor != nil && !cfg.Interceptor.Installed()) {
 				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			if cfg.Guard != nil && !cfg.Guard.Ready() {
+				http.Error(w, "not ready: pod anti-spoofing rules not in place", http.StatusServiceUnavailable)
 				return
 			}
 			_, _ = w.Write([]byte("ok\n"))

@@ -23,6 +23,9 @@ const (
 	DenyAmbiguousCaller
 	// DenyStaleCaller: the pod that owned the address is gone or changed.
 	DenyStaleCaller
+	// DenyUnguardedCaller: the node cannot vouch that the address is the
+	// pod's (no CNI record, or its anti-spoofing rules are not in place).
+	DenyUnguardedCaller
 	// DenyNoIdentity: the pod may use no identity.
 	DenyNoIdentity
 	// DenyNotAllowed: the identity the caller named is not the pod's.
@@ -61,6 +64,7 @@ var denialHTTP = map[DenialReason]struct {
 	DenyUnknownCaller:   {http.StatusNotFound, outcomeUnknownCaller},
 	DenyAmbiguousCaller: {http.StatusNotFound, outcomeAmbiguousCaller},
 	DenyStaleCaller:     {http.StatusNotFound, outcomeStaleCaller},
+	DenyUnguardedCaller: {http.StatusNotFound, outcomeUnguardedCaller},
 	DenyNoIdentity:      {http.StatusNotFound, outcomeNoIdentity},
 	DenyNotAllowed:      {http.StatusNotFound, outcomeNotAllowed},
 	DenyChooseIdentity:  {http.StatusBadRequest, outcomeBadRequest},

@@ -22,6 +22,7 @@ func TestDenialToHTTP(t *testing.T) {
 		{denied(DenyUnknownCaller, "unknown"), http.StatusNotFound, "invalid_request", outcomeUnknownCaller, "unknown"},
 		{denied(DenyAmbiguousCaller, "two"), http.StatusNotFound, "invalid_request", outcomeAmbiguousCaller, "two"},
 		{denied(DenyStaleCaller, "stale"), http.StatusNotFound, "invalid_request", outcomeStaleCaller, "stale"},
+		{denied(DenyUnguardedCaller, "unguarded"), http.StatusNotFound, "invalid_request", outcomeUnguardedCaller, "unguarded"},
 		{denied(DenyNoIdentity, "none"), http.StatusNotFound, "invalid_request", outcomeNoIdentity, "none"},
 		{denied(DenyNotAllowed, "not yours"), http.StatusNotFound, "invalid_request", outcomeNotAllowed, "not yours"},
 		{denied(DenyChooseIdentity, "Multiple"), http.StatusBadRequest, "invalid_request", outcomeBadRequest, "Multiple"},

@@ -19,6 +19,7 @@ const (
 	outcomeUnknownCaller   = "unknown_caller"
 	outcomeAmbiguousCaller = "ambiguous_caller"
 	outcomeStaleCaller     = "stale_caller"
+	outcomeUnguardedCaller = "unguarded_caller"
 	outcomeNoIdentity      = "no_identity"
 	outcomeNotAllowed      = "identity_not_allowed"
 	outcomeExcepted        = "excepted"
@@ -69,7 +70,7 @@ func NewMetrics(pods func() float64) *Metrics {
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	// Pre-create the label values so dashboards see zeros.
 	for _, o := range []string{outcomeOK, outcomeBadRequest, outcomeBadPath, outcomeNotFound, outcomeInstance, outcomeHostCaller,
-		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,
+		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeUnguardedCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,
 		outcomeThrottled, outcomeUpstream, outcomeMissingFIC, outcomeKubernetesError, outcomeInternal} {
 		m.requests.WithLabelValues(o)
 	}

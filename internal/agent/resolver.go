@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podid/podid/internal/intercept"
 )
 
 // Resolver maps a caller's source IP to exactly one running pod on this
@@ -35,7 +37,11 @@ type PodGetter interface {
 // on this node and is not being deleted. The confirmation bounds how long a
 // lagging watch can attribute a reused IP to a pod that is gone.
 type IndexResolver struct {
-	Index    *PodIndex
+	Index *PodIndex
+	// Guard, if set, must vouch for the caller's address: a pod is served
+	// only once the node's CNI records tie the address to the same pod and
+	// the anti-spoofing rules for it are in place (fail closed).
+	Guard    Guard
 	Pods     PodGetter // nil disables confirmation
 	NodeName string
 	// ConfirmTTL is how long a confirmation stays valid; 0 confirms every request.
@@ -59,6 +65,11 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 	p, err := r.Index.lookup(ip)
 	if err != nil {
 		return nil, err
+	}
+	if r.Guard != nil {
+		if err := r.guarded(ctx, p, ip); err != nil {
+			return nil, err
+		}
 	}
 	if r.Pods == nil {
 		return p, nil
@@ -89,6 +100,48 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 	r.confirmed[p.UID] = confirmation{at: now, ip: ip}
 	r.mu.Unlock()
 	return p, nil
+}
+
+// Guard is the node's own record of which sandbox owns an address, and
+// the rules that keep every other pod from claiming it (intercept.Guard).
+type Guard interface {
+	// Owner returns the sandbox guarded at ip now.
+	Owner(ip netip.Addr) (intercept.Sandbox, bool)
+	// Ensure returns the sandbox guarded at ip; if there is none, or fresh
+	// is set, it first re-reads the node's records (bounded by ctx).
+	Ensure(ctx context.Context, ip netip.Addr, fresh bool) (intercept.Sandbox, bool)
+}
+
+// guardWait bounds how long a request waits for the guard to catch up.
+const guardWait = 2 * time.Second
+
+// guarded checks that the node's CNI records give ip to pod p and that its
+// rules are in place. A mismatch is first re-read: the records may be
+// newer than the last sync (IP reuse).
+func (r *IndexResolver) guarded(ctx context.Context, p *corev1.Pod, ip netip.Addr) error {
+	owns := func(sb intercept.Sandbox) bool {
+		if sb.PodUID != "" {
+			return sb.PodUID == string(p.UID)
+		}
+		return sb.PodNamespace == p.Namespace && sb.PodName == p.Name
+	}
+	sb, ok := r.Guard.Owner(ip)
+	if ok && owns(sb) {
+		return nil // the hot path: one map read
+	}
+	wctx, cancel := context.WithTimeout(ctx, guardWait)
+	defer cancel()
+	// Not guarded: re-read the records (a pod that has just started).
+	// Guarded for another pod: re-read them too, the IP may have changed
+	// hands since the last sync.
+	sb, ok = r.Guard.Ensure(wctx, ip, ok)
+	if ok && owns(sb) {
+		return nil
+	}
+	if !ok {
+		return denied(DenyUnguardedCaller, "IP %s (pod %s/%s) is not guarded on this node: no CNI record ties it to the pod's interface, or the rules that stop other pods from claiming it are not in place; no token until they are (see the agent's log)", ip, p.Namespace, p.Name)
+	}
+	return denied(DenyStaleCaller, "the node's CNI records give IP %s to pod %s/%s (uid %s), the API server to pod %s/%s (uid %s): refusing until they agree", ip, sb.PodNamespace, sb.PodName, sb.PodUID, p.Namespace, p.Name, p.UID)
 }
 
 // Forget drops a pod's confirmation (call on pod deletion).

@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/podid/podid/internal/intercept"
+)
+
+// tableGuard answers from two tables: what it holds now, and what a fresh
+// read of the node's records would give.
+type tableGuard struct {
+	now, fresh map[netip.Addr]intercept.Sandbox
+	freshReads int
+}
+
+func (g *tableGuard) Owner(ip netip.Addr) (intercept.Sandbox, bool) {
+	sb, ok := g.now[ip]
+	return sb, ok
+}
+
+func (g *tableGuard) Ensure(_ context.Context, ip netip.Addr, fresh bool) (intercept.Sandbox, bool) {
+	if sb, ok := g.now[ip]; ok && !fresh {
+		return sb, true
+	}
+	g.freshReads++
+	g.now = g.fresh
+	sb, ok := g.now[ip]
+	return sb, ok
+}
+
+// The node's records, not the API server's view, decide whether an
+// address is the pod's: unguarded or contradicting records are a denial.
+func TestResolverRequiresTheNodesGuard(t *testing.T) {
+	ip := netip.MustParseAddr("10.1.0.5")
+	a := intercept.Sandbox{PodUID: "uid-a", PodNamespace: "ns", PodName: "a", IPs: []netip.Addr{ip}}
+	b := intercept.Sandbox{PodUID: "uid-b", PodNamespace: "ns", PodName: "b", IPs: []netip.Addr{ip}}
+	noUID := intercept.Sandbox{PodNamespace: "ns", PodName: "a", IPs: []netip.Addr{ip}}
+	m := func(sb ...intercept.Sandbox) map[netip.Addr]intercept.Sandbox {
+		out := map[netip.Addr]intercept.Sandbox{}
+		for _, s := range sb {
+			out[ip] = s
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name       string
+		now, fresh map[netip.Addr]intercept.Sandbox
+		want       DenialReason // 0: served
+		freshReads int
+	}{
+		{"guarded, same pod", m(a), m(a), 0, 0},
+		{"guarded by name when the runtime passes no UID", m(noUID), m(noUID), 0, 0},
+		{"not guarded yet, guarded after a fresh read", m(), m(a), 0, 1},
+		{"never guarded", m(), m(), DenyUnguardedCaller, 1},
+		{"records give the IP to another pod", m(b), m(b), DenyStaleCaller, 1},
+		{"IP reused: the fresh read agrees", m(b), m(a), 0, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			index := NewPodIndex()
+			index.Upsert(testPod("a", ip.String(), "uid-a"))
+			g := &tableGuard{now: tt.now, fresh: tt.fresh}
+			res := &IndexResolver{Index: index, NodeName: "node1", Guard: g}
+			p, err := res.Resolve(t.Context(), ip)
+			var d *Denial
+			switch {
+			case tt.want == 0 && (err != nil || p.UID != "uid-a"):
+				t.Fatalf("got %v %v, want pod a", p, err)
+			case tt.want != 0 && (!errors.As(err, &d) || d.Reason != tt.want):
+				t.Fatalf("got %v %v, want denial %d", p, err, tt.want)
+			}
+			if g.freshReads != tt.freshReads {
+				t.Fatalf("%d fresh reads, want %d", g.freshReads, tt.freshReads)
+			}
+		})
+	}
+}
