@@ -52,7 +52,9 @@ func newSpoofNet(t *testing.T) *spoofNet {
 		sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	}
-	in := func(ns string, args ...string) string { return sh(t, append([]string{"ip", "netns", "exec", ns}, args...)...) }
+	in := func(ns string, args ...string) string {
+		return sh(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
+	}
 	in(n.node, "ip", "link", "add", "br0", "type", "bridge")
 	in(n.node, "ip", "addr", "add", "10.99.0.1/24", "dev", "br0")
 	in(n.node, "ip", "link", "set", "br0", "up")
