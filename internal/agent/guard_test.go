@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/podid/podid/internal/intercept"
 )
 
@@ -73,6 +75,45 @@ func TestResolverRequiresTheNodesGuard(t *testing.T) {
 			}
 			if g.freshReads != tt.freshReads {
 				t.Fatalf("%d fresh reads, want %d", g.freshReads, tt.freshReads)
+			}
+		})
+	}
+}
+
+// podsDown is an API server that cannot be reached.
+type podsDown struct{}
+
+func (podsDown) GetPod(context.Context, string, string) (*corev1.Pod, error) {
+	return nil, errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+}
+
+// Through an API-server outage the live confirmation cannot run: with the
+// node's guard vouching for the address the pod is still served; without
+// it the agent cannot tell and refuses (503).
+func TestResolverThroughAPIServerOutage(t *testing.T) {
+	ip := netip.MustParseAddr("10.1.0.5")
+	a := intercept.Sandbox{PodUID: "uid-a", PodNamespace: "ns", PodName: "a", IPs: []netip.Addr{ip}}
+	b := intercept.Sandbox{PodUID: "uid-b", PodNamespace: "ns", PodName: "b", IPs: []netip.Addr{ip}}
+	for _, tt := range []struct {
+		name  string
+		guard Guard
+		want  DenialReason
+	}{
+		{"guarded", &tableGuard{now: map[netip.Addr]intercept.Sandbox{ip: a}, fresh: map[netip.Addr]intercept.Sandbox{ip: a}}, 0},
+		{"guarded for another pod", &tableGuard{now: map[netip.Addr]intercept.Sandbox{ip: b}, fresh: map[netip.Addr]intercept.Sandbox{ip: b}}, DenyStaleCaller},
+		{"no guard", nil, DenyKubernetes},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			index := NewPodIndex()
+			index.Upsert(testPod("a", ip.String(), "uid-a"))
+			res := &IndexResolver{Index: index, NodeName: "node1", Pods: podsDown{}, Guard: tt.guard}
+			p, err := res.Resolve(t.Context(), ip)
+			var d *Denial
+			switch {
+			case tt.want == 0 && (err != nil || p.UID != "uid-a"):
+				t.Fatalf("got %v %v, want pod a", p, err)
+			case tt.want != 0 && (!errors.As(err, &d) || d.Reason != tt.want):
+				t.Fatalf("got %v %v, want denial %d", p, err, tt.want)
 			}
 		})
 	}

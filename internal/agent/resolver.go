@@ -83,7 +83,13 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 	}
 	key := string(p.UID) + "|" + ip.String()
 	v, err, _ := r.flight.Do(key, func() (any, error) {
-		return nil, r.confirm(ctx, p, ip)
+		cctx := ctx
+		if r.Guard != nil { // the confirmation is only a second opinion: do not wait long for it
+			var cancel context.CancelFunc
+			cctx, cancel = context.WithTimeout(ctx, guardedConfirmWait)
+			defer cancel()
+		}
+		return nil, r.confirm(cctx, p, ip)
 	})
 	_ = v
 	if err != nil {
@@ -91,7 +97,13 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 		if errors.As(err, &d) {
 			return nil, d
 		}
-		return nil, denied(DenyKubernetes, "cannot confirm the calling pod with the API server: %v", err)
+		if r.Guard == nil || ctx.Err() != nil {
+			return nil, denied(DenyKubernetes, "cannot confirm the calling pod with the API server: %v", err)
+		}
+		// The API server cannot be reached, but the node's own records
+		// (checked above) tie the address to this pod's UID, which is what
+		// the confirmation is for: keep serving, and do not ask again
+		// before ConfirmTTL.
 	}
 	r.mu.Lock()
 	if r.confirmed == nil {
@@ -112,8 +124,13 @@ type Guard interface {
 	Ensure(ctx context.Context, ip netip.Addr, fresh bool) (intercept.Sandbox, bool)
 }
 
-// guardWait bounds how long a request waits for the guard to catch up.
-const guardWait = 2 * time.Second
+// guardWait bounds how long a request waits for the guard to catch up;
+// guardedConfirmWait how long a guarded caller waits for the API server's
+// confirmation.
+const (
+	guardWait          = 2 * time.Second
+	guardedConfirmWait = time.Second
+)
 
 // guarded checks that the node's CNI records give ip to pod p and that its
 // rules are in place. A mismatch is first re-read: the records may be

@@ -67,7 +67,7 @@ const (
 // guard) and agent (DaemonSet Ready), 03 identities and bindings, 04 cases:
 // v1 binding, no binding, v2 service account, hostNetwork pod, binding of
 // another namespace, excepted pod, two identities chosen by client_id, IP
-// reused by a new pod, the agent's credential read from the node refused
+// reused by a new pod, a pod spoofing another's address and MAC, the agent's credential read from the node refused
 // for a pod of another node, agent restarted under load, and last agent
 // gone (fail closed: nothing reaches a stand-in metadata service on the
 // node, which the same request does reach once the rules are removed).
@@ -122,6 +122,9 @@ func TestAgent(t *testing.T) {
 		deleteAgent(ctx, t, c)
 		if err := rules.Uninstall(ctx); err != nil {
 			t.Errorf("remove the agent's interception rules from the node: %v", err)
+		}
+		if g, err := intercept.NewGuard(intercept.GuardConfig{}); err != nil || g.Uninstall(ctx) != nil {
+			t.Errorf("remove the agent's anti-spoofing rules from the node: %v", err)
 		}
 	})
 	// The webhook first: it serves the agent token guard, which scopes every
@@ -261,6 +264,50 @@ func TestAgent(t *testing.T) {
 				t.Logf("new pod's first answer: %s", first)
 			}
 			t.Logf("new pod's answer once the agent saw it: %s", line)
+		}},
+		{"spoofed-caller-gets-nothing", func(t *testing.T) {
+			// The victim holds the v1 binding; the attacker, in the same
+			// namespace with no binding, has NET_ADMIN (more than the
+			// default NET_RAW) and takes the victim's address, claims it by
+			// gratuitous ARP and sends its metadata traffic from it — then
+			// does the same with the victim's MAC too. The node's guard
+			// (ebtables, from the CNI records) drops all of it: no token,
+			// and the victim's next request still succeeds.
+			victim := framework.TestClientPod(ns, "spoof-victim")
+			victim.Labels[podidv1.PodLabelKey] = agentV1Selector
+			victim.Spec.DeprecatedServiceAccount = v1.sa
+			victim = c.CreatePod(ctx, t, victim)
+			if a := waitIMDSAnswer(ctx, t, c, ns, victim.Name, ""); a.err != nil || a.status != http.StatusOK {
+				t.Fatalf("victim before the attack: %d %v %s", a.status, a.err, a.body)
+			}
+			vmac, _, err := c.Exec(ctx, ns, victim.Name, "", "cat", "/sys/class/net/eth0/address")
+			must(t, err)
+			vmac = strings.TrimSpace(vmac)
+			attacker := framework.TestClientPod(ns, "spoof-attacker")
+			attacker.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}}}
+			attacker = c.CreatePod(ctx, t, attacker)
+			vip, gw := victim.Status.PodIP, strings.TrimSuffix(c.PodCIDR, ".0/24")+".1"
+			for _, at := range []struct{ name, setup, undo string }{
+				{"victim's address and ARP claim",
+					"ip addr add " + vip + "/32 dev eth0 && ip route add 169.254.169.254/32 via " + gw + " dev eth0 src " + vip + " && arping -U -c 2 -w 2 -I eth0 -s " + vip + " " + vip + "; true",
+					"ip route del 169.254.169.254/32; ip addr del " + vip + "/32 dev eth0; true"},
+				{"victim's MAC, address and ARP claim",
+					"ip link set eth0 address " + vmac + " && ip addr add " + vip + "/32 dev eth0 && ip route add 169.254.169.254/32 via " + gw + " dev eth0 src " + vip + " && arping -U -c 2 -w 2 -I eth0 -s " + vip + " " + vip + "; true",
+					"ip route del 169.254.169.254/32; ip addr del " + vip + "/32 dev eth0; ip link set eth0 address $(cat /tmp/own-mac); true"},
+			} {
+				_, _, err := c.Exec(ctx, ns, attacker.Name, "", "sh", "-c", "[ -f /tmp/own-mac ] || cat /sys/class/net/eth0/address >/tmp/own-mac; "+at.setup)
+				must(t, err)
+				a := imdsGet(ctx, c, ns, attacker.Name, "")
+				_, _, uerr := c.Exec(ctx, ns, attacker.Name, "", "sh", "-c", at.undo)
+				if a.status == http.StatusOK || strings.Contains(a.body, "access_token") {
+					t.Fatalf("%s: the attacker got the victim's token: %d %s", at.name, a.status, firstLine(a.body))
+				}
+				t.Logf("%s: attacker got status=%d err=%v", at.name, a.status, a.err)
+				must(t, uerr)
+				if a := imdsGet(ctx, c, ns, victim.Name, ""); a.err != nil || a.status != http.StatusOK {
+					t.Fatalf("victim after %s: %d %v %s", at.name, a.status, a.err, a.body)
+				}
+			}
 		}},
 		{"stolen-agent-credential-stays-on-its-node", func(t *testing.T) {
 			// Whoever owns the node can read the agent's credential (the
