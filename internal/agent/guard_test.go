@@ -118,3 +118,50 @@ func TestResolverThroughAPIServerOutage(t *testing.T) {
 		})
 	}
 }
+
+// A pod calls before the kubelet has reported its address (or Running) to
+// the API server: the node's records name it, so it is served at once;
+// without the guard it waits for the API server, as before.
+func TestResolverServesPodsTheAPIServerHasNoAddressForYet(t *testing.T) {
+	ip := netip.MustParseAddr("10.1.0.5")
+	a := intercept.Sandbox{PodUID: "uid-a", PodNamespace: "ns", PodName: "a", IPs: []netip.Addr{ip}}
+	pending := testPod("a", "", "uid-a")
+	pending.Status.Phase = corev1.PodPending
+	finished := testPod("a", "", "uid-a")
+	finished.Status.Phase = corev1.PodSucceeded
+	pendingWithIP := testPod("a", ip.String(), "uid-a")
+	pendingWithIP.Status.Phase = corev1.PodPending
+	for _, tt := range []struct {
+		name    string
+		indexed *corev1.Pod
+		records map[netip.Addr]intercept.Sandbox
+		guard   bool
+		want    DenialReason
+	}{
+		{"no address yet, in the records", pending, map[netip.Addr]intercept.Sandbox{ip: a}, true, 0},
+		{"address reported, still Pending", pendingWithIP, map[netip.Addr]intercept.Sandbox{ip: a}, true, 0},
+		{"no address yet, no guard", pending, nil, false, DenyUnknownCaller},
+		{"no address yet, not in the records", pending, map[netip.Addr]intercept.Sandbox{}, true, DenyUnknownCaller},
+		{"finished", finished, map[netip.Addr]intercept.Sandbox{ip: a}, true, DenyUnknownCaller},
+		{"records name a pod the index does not know", testPod("b", "", "uid-b"), map[netip.Addr]intercept.Sandbox{ip: a}, true, DenyUnknownCaller},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			index := NewPodIndex()
+			index.Upsert(tt.indexed)
+			api := &fakePods{pods: map[string]*corev1.Pod{}}
+			api.set(tt.indexed)
+			res := &IndexResolver{Index: index, NodeName: "node1", Pods: api}
+			if tt.guard {
+				res.Guard = &tableGuard{now: tt.records, fresh: tt.records}
+			}
+			p, err := res.Resolve(t.Context(), ip)
+			var d *Denial
+			switch {
+			case tt.want == 0 && (err != nil || p.UID != "uid-a"):
+				t.Fatalf("got %v %v, want pod a", p, err)
+			case tt.want != 0 && (!errors.As(err, &d) || d.Reason != tt.want):
+				t.Fatalf("got %v %v, want denial %d", p, err, tt.want)
+			}
+		})
+	}
+}

@@ -295,6 +295,18 @@ func (s podStore) Replace(list []any, _ string) error {
 // Resync: the reflector runs without a resync period; nothing to re-deliver.
 func (s podStore) Resync() error { return nil }
 
+// byUID returns the live, non-hostNetwork pod with uid, whatever addresses
+// and phase the API server reports for it yet.
+func (x *PodIndex) byUID(uid types.UID) *corev1.Pod {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	r := x.pods[uid]
+	if r == nil || !r.live() || r.hostNetwork {
+		return nil
+	}
+	return r.pod()
+}
+
 // lookup resolves ip against the index alone.
 func (x *PodIndex) lookup(ip netip.Addr) (*corev1.Pod, error) {
 	ip = ip.Unmap()

@@ -64,7 +64,16 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 	ip = ip.Unmap()
 	p, err := r.Index.lookup(ip)
 	if err != nil {
-		return nil, err
+		var d *Denial
+		if r.Guard == nil || !errors.As(err, &d) || d.Reason != DenyUnknownCaller {
+			return nil, err
+		}
+		// The kubelet reports a pod's address (and Running) to the API
+		// server only after its containers start; the node's records have
+		// it from the moment the sandbox exists.
+		if p = r.fromRecords(ctx, ip); p == nil {
+			return nil, err
+		}
 	}
 	if r.Guard != nil {
 		if err := r.guarded(ctx, p, ip); err != nil {
@@ -132,6 +141,18 @@ const (
 	guardedConfirmWait = time.Second
 )
 
+// fromRecords returns the pod the node's CNI records give ip to, if the
+// index knows that pod (by UID) and it is live.
+func (r *IndexResolver) fromRecords(ctx context.Context, ip netip.Addr) *corev1.Pod {
+	wctx, cancel := context.WithTimeout(ctx, guardWait)
+	defer cancel()
+	sb, ok := r.Guard.Ensure(wctx, ip, false)
+	if !ok || sb.PodUID == "" {
+		return nil
+	}
+	return r.Index.byUID(types.UID(sb.PodUID))
+}
+
 // guarded checks that the node's CNI records give ip to pod p and that its
 // rules are in place. A mismatch is first re-read: the records may be
 // newer than the last sync (IP reuse).
@@ -191,12 +212,18 @@ func (r *IndexResolver) confirm(ctx context.Context, p *corev1.Pod, ip netip.Add
 		return stale("is being deleted")
 	case live.Spec.NodeName != r.NodeName:
 		return stale("is not on this node")
-	case live.Status.Phase != corev1.PodRunning:
+	case r.Guard != nil && (live.Status.Phase == corev1.PodSucceeded || live.Status.Phase == corev1.PodFailed):
+		return stale("has finished")
+	case r.Guard == nil && live.Status.Phase != corev1.PodRunning:
 		return stale("is not running")
 	case live.Spec.HostNetwork:
 		return denied(DenyHostCaller, "pod %s/%s shares the node's network", p.Namespace, p.Name)
 	}
-	for _, a := range podIPs(live) {
+	ips := podIPs(live)
+	if r.Guard != nil && len(ips) == 0 {
+		return nil // the node's records (checked first) give ip to this UID; the kubelet has not reported it yet
+	}
+	for _, a := range ips {
 		if a == ip {
 			return nil
 		}
