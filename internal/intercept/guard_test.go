@@ -245,6 +245,10 @@ func TestReadCNIResultsSkipsBadRecords(t *testing.T) {
 	dir := t.TempDir()
 	_ = os.WriteFile(filepath.Join(dir, "good"), []byte(cniRecord("c1", "ns", "p", "uid-1", "vethx", "02:00:00:00:00:01", "10.244.0.5/24")), 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "bad"), []byte("{"), 0o600)
+	// containerd's loopback record, as on the node: skipped without an error.
+	_ = os.WriteFile(filepath.Join(dir, "cni-loopback-c1-lo"), []byte(`{"kind":"cniCacheV1","containerId":"c1","config":"e30=","ifName":"lo","networkName":"cni-loopback",
+"cniArgs":[["K8S_POD_INFRA_CONTAINER_ID","c1"],["K8S_POD_UID","uid-1"],["IgnoreUnknown","1"],["K8S_POD_NAMESPACE","ns"],["K8S_POD_NAME","p"]],
+"result":{"cniVersion":"0.3.1","dns":{},"interfaces":[{"mac":"00:00:00:00:00:00","name":"lo","sandbox":"/var/run/netns/cni-1"}],"ips":[{"address":"127.0.0.1/8","interface":0,"version":""},{"address":"::1/128","interface":0,"version":""}]}}`), 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "huge"), make([]byte, maxResultSize+1), 0o600)
 	sbs, errs := ReadCNIResults(dir)
 	if len(sbs) != 1 || sbs[0].ContainerID != "c1" || len(errs) != 2 {

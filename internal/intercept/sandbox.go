@@ -83,6 +83,10 @@ func bridgeOf(conf []byte) string {
 	return ""
 }
 
+// ErrLoopbackOnly marks a record of a network that only brings up the
+// sandbox's loopback (containerd's cni-loopback): not a pod interface.
+var ErrLoopbackOnly = errors.New("CNI record of the sandbox's loopback only")
+
 // ParseCNIResult reads one libcni cache file.
 func ParseCNIResult(data []byte) (Sandbox, error) {
 	var c cachedResult
@@ -107,6 +111,9 @@ func ParseCNIResult(data []byte) (Sandbox, error) {
 		return sb, errors.New("CNI cache record names no pod (K8S_POD_NAMESPACE, K8S_POD_NAME)")
 	}
 	ifs := c.Result.Interfaces
+	if c.IfName == "lo" && len(ifs) == 1 && ifs[0].Sandbox != "" {
+		return sb, ErrLoopbackOnly
+	}
 	var pod, host []int
 	for i, f := range ifs {
 		switch {
@@ -174,7 +181,7 @@ func ReadCNIResults(dir string) ([]Sandbox, []error) {
 				continue
 			}
 		}
-		if !errors.Is(err, fs.ErrNotExist) { // removed by a DEL while listing
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrLoopbackOnly) { // gone (a DEL while listing), or not a pod interface
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}
