@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -308,6 +309,48 @@ func TestAgent(t *testing.T) {
 					t.Fatalf("victim after %s: %d %v %s", at.name, a.status, a.err, a.body)
 				}
 			}
+		}},
+		{"first-token-at-container-start", func(t *testing.T) {
+			// An app that asks at once: the container's first process sends
+			// token requests 10ms apart from its first instant. The time
+			// from its first request to its first 200 is the startup race
+			// the node's records close (the kubelet reports the pod's IP
+			// to the API server only later). 10 pods, one after another.
+			const n = 10
+			var lat []time.Duration
+			first200 := 0
+			for i := range n {
+				pod := framework.TestClientPod(ns, fmt.Sprintf("first-token-%d", i))
+				pod.Labels[podidv1.PodLabelKey] = agentV1Selector
+				pod.Spec.DeprecatedServiceAccount = v1.sa
+				pod.Spec.Containers[0].Command = []string{"/testclient", "get", "-H", "Metadata: true", "-n", "500", "-every", "10ms", "http://169.254.169.254" + imdsTokenPath}
+				pod = c.CreatePod(ctx, t, pod)
+				logs := waitForLog(ctx, t, c, ns, pod.Name, "status=200")
+				var t0 int64
+				for j, line := range strings.Split(logs, "\n") {
+					var start, end int64
+					if _, err := fmt.Sscanf(line, "start=%d end=%d", &start, &end); err != nil {
+						continue
+					}
+					if t0 == 0 {
+						t0 = start
+					}
+					if strings.Contains(line, "status=200") {
+						lat = append(lat, time.Duration(end-t0))
+						if j == 0 {
+							first200++
+						}
+						break
+					}
+				}
+				must(t, c.Client.Delete(ctx, pod))
+			}
+			if len(lat) != n {
+				t.Fatalf("%d of %d pods got a token", len(lat), n)
+			}
+			slices.Sort(lat)
+			t.Logf("container's first request -> first token, %d pods in sequence: p50 %s, max %s; answered 200 on the first request: %d of %d",
+				n, lat[n/2].Round(time.Millisecond), lat[n-1].Round(time.Millisecond), first200, n)
 		}},
 		{"stolen-agent-credential-stays-on-its-node", func(t *testing.T) {
 			// Whoever owns the node can read the agent's credential (the
