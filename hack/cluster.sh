@@ -31,7 +31,7 @@ SYSCTLS="net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-
 net.bridge.bridge-nf-call-ip6tables vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 # What identifies our iptables rules and chains.
-IPT_PATTERN="KUBE-|CNI-|$BRIDGE|${POD_CIDR%.0/24}\.|${SVC_CIDR%.0/24}\."
+IPT_PATTERN="KUBE-|CNI-|PODID-|$BRIDGE|${POD_CIDR%.0/24}\.|${SVC_CIDR%.0/24}\."
 # Host directories the kubelet creates outside its root dir (device-plugins sockets and
 # container logs have fixed paths); removed by down unless they existed before up.
 HOST_DIRS="/var/log/pods /var/log/containers /var/lib/kubelet"
@@ -510,7 +510,7 @@ ipt_cleanup() {
     grep -qE -- "$IPT_PATTERN" <<<"$save" || continue
     PAT=$IPT_PATTERN awk '
       /^\*/ { table = $0; n = 0; split("", chains); next }
-      /^:(KUBE-|CNI-)/ { chains[substr($1, 2)] = 1; next }
+      /^:(KUBE-|CNI-|PODID-)/ { chains[substr($1, 2)] = 1; next }
       /^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) / && $0 ~ ENVIRON["PAT"] { rules[++n] = $0; next }
       /^COMMIT/ {
         print table
@@ -523,8 +523,8 @@ ipt_cleanup() {
       $cmd -t $t -S 2>/dev/null | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ' |
         grep -E -- "$IPT_PATTERN" | sed 's/^-A/-D/' |
         while read -r rule; do eval "$cmd -t $t $rule" 2>/dev/null || true; done || true
-      for ch in $($cmd -t $t -S 2>/dev/null | awk '/^-N (KUBE-|CNI-)/ {print $2}'); do $cmd -t $t -F "$ch" 2>/dev/null || true; done
-      for ch in $($cmd -t $t -S 2>/dev/null | awk '/^-N (KUBE-|CNI-)/ {print $2}'); do $cmd -t $t -X "$ch" 2>/dev/null || true; done
+      for ch in $($cmd -t $t -S 2>/dev/null | awk '/^-N (KUBE-|CNI-|PODID-)/ {print $2}'); do $cmd -t $t -F "$ch" 2>/dev/null || true; done
+      for ch in $($cmd -t $t -S 2>/dev/null | awk '/^-N (KUBE-|CNI-|PODID-)/ {print $2}'); do $cmd -t $t -X "$ch" 2>/dev/null || true; done
     done
   done
 }
