@@ -195,7 +195,9 @@ func Run(ctx context.Context, cfg Config) error {
 	var ready atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return informers.Start(gctx) })
-	g.Go(func() error { pods.Run(gctx.Done()); return nil })
+	watch := &podWatch{reflector: pods, log: log}
+	index.OnRelist = watch.Resumed
+	g.Go(func() error { return watch.Run(gctx) })
 	g.Go(func() error {
 		if !informers.WaitForCacheSync(gctx) {
 			return gctx.Err()
@@ -230,6 +232,10 @@ func Run(ctx context.Context, cfg Config) error {
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 			if !ready.Load() || (cfg.Interceptor != nil && !cfg.Interceptor.Installed()) {
 				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			if watch.Failing() {
+				http.Error(w, "degraded: the pod watch is failing (new pods are not seen; guarded pods keep being served)", http.StatusServiceUnavailable)
 				return
 			}
 			if cfg.Guard != nil && !cfg.Guard.Ready() {

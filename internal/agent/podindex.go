@@ -24,6 +24,9 @@ type PodIndex struct {
 	// that left the index or stopped being live, so that confirmations and
 	// cached tokens tied to it are dropped at once.
 	OnGone func(types.UID)
+	// OnRelist, if set, is called (outside the lock) after every complete
+	// list of the node's pods has replaced the index.
+	OnRelist func(pods int)
 
 	mu   sync.RWMutex // protects byIP, pods, host
 	byIP map[netip.Addr][]*podRecord
@@ -289,6 +292,9 @@ func (s podStore) Replace(list []any, _ string) error {
 		x.gone(uid)
 	}
 	x.syncOnce.Do(func() { close(x.synced) })
+	if x.OnRelist != nil {
+		x.OnRelist(len(recs))
+	}
 	return nil
 }
 
