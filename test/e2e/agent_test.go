@@ -352,6 +352,98 @@ func TestAgent(t *testing.T) {
 			t.Logf("container's first request -> first token, %d pods in sequence: p50 %s, max %s; answered 200 on the first request: %d of %d",
 				n, lat[n/2].Round(time.Millisecond), lat[n-1].Round(time.Millisecond), first200, n)
 		}},
+		{"api-server-outage", func(t *testing.T) {
+			// Three pods ask every 500 ms from their own process (exec
+			// needs the API server); the API server is frozen (SIGSTOP:
+			// connections hang, the worst kind of outage) for 60 s. Their
+			// cached tokens must keep flowing; after it returns a new pod
+			// must get its token at once.
+			const every = 500 * time.Millisecond
+			var askers []*corev1.Pod
+			for i := range 3 {
+				pod := framework.TestClientPod(ns, fmt.Sprintf("outage-%d", i))
+				pod.Labels[podidv1.PodLabelKey] = agentV1Selector
+				pod.Spec.DeprecatedServiceAccount = v1.sa
+				pod.Spec.Containers[0].Command = []string{"/testclient", "get", "-H", "Metadata: true", "-n", "400", "-every", every.String(), "http://169.254.169.254" + imdsTokenPath}
+				pod = c.CreatePod(ctx, t, pod)
+				waitForLog(ctx, t, c, ns, pod.Name, "status=200")
+				askers = append(askers, pod)
+			}
+			pidFile := filepath.Join(filepath.Dir(c.KubeletDir), "pids", "kube-apiserver.pid")
+			b, err := os.ReadFile(pidFile)
+			must(t, err)
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			must(t, err)
+			must(t, syscall.Kill(pid, syscall.SIGSTOP))
+			frozen := time.Now()
+			resumed := false
+			resume := func() {
+				if !resumed {
+					resumed = true
+					must(t, syscall.Kill(pid, syscall.SIGCONT))
+				}
+			}
+			defer resume()
+			timer := time.NewTimer(60 * time.Second) // the outage itself, not a synchronisation
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			}
+			thawed := time.Now()
+			resume()
+			// A pod created just after the API server returns.
+			late := framework.TestClientPod(ns, "outage-late")
+			late.Labels[podidv1.PodLabelKey] = agentV1Selector
+			late.Spec.DeprecatedServiceAccount = v1.sa
+			late.Spec.Containers[0].Command = []string{"/testclient", "get", "-H", "Metadata: true", "-n", "1000", "-every", "10ms", "http://169.254.169.254" + imdsTokenPath}
+			late = c.CreatePod(ctx, t, late)
+			logs := waitForLog(ctx, t, c, ns, late.Name, "status=200")
+			var first, ok int64
+			for _, line := range strings.Split(logs, "\n") {
+				var start, end int64
+				if _, err := fmt.Sscanf(line, "start=%d end=%d", &start, &end); err != nil {
+					continue
+				}
+				if first == 0 {
+					first = start
+				}
+				if strings.Contains(line, "status=200") {
+					ok = end
+					break
+				}
+			}
+			t.Logf("pod created after the outage: first request -> first token %s (its first request %s after the API server returned)",
+				time.Duration(ok-first).Round(time.Millisecond), time.Unix(0, first).Sub(thawed).Round(time.Millisecond))
+			if time.Duration(ok-first) > time.Second {
+				t.Errorf("the pod created after the outage waited %s for its first token, want under 1s", time.Duration(ok-first))
+			}
+			for _, p := range askers {
+				logs, err := c.Logs(ctx, ns, p.Name, "")
+				must(t, err)
+				var served, other int
+				var sample string
+				for _, line := range strings.Split(logs, "\n") {
+					var start, end int64
+					if _, err := fmt.Sscanf(line, "start=%d end=%d", &start, &end); err != nil {
+						continue
+					}
+					if st := time.Unix(0, start); st.Before(frozen) || st.After(thawed) {
+						continue
+					}
+					if strings.Contains(line, "status=200") {
+						served++
+					} else {
+						other++
+						sample = line
+					}
+				}
+				t.Logf("%s during the 60s outage: %d answered 200, %d not", p.Name, served, other)
+				if served < 60 || other > 0 {
+					t.Errorf("%s during the outage: %d tokens, %d failures (e.g. %.200s); want every request served", p.Name, served, other, sample)
+				}
+			}
+		}},
 		{"stolen-agent-credential-stays-on-its-node", func(t *testing.T) {
 			// Whoever owns the node can read the agent's credential (the
 			// kubelet projected it there). With it they may mint exchange
