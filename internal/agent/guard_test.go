@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -81,9 +82,12 @@ func TestResolverRequiresTheNodesGuard(t *testing.T) {
 }
 
 // podsDown is an API server that cannot be reached.
-type podsDown struct{}
+type podsDown struct{ calls *int }
 
-func (podsDown) GetPod(context.Context, string, string) (*corev1.Pod, error) {
+func (p podsDown) GetPod(context.Context, string, string) (*corev1.Pod, error) {
+	if p.calls != nil {
+		*p.calls++
+	}
 	return nil, errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
 }
 
@@ -163,5 +167,31 @@ func TestResolverServesPodsTheAPIServerHasNoAddressForYet(t *testing.T) {
 				t.Fatalf("got %v %v, want denial %d", p, err, tt.want)
 			}
 		})
+	}
+}
+
+// A guarded pod's requests do not each wait for the unreachable API
+// server: after a failed confirmation it is not asked about again for
+// guardedOutageHold, then it is.
+func TestResolverOutageHold(t *testing.T) {
+	ip := netip.MustParseAddr("10.1.0.5")
+	a := intercept.Sandbox{PodUID: "uid-a", PodNamespace: "ns", PodName: "a", IPs: []netip.Addr{ip}}
+	index := NewPodIndex()
+	index.Upsert(testPod("a", ip.String(), "uid-a"))
+	now := t0
+	var calls int
+	g := &tableGuard{now: map[netip.Addr]intercept.Sandbox{ip: a}, fresh: map[netip.Addr]intercept.Sandbox{ip: a}}
+	res := &IndexResolver{Index: index, NodeName: "node1", Pods: podsDown{&calls}, Guard: g, ConfirmTTL: time.Second, Now: func() time.Time { return now }}
+	for _, step := range []struct {
+		advance time.Duration
+		calls   int
+	}{{0, 1}, {2 * time.Second, 1}, {5 * time.Second, 1}, {4 * time.Second, 2}} {
+		now = now.Add(step.advance)
+		if _, err := res.Resolve(t.Context(), ip); err != nil {
+			t.Fatal(err)
+		}
+		if calls != step.calls {
+			t.Fatalf("after %s: %d API calls, want %d", now.Sub(t0), calls, step.calls)
+		}
 	}
 }

@@ -55,8 +55,8 @@ type IndexResolver struct {
 }
 
 type confirmation struct {
-	at time.Time
-	ip netip.Addr
+	until time.Time // valid before this
+	ip    netip.Addr
 }
 
 // Resolve implements Resolver.
@@ -87,7 +87,7 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 	r.mu.Lock()
 	c, ok := r.confirmed[p.UID]
 	r.mu.Unlock()
-	if ok && c.ip == ip && r.ConfirmTTL > 0 && now.Sub(c.at) < r.ConfirmTTL {
+	if ok && c.ip == ip && r.ConfirmTTL > 0 && now.Before(c.until) {
 		return p, nil
 	}
 	key := string(p.UID) + "|" + ip.String()
@@ -111,14 +111,18 @@ func (r *IndexResolver) Resolve(ctx context.Context, ip netip.Addr) (*corev1.Pod
 		}
 		// The API server cannot be reached, but the node's own records
 		// (checked above) tie the address to this pod's UID, which is what
-		// the confirmation is for: keep serving, and do not ask again
-		// before ConfirmTTL.
+		// the confirmation is for: keep serving, and do not make this pod's
+		// requests wait for the API server again for a while.
+	}
+	until := now.Add(r.ConfirmTTL)
+	if err != nil {
+		until = r.now().Add(guardedOutageHold)
 	}
 	r.mu.Lock()
 	if r.confirmed == nil {
 		r.confirmed = map[types.UID]confirmation{}
 	}
-	r.confirmed[p.UID] = confirmation{at: now, ip: ip}
+	r.confirmed[p.UID] = confirmation{until: until, ip: ip}
 	r.mu.Unlock()
 	return p, nil
 }
@@ -136,9 +140,12 @@ type Guard interface {
 // guardWait bounds how long a request waits for the guard to catch up;
 // guardedConfirmWait how long a guarded caller waits for the API server's
 // confirmation.
+// guardedOutageHold how long a guarded pod is not confirmed again after
+// the API server could not be reached.
 const (
 	guardWait          = 2 * time.Second
 	guardedConfirmWait = time.Second
+	guardedOutageHold  = 10 * time.Second
 )
 
 // fromRecords returns the pod the node's CNI records give ip to, if the
