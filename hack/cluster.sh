@@ -474,6 +474,7 @@ cmd_down() {
   ip link del "$BRIDGE" 2>/dev/null || true
   ip link del podidimds0 2>/dev/null || true   # an e2e's stand-in metadata service, if it was killed
   ipt_cleanup
+  ebt_cleanup
   conntrack -D -s "$POD_CIDR" >/dev/null 2>&1 || true
   conntrack -D -d "$POD_CIDR" >/dev/null 2>&1 || true
   phase "mounts and network cleaned"
@@ -533,6 +534,23 @@ ipt_cleanup() {
   done
 }
 
+# ebt_cleanup: removes the pod anti-spoofing chains podid agent keeps (ebtables;
+# the agent leaves them in place on purpose when it stops).
+ebt_cleanup() {
+  command -v ebtables >/dev/null || return 0
+  local t tb base ch
+  for t in nat:PREROUTING:PODID-GUARD-IN filter:OUTPUT:PODID-GUARD-OUT filter:FORWARD:PODID-GUARD-OUT; do
+    IFS=: read -r tb base ch <<<"$t"
+    while ebtables -t "$tb" -D "$base" -j "$ch" 2>/dev/null; do :; done
+    ebtables -t "$tb" -L "$ch" >/dev/null 2>&1 && { ebtables -t "$tb" -F "$ch"; ebtables -t "$tb" -X "$ch"; } 2>/dev/null
+  done
+  return 0
+}
+ebt_ours() {
+  command -v ebtables-save >/dev/null || return 0
+  ebtables-save 2>/dev/null | grep -E 'PODID-GUARD' || true
+}
+
 # ------------------------------------------------------------------- leftovers ---
 # leftovers: one line per piece of host state a cluster left behind; empty when clean.
 leftovers() {
@@ -545,6 +563,7 @@ leftovers() {
   ip link show podidimds0 >/dev/null 2>&1 && echo "LEFTOVER interface: podidimds0 (e2e stand-in metadata service)"
   ip -o link show type veth 2>/dev/null | grep -q "master $BRIDGE" && echo "LEFTOVER interface: veth on $BRIDGE"
   ipt_ours | sed 's/^/LEFTOVER iptables: /'
+  ebt_ours | sed 's/^/LEFTOVER ebtables: /'
   for d in /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/kubepods* /sys/fs/cgroup/k8s.io; do
     [ -d "$d" ] && echo "LEFTOVER cgroup: $d"
   done

@@ -73,6 +73,7 @@ for c in agent controller webhook sts; do
     echo "resources:"
     if [ $c = agent ] || [ $c = sts ]; then echo "  - namespace.yaml"; cp deploy/namespace.yaml deploy/$c/; fi
     # The workloads last: the admission policy and the webhooks that restrict them exist first.
+    # shellcheck disable=SC2013 # template file names have no spaces
     for f in $(grep -o "^# Source: podid/templates/$c/[a-z-]*\.yaml" "$out" | awk '!s[$0]++' | sed "s#^.*/$c/##" |
                awk '/^(daemonset|deployment)\.yaml$/ { last[++n] = $0; next } { print } END { for (i = 1; i <= n; i++) print last[i] }'); do
       echo "  - $f"

@@ -14,9 +14,12 @@ if [ "${1:-}" = down ]; then
   # uninstall the release (the agent stops putting them back), then remove them.
   env_file=$CLUSTER_DIR/cluster.env
   if [ -f "$env_file" ]; then
+    # shellcheck source=/dev/null # written by hack/cluster.sh up
     . "$env_file"
-    [ -x "$HELM" ] && "$HELM" uninstall podid --namespace podid-system --kubeconfig "$KUBECONFIG" \
-      --ignore-not-found --wait --timeout 2m >&2 || log "helm uninstall failed; stopping the cluster anyway"
+    if [ -x "$HELM" ] && ! "$HELM" uninstall podid --namespace podid-system --kubeconfig "$KUBECONFIG" \
+      --ignore-not-found --wait --timeout 2m >&2; then
+      log "helm uninstall failed; stopping the cluster anyway"
+    fi
     podid=$IMAGES_DIR/podid/rootfs/podid
     [ -x "$podid" ] && "$podid" agent uninstall-interception --pod-cidr "$PODID_POD_CIDR" --host-ip "$PODID_NODE_IP" >&2
   fi
@@ -30,6 +33,7 @@ KUBECONFIG=$(./hack/cluster.sh kubeconfig)
 export KUBECONFIG
 kubectl=$K8S_BIN/kubectl
 
+# shellcheck source=/dev/null # written by hack/cluster.sh up
 . "$CLUSTER_DIR/cluster.env"
 log "installing podid (helm upgrade --install podid deploy/chart/podid -f values-local.yaml)"
 # The namespace comes first: the agent needs the privileged Pod Security level.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -47,6 +48,9 @@ type interceptOptions struct {
 	interval time.Duration
 	iptables string
 	hostRoot string
+	// The per-pod anti-spoofing guard (always on with --intercept).
+	ebtables      string
+	cniResultsDir string
 }
 
 func (o *interceptOptions) addFlags(cmd *cobra.Command) {
@@ -55,6 +59,8 @@ func (o *interceptOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.hostIP, "host-ip", os.Getenv("HOST_IP"), "the node address the redirected traffic goes to (default $HOST_IP)")
 	f.IntVar(&o.port, "port", 2579, "the agent's IMDS port (listener and redirect target)")
 	f.StringVar(&o.iptables, "iptables", "iptables", "iptables binary (iptables, iptables-nft or iptables-legacy; must match the node's backend)")
+	f.StringVar(&o.ebtables, "ebtables", "ebtables", "ebtables binary for the per-pod anti-spoofing rules (ebtables or ebtables-nft)")
+	f.StringVar(&o.cniResultsDir, "cni-results-dir", intercept.DefaultCNIResultsDir, "the node's CNI results cache (libcni's), as seen on the node: it ties each pod's address to its interface")
 	f.StringVar(&o.hostRoot, "host-root", "", "run iptables chrooted into this directory (the node's / mounted into the container), so the node's own binary and backend are used")
 }
 
@@ -79,6 +85,17 @@ func (o *interceptOptions) build(log *slog.Logger) (*intercept.Interceptor, erro
 		cfg.Exec = intercept.ChrootExec(o.hostRoot)
 	}
 	return intercept.New(cfg)
+}
+
+// buildGuard assembles the per-pod anti-spoofing guard; it runs the same
+// way as iptables (chrooted into --host-root) and reads the CNI records
+// under --host-root.
+func (o *interceptOptions) buildGuard(log *slog.Logger) (*intercept.Guard, error) {
+	cfg := intercept.GuardConfig{EBTables: o.ebtables, ResultsDir: filepath.Join("/", o.hostRoot, o.cniResultsDir), Logger: log}
+	if o.hostRoot != "" {
+		cfg.Exec = intercept.ChrootExec(o.hostRoot)
+	}
+	return intercept.NewGuard(cfg)
 }
 
 func newAgentCommand() *cobra.Command {
@@ -177,6 +194,9 @@ func (o *agentOptions) config() (agent.Config, error) {
 			return agent.Config{}, usageError{err}
 		}
 		cfg.Interceptor = ic
+		if cfg.Guard, err = o.interceptOptions.buildGuard(log); err != nil {
+			return agent.Config{}, usageError{err}
+		}
 	}
 	return cfg, nil
 }
@@ -210,7 +230,7 @@ func newUninstallInterceptionCommand() *cobra.Command {
 	o := &interceptOptions{}
 	cmd := &cobra.Command{
 		Use:   "uninstall-interception",
-		Short: "Remove the iptables rules the agent installed (pods then reach whatever answers at 169.254.169.254)",
+		Short: "Remove the iptables and ebtables rules the agent installed (pods then reach whatever answers at 169.254.169.254)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.hostIP == "" {
@@ -223,7 +243,11 @@ func newUninstallInterceptionCommand() *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			return ic.Uninstall(cmd.Context())
+			g, err := o.buildGuard(slog.Default())
+			if err != nil {
+				return usageError{err}
+			}
+			return errors.Join(ic.Uninstall(cmd.Context()), g.Uninstall(cmd.Context()))
 		},
 	}
 	o.addFlags(cmd)

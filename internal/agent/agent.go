@@ -38,6 +38,17 @@ type Interceptor interface {
 	Installed() bool
 }
 
+// PodGuard is the Guard the agent runs (intercept.Guard).
+type PodGuard interface {
+	Guard
+	// Run keeps the rules in line with the node's records until ctx ends.
+	Run(ctx context.Context) error
+	// Refresh asks for a sync soon.
+	Refresh()
+	// Ready reports whether the last sync applied every rule.
+	Ready() bool
+}
+
 // Config configures the node agent.
 type Config struct {
 	// NodeName is this node; only its pods are served. Required.
@@ -73,7 +84,12 @@ type Config struct {
 	MaxCachedTokens int
 
 	Interceptor Interceptor // nil: the agent does not manage interception
-	Logger      *slog.Logger
+	// Guard ties pod addresses to pod interfaces on the node; with it, a
+	// caller is served only once its address is guarded. nil: the source
+	// address is trusted as is, which any pod with NET_RAW can forge
+	// (docs/agent.md).
+	Guard  PodGuard
+	Logger *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -149,7 +165,13 @@ func Run(ctx context.Context, cfg Config) error {
 		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities}}
 	handler := NewHandler(HandlerConfig{Resolver: resolver, Decider: decider, Tokens: tokens, Metrics: metrics, Logger: log})
 
+	if cfg.Guard != nil {
+		resolver.Guard = cfg.Guard
+	}
 	index.OnGone = func(uid types.UID) {
+		if cfg.Guard != nil {
+			cfg.Guard.Refresh() // drop its rules as soon as the CNI record is gone
+		}
 		resolver.Forget(uid)
 		decider.Forget(uid)
 		tokens.ForgetPod(uid)
@@ -178,6 +200,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	var ready atomic.Bool
+	watch := &podWatch{reflector: pods, log: log}
+	index.OnRelist = watch.Resumed
 	synced := func(ctx context.Context) error {
 		if !informers.WaitForCacheSync(ctx) {
 			return nil // ctx ended
@@ -199,7 +223,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	tasks := []daemon.Task{
 		informers.Start,
-		func(ctx context.Context) error { pods.Run(ctx.Done()); return nil },
+		watch.Run,
 		synced,
 		tokens.Run,
 		func(ctx context.Context) error { return refreshHostAddrs(ctx, index, 30*time.Second) },
@@ -207,6 +231,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Interceptor != nil {
 		tasks = append(tasks, cfg.Interceptor.Run)
+	}
+	if cfg.Guard != nil {
+		tasks = append(tasks, cfg.Guard.Run)
 	}
 	return daemon.Run(ctx, daemon.Config{
 		HealthAddr: cfg.HealthAddr, MetricsAddr: cfg.MetricsAddr, DebugAddr: cfg.DebugAddr, Registry: reg, Logger: log,
@@ -216,6 +243,10 @@ func Run(ctx context.Context, cfg Config) error {
 				return errors.New("caches not synced")
 			case cfg.Interceptor != nil && !cfg.Interceptor.Installed():
 				return errors.New("interception rules not installed")
+			case cfg.Guard != nil && !cfg.Guard.Ready():
+				return errors.New("pod anti-spoofing rules not in place")
+			case watch.Failing():
+				return errors.New("degraded: the pod watch is failing (new pods are not seen; guarded pods keep being served)")
 			}
 			return nil
 		},

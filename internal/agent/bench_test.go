@@ -24,6 +24,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
+	"github.com/podid/podid/internal/intercept"
 	"github.com/podid/podid/internal/scheme"
 	"github.com/podid/podid/internal/token"
 )
@@ -36,7 +37,7 @@ type loopbackResolver struct {
 	podIP netip.Addr
 }
 
-func (r loopbackResolver) Resolve(_ context.Context, _ netip.Addr) (*corev1.Pod, *httpError) {
+func (r loopbackResolver) Resolve(_ context.Context, _ netip.Addr) (*corev1.Pod, error) {
 	return r.index.lookup(r.podIP)
 }
 
@@ -208,7 +209,9 @@ func serveLoopback(t *testing.T, h http.Handler) string {
 }
 
 // BenchmarkHandlerCachedToken is the server-side cost of one cached-token
-// request without the network.
+// request without the network; "guarded" adds the check that the node's
+// guard vouches for the caller (a real intercept.Guard holding 110 pods,
+// its rules applied through a no-op command runner).
 func BenchmarkHandlerCachedToken(b *testing.B) {
 	index := NewPodIndex()
 	podIP := netip.MustParseAddr("10.1.3.7")
@@ -217,19 +220,39 @@ func BenchmarkHandlerCachedToken(b *testing.B) {
 	cache := token.NewCache(token.CacheConfig{Source: token.SourceFunc(func(context.Context, token.Request) (token.Token, error) {
 		return token.Token{AccessToken: "x.y.z", ExpiresOn: now.Add(time.Hour), IssuedAt: now, ClientID: "cid"}, nil
 	})})
-	h := NewHandler(HandlerConfig{Resolver: &IndexResolver{Index: index, NodeName: "node1"}, Decider: staticDecider{"uid-p": {{ClientID: "cid"}}}, Tokens: cache})
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			r := httptest.NewRequest(http.MethodGet, tokenURL, nil)
-			r.RequestURI = tokenURL
-			r.RemoteAddr = "10.1.3.7:40000"
-			r.Header.Set("Metadata", "true")
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
-			if w.Code != 200 {
-				b.Fatal(w.Code, w.Body.String())
-			}
-		}
-	})
+	guard, err := intercept.NewGuard(intercept.GuardConfig{Exec: func(context.Context, []byte, string, ...string) ([]byte, error) { return nil, nil }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sbs := []intercept.Sandbox{{ContainerID: "c", PodUID: "uid-p", PodNamespace: "ns", PodName: "p", HostIf: "vethp", Bridge: "br",
+		MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, IPs: []netip.Addr{podIP}}}
+	for i := range 109 {
+		sbs = append(sbs, intercept.Sandbox{ContainerID: fmt.Sprint("c", i), PodUID: fmt.Sprint("uid-", i), PodNamespace: "ns", PodName: fmt.Sprint("p", i),
+			HostIf: fmt.Sprint("veth", i), Bridge: "br", MAC: net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 4, byte(i)})}})
+	}
+	if err := guard.Sync(b.Context(), sbs, true); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name  string
+		guard Guard
+	}{{"unguarded", nil}, {"guarded", guard}} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := NewHandler(HandlerConfig{Resolver: &IndexResolver{Index: index, NodeName: "node1", Guard: bc.guard}, Decider: staticDecider{"uid-p": {{ClientID: "cid"}}}, Tokens: cache})
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					r := httptest.NewRequest(http.MethodGet, tokenURL, nil)
+					r.RequestURI = tokenURL
+					r.RemoteAddr = "10.1.3.7:40000"
+					r.Header.Set("Metadata", "true")
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, r)
+					if w.Code != 200 {
+						b.Fatal(w.Code, w.Body.String())
+					}
+				}
+			})
+		})
+	}
 }

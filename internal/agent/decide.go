@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 
@@ -22,9 +21,9 @@ import (
 // names the agent reads are in internal/workloadidentity.
 const DefaultClientIDAnnot = "podid.dev/default-client-id"
 
-// Decider says which identities a pod may use now.
+// Decider says which identities a pod may use now. A refusal is a *Denial.
 type Decider interface {
-	Identities(ctx context.Context, pod *corev1.Pod) ([]token.Identity, *httpError)
+	Identities(ctx context.Context, pod *corev1.Pod) ([]token.Identity, error)
 }
 
 // BindingDecider applies the v1 rules of package binding (the same the
@@ -42,22 +41,22 @@ type BindingDecider struct {
 }
 
 // Identities implements Decider.
-func (d *BindingDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]token.Identity, *httpError) {
+func (d *BindingDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]token.Identity, error) {
 	var (
 		out      []token.Identity
 		problems []string
 	)
 	if pod.Labels[podidv1.PodLabelKey] != "" {
-		ids, probs, herr := d.v1(ctx, pod)
-		if herr != nil {
-			return nil, herr
+		ids, probs, err := d.v1(ctx, pod)
+		if err != nil {
+			return nil, err
 		}
 		out, problems = append(out, ids...), append(problems, probs...)
 	}
 	if pod.Labels[workloadidentity.UseLabel] == "true" {
-		id, prob, herr := d.v2(ctx, pod)
-		if herr != nil {
-			return nil, herr
+		id, prob, err := d.v2(ctx, pod)
+		if err != nil {
+			return nil, err
 		}
 		if prob != "" {
 			problems = append(problems, prob)
@@ -70,24 +69,24 @@ func (d *BindingDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]tok
 		if len(problems) > 0 {
 			msg = fmt.Sprintf("no usable identity for pod %s/%s: %s", pod.Namespace, pod.Name, strings.Join(problems, "; "))
 		}
-		return nil, deny(http.StatusNotFound, outcomeNoIdentity, "%s", msg)
+		return nil, denied(DenyNoIdentity, "%s", msg)
 	}
 	return out, nil
 }
 
-func (d *BindingDecider) v1(ctx context.Context, pod *corev1.Pod) ([]token.Identity, []string, *httpError) {
+func (d *BindingDecider) v1(ctx context.Context, pod *corev1.Pod) ([]token.Identity, []string, error) {
 	if !binding.Eligible(pod) {
 		return nil, []string{"pod is not eligible for pod identities (not scheduled, finished, being deleted or on the host network)"}, nil
 	}
 	in, err := d.Rules.Load(ctx, d.Reader, pod)
 	if err != nil {
-		return nil, nil, deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot read pod-identity objects: %v", err)
+		return nil, nil, denied(DenyKubernetes, "cannot read pod-identity objects: %v", err)
 	}
 	if e := binding.ExceptedBy(pod, in.Exceptions); e != nil {
 		// Policy: excepted pods get no pod identity and are not passed to
 		// the node's metadata service either (there is nothing to pass to:
 		// no identity is attached to the node).
-		return nil, nil, deny(http.StatusForbidden, outcomeExcepted, "pod %s/%s is excepted from pod identity by AzurePodIdentityException %s/%s: podid serves excepted pods no identity and never forwards them to the node's metadata service", pod.Namespace, pod.Name, e.Namespace, e.Name)
+		return nil, nil, denied(DenyExcepted, "pod %s/%s is excepted from pod identity by AzurePodIdentityException %s/%s: podid serves excepted pods no identity and never forwards them to the node's metadata service", pod.Namespace, pod.Name, e.Namespace, e.Name)
 	}
 	matches, probs := d.Rules.For(pod, in)
 	var problems []string
@@ -142,7 +141,7 @@ func (d *BindingDecider) fromSpec(m binding.Match) (token.Identity, string) {
 	return id, ""
 }
 
-func (d *BindingDecider) v2(ctx context.Context, pod *corev1.Pod) (token.Identity, string, *httpError) {
+func (d *BindingDecider) v2(ctx context.Context, pod *corev1.Pod) (token.Identity, string, error) {
 	name := pod.Spec.ServiceAccountName
 	if name == "" {
 		name = "default"
@@ -152,7 +151,7 @@ func (d *BindingDecider) v2(ctx context.Context, pod *corev1.Pod) (token.Identit
 		if apierrors.IsNotFound(err) {
 			return token.Identity{}, fmt.Sprintf("service account %s/%s does not exist", pod.Namespace, name), nil
 		}
-		return token.Identity{}, "", deny(http.StatusServiceUnavailable, outcomeKubernetesError, "cannot read service account %s/%s: %v", pod.Namespace, name, err)
+		return token.Identity{}, "", denied(DenyKubernetes, "cannot read service account %s/%s: %v", pod.Namespace, name, err)
 	}
 	cid := strings.TrimSpace(sa.Annotations[workloadidentity.ClientIDAnnotation])
 	if cid == "" {
@@ -166,7 +165,7 @@ func (d *BindingDecider) v2(ctx context.Context, pod *corev1.Pod) (token.Identit
 }
 
 // choose picks the identity the caller asked for among those allowed.
-func choose(pod *corev1.Pod, ids []token.Identity, sel selector) (token.Identity, *httpError) {
+func choose(pod *corev1.Pod, ids []token.Identity, sel selector) (token.Identity, error) {
 	allowed := func() string {
 		var s []string
 		for _, id := range ids {
@@ -181,16 +180,16 @@ func choose(pod *corev1.Pod, ids []token.Identity, sel selector) (token.Identity
 				return id, nil
 			}
 		}
-		return token.Identity{}, deny(http.StatusNotFound, outcomeNotAllowed, "identity with client_id %s is not assigned to pod %s/%s (assigned: %s)", sel.clientID, pod.Namespace, pod.Name, allowed())
+		return token.Identity{}, denied(DenyNotAllowed, "identity with client_id %s is not assigned to pod %s/%s (assigned: %s)", sel.clientID, pod.Namespace, pod.Name, allowed())
 	case sel.resourceID != "":
 		for _, id := range ids {
 			if id.ResourceID != "" && strings.EqualFold(id.ResourceID, sel.resourceID) {
 				return id, nil
 			}
 		}
-		return token.Identity{}, deny(http.StatusNotFound, outcomeNotAllowed, "identity with msi_res_id %s is not assigned to pod %s/%s (assigned client ids: %s)", sel.resourceID, pod.Namespace, pod.Name, allowed())
+		return token.Identity{}, denied(DenyNotAllowed, "identity with msi_res_id %s is not assigned to pod %s/%s (assigned client ids: %s)", sel.resourceID, pod.Namespace, pod.Name, allowed())
 	case sel.objectID != "":
-		return token.Identity{}, deny(http.StatusNotFound, outcomeNotAllowed, "selecting an identity by object_id is not supported (AzureIdentity records no object id): use client_id (assigned: %s)", allowed())
+		return token.Identity{}, denied(DenyNotAllowed, "selecting an identity by object_id is not supported (AzureIdentity records no object id): use client_id (assigned: %s)", allowed())
 	}
 	if len(ids) == 1 {
 		return ids[0], nil
@@ -202,5 +201,5 @@ func choose(pod *corev1.Pod, ids []token.Identity, sel selector) (token.Identity
 			}
 		}
 	}
-	return token.Identity{}, badRequest("Multiple user assigned identities exist for pod %s/%s, please specify the clientId / resourceId of the identity in the token request (client_id one of: %s; or set the pod annotation %s)", pod.Namespace, pod.Name, allowed(), DefaultClientIDAnnot)
+	return token.Identity{}, denied(DenyChooseIdentity, "Multiple user assigned identities exist for pod %s/%s, please specify the clientId / resourceId of the identity in the token request (client_id one of: %s; or set the pod annotation %s)", pod.Namespace, pod.Name, allowed(), DefaultClientIDAnnot)
 }

@@ -52,7 +52,7 @@ func TestBindingDeciderPicksTheSelectedIdentity(t *testing.T) {
 		p.Labels[podidv1.PodLabelKey] = sel
 		ids, herr := d.Identities(t.Context(), p)
 		if herr != nil {
-			t.Fatalf("%s: %v", sel, herr.description)
+			t.Fatalf("%s: %v", sel, asHTTP(herr).description)
 		}
 		var n int
 		fmt.Sscanf(sel, "sel-%d", &n)
@@ -63,7 +63,7 @@ func TestBindingDeciderPicksTheSelectedIdentity(t *testing.T) {
 	}
 	p := testPod("p", "10.1.0.5", "uid-p")
 	p.Labels[podidv1.PodLabelKey] = "sel-none"
-	if _, herr := d.Identities(t.Context(), p); herr == nil || herr.status != 404 {
+	if _, herr := d.Identities(t.Context(), p); herr == nil || asHTTP(herr).status != 404 {
 		t.Fatalf("unknown selector: %+v, want 404", herr)
 	}
 }

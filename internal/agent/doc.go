@@ -4,7 +4,9 @@
 //
 // For each request it resolves the source IP to exactly one running,
 // non-hostNetwork pod of this node (Resolver: an informer-fed PodIndex plus a
-// rate-limited live confirmation from the API server), decides which
+// rate-limited live confirmation from the API server; with a Guard, only
+// addresses the node's CNI records tie to the same pod and whose
+// anti-spoofing rules are in place), decides which
 // identities that pod may use (Decider: the v1 rules of package binding, or
 // the v2 service-account annotation), lets the caller pick one, obtains the
 // token through the cache of package token, checks that the same pod (by

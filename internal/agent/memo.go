@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"net/http"
 	"sync"
 	"sync/atomic"
 
@@ -32,7 +31,7 @@ type memo struct {
 	gen             uint64
 	resourceVersion string
 	ids             []token.Identity
-	denial          *httpError
+	denial          error
 }
 
 // Invalidate marks every remembered decision as stale.
@@ -46,7 +45,7 @@ func (d *MemoDecider) Forget(uid types.UID) {
 }
 
 // Identities implements Decider.
-func (d *MemoDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]token.Identity, *httpError) {
+func (d *MemoDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]token.Identity, error) {
 	if pod.ResourceVersion == "" { // not from the API server: nothing to key on
 		return d.Decider.Identities(ctx, pod)
 	}
@@ -58,7 +57,7 @@ func (d *MemoDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]token.
 		return m.ids, m.denial
 	}
 	ids, denial := d.Decider.Identities(ctx, pod)
-	if denial != nil && denial.status >= http.StatusInternalServerError {
+	if dn, ok := denial.(*Denial); denial != nil && (!ok || dn.Temporary()) {
 		return ids, denial // a failed read, not a decision
 	}
 	d.mu.Lock()

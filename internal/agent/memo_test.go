@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"net/http"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,10 +13,10 @@ import (
 type countingDecider struct {
 	calls  int
 	ids    []token.Identity
-	denial *httpError
+	denial error
 }
 
-func (d *countingDecider) Identities(context.Context, *corev1.Pod) ([]token.Identity, *httpError) {
+func (d *countingDecider) Identities(context.Context, *corev1.Pod) ([]token.Identity, error) {
 	d.calls++
 	return d.ids, d.denial
 }
@@ -54,7 +53,7 @@ func TestMemoDecider(t *testing.T) {
 			{func(*MemoDecider, *countingDecider) *corev1.Pod { return pod("") }, 2, "x"}}},
 		{"a failed read is not remembered", []step{
 			{func(_ *MemoDecider, d *countingDecider) *corev1.Pod {
-				d.ids, d.denial = nil, &httpError{status: http.StatusServiceUnavailable}
+				d.ids, d.denial = nil, &Denial{Reason: DenyKubernetes}
 				return pod("1")
 			}, 1, ""},
 			{func(_ *MemoDecider, d *countingDecider) *corev1.Pod {
@@ -64,7 +63,7 @@ func TestMemoDecider(t *testing.T) {
 			{same, 2, "x"}}},
 		{"a denial is remembered", []step{
 			{func(_ *MemoDecider, d *countingDecider) *corev1.Pod {
-				d.ids, d.denial = nil, &httpError{status: http.StatusNotFound}
+				d.ids, d.denial = nil, &Denial{Reason: DenyNoIdentity}
 				return pod("1")
 			}, 1, ""},
 			{same, 1, ""}}},

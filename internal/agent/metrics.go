@@ -21,6 +21,7 @@ const (
 	outcomeUnknownCaller   = "unknown_caller"
 	outcomeAmbiguousCaller = "ambiguous_caller"
 	outcomeStaleCaller     = "stale_caller"
+	outcomeUnguardedCaller = "unguarded_caller"
 	outcomeNoIdentity      = "no_identity"
 	outcomeNotAllowed      = "identity_not_allowed"
 	outcomeExcepted        = "excepted"
@@ -28,6 +29,7 @@ const (
 	outcomeUpstream        = "upstream_error"
 	outcomeMissingFIC      = "missing_federated_credential"
 	outcomeKubernetesError = "kubernetes_error"
+	outcomeInternal        = "internal_error"
 )
 
 // Metrics are the agent's Prometheus collectors.
@@ -75,8 +77,8 @@ func newMetrics(pods func() float64) *Metrics {
 	m.pods = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "podid_agent_pods", Help: "Pods on this node in the agent's index."}, func() float64 { return m.podsValue() })
 	// Pre-create the label values so dashboards see zeros.
 	for _, o := range []string{outcomeOK, outcomeBadRequest, outcomeBadPath, outcomeNotFound, outcomeInstance, outcomeHostCaller,
-		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,
-		outcomeThrottled, outcomeUpstream, outcomeMissingFIC, outcomeKubernetesError} {
+		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeUnguardedCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,
+		outcomeThrottled, outcomeUpstream, outcomeMissingFIC, outcomeKubernetesError, outcomeInternal} {
 		m.requests.WithLabelValues(o)
 	}
 	return m

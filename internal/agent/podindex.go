@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"net/http"
 	"net/netip"
 	"sort"
 	"sync"
@@ -25,6 +24,9 @@ type PodIndex struct {
 	// that left the index or stopped being live, so that confirmations and
 	// cached tokens tied to it are dropped at once.
 	OnGone func(types.UID)
+	// OnRelist, if set, is called (outside the lock) after every complete
+	// list of the node's pods has replaced the index.
+	OnRelist func(pods int)
 
 	mu   sync.RWMutex // protects byIP, pods, host
 	byIP map[netip.Addr][]*podRecord
@@ -290,28 +292,43 @@ func (s podStore) Replace(list []any, _ string) error {
 		x.gone(uid)
 	}
 	x.syncOnce.Do(func() { close(x.synced) })
+	if x.OnRelist != nil {
+		x.OnRelist(len(recs))
+	}
 	return nil
 }
 
 // Resync: the reflector runs without a resync period; nothing to re-deliver.
 func (s podStore) Resync() error { return nil }
 
+// byUID returns the live, non-hostNetwork pod with uid, whatever addresses
+// and phase the API server reports for it yet.
+func (x *PodIndex) byUID(uid types.UID) *corev1.Pod {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	r := x.pods[uid]
+	if r == nil || !r.live() || r.hostNetwork {
+		return nil
+	}
+	return r.pod()
+}
+
 // lookup resolves ip against the index alone.
-func (x *PodIndex) lookup(ip netip.Addr) (*corev1.Pod, *httpError) {
+func (x *PodIndex) lookup(ip netip.Addr) (*corev1.Pod, error) {
 	ip = ip.Unmap()
 	if ip.IsLoopback() || ip.IsUnspecified() {
-		return nil, deny(http.StatusForbidden, outcomeHostCaller, "caller %s is a process on the node, not a pod: host processes never get pod identities", ip)
+		return nil, denied(DenyHostCaller, "caller %s is a process on the node, not a pod: host processes never get pod identities", ip)
 	}
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	if x.host[ip] {
-		return nil, deny(http.StatusForbidden, outcomeHostCaller, "caller %s is a process on the node, not a pod: host processes never get pod identities", ip)
+		return nil, denied(DenyHostCaller, "caller %s is a process on the node, not a pod: host processes never get pod identities", ip)
 	}
 	var found *podRecord
 	n := 0
 	for _, r := range x.byIP[ip] {
 		if r.hostNetwork {
-			return nil, deny(http.StatusForbidden, outcomeHostCaller, "caller %s shares the node's network (hostNetwork pod %s/%s): such pods never get pod identities", ip, r.namespace.Value(), r.name)
+			return nil, denied(DenyHostCaller, "caller %s shares the node's network (hostNetwork pod %s/%s): such pods never get pod identities", ip, r.namespace.Value(), r.name)
 		}
 		if !r.live() {
 			continue
@@ -322,12 +339,12 @@ func (x *PodIndex) lookup(ip netip.Addr) (*corev1.Pod, *httpError) {
 	switch {
 	case n == 0:
 		// 404: clients retry, and a pod that just started may not be indexed yet.
-		return nil, deny(http.StatusNotFound, outcomeUnknownCaller, "no running pod on this node has IP %s (yet): the caller is not a known pod", ip)
+		return nil, denied(DenyUnknownCaller, "no running pod on this node has IP %s (yet): the caller is not a known pod", ip)
 	case n > 1:
-		return nil, deny(http.StatusNotFound, outcomeAmbiguousCaller, "%d pods on this node claim IP %s: refusing to guess which one is calling", n, ip)
+		return nil, denied(DenyAmbiguousCaller, "%d pods on this node claim IP %s: refusing to guess which one is calling", n, ip)
 	}
 	if ph := corev1.PodPhase(found.phase.Value()); ph != corev1.PodRunning {
-		return nil, deny(http.StatusNotFound, outcomeUnknownCaller, "pod %s/%s with IP %s is %s, not Running", found.namespace.Value(), found.name, ip, ph)
+		return nil, denied(DenyUnknownCaller, "pod %s/%s with IP %s is %s, not Running", found.namespace.Value(), found.name, ip, ph)
 	}
 	return found.pod(), nil
 }

@@ -113,25 +113,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		fail(deny(http.StatusForbidden, outcomeUnknownCaller, "cannot tell the caller's address"))
+		fail(asHTTP(denied(DenyCallerAddress, "cannot tell the caller's address")))
 		return
 	}
 	ip := ap.Addr().Unmap()
 	ctx := r.Context()
-	pod, e := h.cfg.Resolver.Resolve(ctx, ip)
-	if e != nil {
-		fail(e)
+	pod, err := h.cfg.Resolver.Resolve(ctx, ip)
+	if err != nil {
+		fail(asHTTP(err))
 		return
 	}
 	podAttr := slog.String("pod", pod.Namespace+"/"+pod.Name)
-	ids, e := h.cfg.Decider.Identities(ctx, pod)
-	if e != nil {
-		fail(e, podAttr)
+	ids, err := h.cfg.Decider.Identities(ctx, pod)
+	if err != nil {
+		fail(asHTTP(err), podAttr)
 		return
 	}
-	id, e := choose(pod, ids, q.sel)
-	if e != nil {
-		fail(e, podAttr)
+	id, err := choose(pod, ids, q.sel)
+	if err != nil {
+		fail(asHTTP(err), podAttr)
 		return
 	}
 	sa := pod.Spec.ServiceAccountName
@@ -152,13 +152,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The IP may have changed hands while the token was obtained: hand it
 	// out only if the same pod (by UID) still owns the caller's IP.
-	again, e := h.cfg.Resolver.Resolve(ctx, ip)
-	if e != nil {
-		fail(e, podAttr)
+	again, err := h.cfg.Resolver.Resolve(ctx, ip)
+	if err != nil {
+		fail(asHTTP(err), podAttr)
 		return
 	}
 	if again.UID != pod.UID {
-		fail(deny(http.StatusNotFound, outcomeStaleCaller, "IP %s changed owner while the token was obtained (pod %s/%s replaced): retry", ip, pod.Namespace, pod.Name), podAttr)
+		fail(asHTTP(denied(DenyStaleCaller, "IP %s changed owner while the token was obtained (pod %s/%s replaced): retry", ip, pod.Namespace, pod.Name)), podAttr)
 		return
 	}
 	now := h.cfg.Now()

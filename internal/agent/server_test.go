@@ -39,10 +39,10 @@ func testPod(name, ip string, uid types.UID) *corev1.Pod {
 // staticDecider grants every pod the identities in its map (by pod UID).
 type staticDecider map[types.UID][]token.Identity
 
-func (d staticDecider) Identities(_ context.Context, p *corev1.Pod) ([]token.Identity, *httpError) {
+func (d staticDecider) Identities(_ context.Context, p *corev1.Pod) ([]token.Identity, error) {
 	ids := d[p.UID]
 	if len(ids) == 0 {
-		return nil, deny(http.StatusNotFound, outcomeNoIdentity, "no identity is assigned to pod %s/%s", p.Namespace, p.Name)
+		return nil, denied(DenyNoIdentity, "no identity is assigned to pod %s/%s", p.Namespace, p.Name)
 	}
 	return ids, nil
 }

@@ -1,5 +1,8 @@
 // Package intercept keeps pod traffic for the instance metadata service
-// (169.254.169.254:80) redirected to the node agent, with iptables.
+// (169.254.169.254:80) redirected to the node agent, with iptables, and
+// (Guard) keeps every pod's address and MAC tied to its own interface,
+// with ebtables rules built from the node's CNI records (ReadCNIResults),
+// so that the source address the agent sees is the pod's.
 //
 // Rules (in chains owned by podid, jumped to from the top of the built-in
 // chains):

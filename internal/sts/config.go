@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
 
-	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/pki"
+	"github.com/podid/podid/internal/sts/jwks"
 )
 
 // Config configures a Server. Zero values get the documented defaults.

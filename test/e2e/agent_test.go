@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,7 +68,7 @@ const (
 // guard) and agent (DaemonSet Ready), 03 identities and bindings, 04 cases:
 // v1 binding, no binding, v2 service account, hostNetwork pod, binding of
 // another namespace, excepted pod, two identities chosen by client_id, IP
-// reused by a new pod, the agent's credential read from the node refused
+// reused by a new pod, a pod spoofing another's address and MAC, the agent's credential read from the node refused
 // for a pod of another node, agent restarted under load, and last agent
 // gone (fail closed: nothing reaches a stand-in metadata service on the
 // node, which the same request does reach once the rules are removed).
@@ -126,6 +127,9 @@ func TestAgent(t *testing.T) {
 		deleteAgent(ctx, t, c)
 		if err := rules.Uninstall(ctx); err != nil {
 			t.Errorf("remove the agent's interception rules from the node: %v", err)
+		}
+		if g, err := intercept.NewGuard(intercept.GuardConfig{}); err != nil || g.Uninstall(ctx) != nil {
+			t.Errorf("remove the agent's anti-spoofing rules from the node: %v", err)
 		}
 	})
 	// The webhook first: it serves the agent token guard, which scopes every
@@ -265,6 +269,184 @@ func TestAgent(t *testing.T) {
 				t.Logf("new pod's first answer: %s", first)
 			}
 			t.Logf("new pod's answer once the agent saw it: %s", line)
+		}},
+		{"spoofed-caller-gets-nothing", func(t *testing.T) {
+			// The victim holds the v1 binding; the attacker, in the same
+			// namespace with no binding, has NET_ADMIN (more than the
+			// default NET_RAW) and takes the victim's address, claims it by
+			// gratuitous ARP and sends its metadata traffic from it — then
+			// does the same with the victim's MAC too. The node's guard
+			// (ebtables, from the CNI records) drops all of it: no token,
+			// and the victim's next request still succeeds.
+			victim := framework.TestClientPod(ns, "spoof-victim")
+			victim.Labels[podidv1.PodLabelKey] = agentV1Selector
+			victim.Spec.DeprecatedServiceAccount = v1.sa
+			victim = c.CreatePod(ctx, t, victim)
+			if a := waitIMDSAnswer(ctx, t, c, ns, victim.Name, ""); a.err != nil || a.status != http.StatusOK {
+				t.Fatalf("victim before the attack: %d %v %s", a.status, a.err, a.body)
+			}
+			vmac, _, err := c.Exec(ctx, ns, victim.Name, "", "cat", "/sys/class/net/eth0/address")
+			must(t, err)
+			vmac = strings.TrimSpace(vmac)
+			attacker := framework.TestClientPod(ns, "spoof-attacker")
+			attacker.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}}}
+			attacker = c.CreatePod(ctx, t, attacker)
+			vip, gw := victim.Status.PodIP, strings.TrimSuffix(c.PodCIDR, ".0/24")+".1"
+			for _, at := range []struct{ name, setup, undo string }{
+				{"victim's address and ARP claim",
+					"ip addr add " + vip + "/32 dev eth0 && ip route add 169.254.169.254/32 via " + gw + " dev eth0 src " + vip + " && arping -U -c 2 -w 2 -I eth0 -s " + vip + " " + vip + "; true",
+					"ip route del 169.254.169.254/32; ip addr del " + vip + "/32 dev eth0; true"},
+				{"victim's MAC, address and ARP claim",
+					"ip link set eth0 address " + vmac + " && ip addr add " + vip + "/32 dev eth0 && ip route add 169.254.169.254/32 via " + gw + " dev eth0 src " + vip + " && arping -U -c 2 -w 2 -I eth0 -s " + vip + " " + vip + "; true",
+					"ip route del 169.254.169.254/32; ip addr del " + vip + "/32 dev eth0; ip link set eth0 address $(cat /tmp/own-mac); true"},
+			} {
+				_, _, err := c.Exec(ctx, ns, attacker.Name, "", "sh", "-c", "[ -f /tmp/own-mac ] || cat /sys/class/net/eth0/address >/tmp/own-mac; "+at.setup)
+				must(t, err)
+				a := imdsGet(ctx, c, ns, attacker.Name, "")
+				_, _, uerr := c.Exec(ctx, ns, attacker.Name, "", "sh", "-c", at.undo)
+				if a.status == http.StatusOK || strings.Contains(a.body, "access_token") {
+					t.Fatalf("%s: the attacker got the victim's token: %d %s", at.name, a.status, firstLine(a.body))
+				}
+				t.Logf("%s: attacker got status=%d err=%v", at.name, a.status, a.err)
+				must(t, uerr)
+				if a := imdsGet(ctx, c, ns, victim.Name, ""); a.err != nil || a.status != http.StatusOK {
+					t.Fatalf("victim after %s: %d %v %s", at.name, a.status, a.err, a.body)
+				}
+			}
+		}},
+		{"first-token-at-container-start", func(t *testing.T) {
+			// An app that asks at once: the container's first process sends
+			// token requests 10ms apart from its first instant. The time
+			// from its first request to its first 200 is the startup race
+			// the node's records close (the kubelet reports the pod's IP
+			// to the API server only later). 10 pods, one after another.
+			const n = 10
+			var lat []time.Duration
+			first200 := 0
+			for i := range n {
+				pod := framework.TestClientPod(ns, fmt.Sprintf("first-token-%d", i))
+				pod.Labels[podidv1.PodLabelKey] = agentV1Selector
+				pod.Spec.DeprecatedServiceAccount = v1.sa
+				pod.Spec.Containers[0].Command = []string{"/testclient", "get", "-H", "Metadata: true", "-n", "500", "-every", "10ms", "http://169.254.169.254" + imdsTokenPath}
+				pod = c.CreatePod(ctx, t, pod)
+				logs := waitForLog(ctx, t, c, ns, pod.Name, "status=200")
+				var t0 int64
+				for j, line := range strings.Split(logs, "\n") {
+					var start, end int64
+					if _, err := fmt.Sscanf(line, "start=%d end=%d", &start, &end); err != nil {
+						continue
+					}
+					if t0 == 0 {
+						t0 = start
+					}
+					if strings.Contains(line, "status=200") {
+						lat = append(lat, time.Duration(end-t0))
+						if j == 0 {
+							first200++
+						}
+						break
+					}
+				}
+				must(t, c.Client.Delete(ctx, pod))
+			}
+			if len(lat) != n {
+				t.Fatalf("%d of %d pods got a token", len(lat), n)
+			}
+			slices.Sort(lat)
+			t.Logf("container's first request -> first token, %d pods in sequence: p50 %s, max %s; answered 200 on the first request: %d of %d",
+				n, lat[n/2].Round(time.Millisecond), lat[n-1].Round(time.Millisecond), first200, n)
+		}},
+		{"api-server-outage", func(t *testing.T) {
+			// Three pods ask every 500 ms from their own process (exec
+			// needs the API server); the API server is frozen (SIGSTOP:
+			// connections hang, the worst kind of outage) for 60 s. Their
+			// cached tokens must keep flowing; after it returns a new pod
+			// must get its token at once.
+			const every = 500 * time.Millisecond
+			var askers []*corev1.Pod
+			for i := range 3 {
+				pod := framework.TestClientPod(ns, fmt.Sprintf("outage-%d", i))
+				pod.Labels[podidv1.PodLabelKey] = agentV1Selector
+				pod.Spec.DeprecatedServiceAccount = v1.sa
+				pod.Spec.Containers[0].Command = []string{"/testclient", "get", "-H", "Metadata: true", "-n", "400", "-every", every.String(), "http://169.254.169.254" + imdsTokenPath}
+				pod = c.CreatePod(ctx, t, pod)
+				waitForLog(ctx, t, c, ns, pod.Name, "status=200")
+				askers = append(askers, pod)
+			}
+			pidFile := filepath.Join(filepath.Dir(c.KubeletDir), "pids", "kube-apiserver.pid")
+			b, err := os.ReadFile(pidFile)
+			must(t, err)
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			must(t, err)
+			must(t, syscall.Kill(pid, syscall.SIGSTOP))
+			frozen := time.Now()
+			resumed := false
+			resume := func() {
+				if !resumed {
+					resumed = true
+					must(t, syscall.Kill(pid, syscall.SIGCONT))
+				}
+			}
+			defer resume()
+			timer := time.NewTimer(60 * time.Second) // the outage itself, not a synchronisation
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			}
+			thawed := time.Now()
+			resume()
+			// A pod created just after the API server returns.
+			late := framework.TestClientPod(ns, "outage-late")
+			late.Labels[podidv1.PodLabelKey] = agentV1Selector
+			late.Spec.DeprecatedServiceAccount = v1.sa
+			late.Spec.Containers[0].Command = []string{"/testclient", "get", "-H", "Metadata: true", "-n", "1000", "-every", "10ms", "http://169.254.169.254" + imdsTokenPath}
+			late = c.CreatePod(ctx, t, late)
+			logs := waitForLog(ctx, t, c, ns, late.Name, "status=200")
+			var first, ok int64
+			for _, line := range strings.Split(logs, "\n") {
+				var start, end int64
+				if _, err := fmt.Sscanf(line, "start=%d end=%d", &start, &end); err != nil {
+					continue
+				}
+				if first == 0 {
+					first = start
+				}
+				if strings.Contains(line, "status=200") {
+					ok = end
+					break
+				}
+			}
+			t.Logf("pod created after the outage: first request -> first token %s (its first request %s after the API server returned)",
+				time.Duration(ok-first).Round(time.Millisecond), time.Unix(0, first).Sub(thawed).Round(time.Millisecond))
+			if time.Duration(ok-first) > time.Second {
+				t.Errorf("the pod created after the outage waited %s for its first token, want under 1s", time.Duration(ok-first))
+			}
+			for _, p := range askers {
+				logs, err := c.Logs(ctx, ns, p.Name, "")
+				must(t, err)
+				var served, other int
+				var sample string
+				for _, line := range strings.Split(logs, "\n") {
+					var start, end int64
+					if _, err := fmt.Sscanf(line, "start=%d end=%d", &start, &end); err != nil {
+						continue
+					}
+					if st := time.Unix(0, start); st.Before(frozen) || st.After(thawed) {
+						continue
+					}
+					if strings.Contains(line, "status=200") {
+						served++
+					} else {
+						other++
+						sample = line
+					}
+				}
+				t.Logf("%s during the 60s outage: %d answered 200, %d not", p.Name, served, other)
+				if served < 60 || other > 0 {
+					t.Errorf("%s during the outage: %d tokens, %d failures (e.g. %.200s); want every request served", p.Name, served, other, sample)
+				}
+			}
 		}},
 		{"stolen-agent-credential-stays-on-its-node", func(t *testing.T) {
 			// Whoever owns the node can read the agent's credential (the

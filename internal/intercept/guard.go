@@ -1,0 +1,368 @@
+package intercept
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// GuardConfig configures the per-pod anti-spoofing rules.
+type GuardConfig struct {
+	// ChainPrefix names podid's ebtables chains; default "PODID-GUARD".
+	ChainPrefix string
+	// EBTables and EBTablesRestore are the binaries; default ebtables, ebtables-restore.
+	EBTables, EBTablesRestore string
+	// ResultsDir holds the node's CNI records as this process sees them;
+	// default DefaultCNIResultsDir.
+	ResultsDir string
+	// Interval between full re-applications (repairs rules someone
+	// removed); default 10s.
+	Interval time.Duration
+	// Exec runs commands; default Exec.
+	Exec   ExecFunc
+	Logger *slog.Logger
+}
+
+// Guard keeps, for every bridged pod interface the node's CNI records
+// name, ebtables rules that tie the pod's addresses and MAC to the host
+// side of its veth, and tells which sandbox owns an address once — and
+// only once — its rules are in place.
+//
+// Rules per pod (address a, host interface v, pod MAC m):
+//
+//	nat PREROUTING -> <prefix>-IN (before the bridge learns source MACs):
+//	  -s m ! -i v -j DROP                 no other port sends with the pod's MAC
+//	  -p IPv4 --ip-src a ! -i v -j DROP    no other port sends as the pod's address
+//	  -p ARP --arp-ip-src a ! -i v -j DROP no other port claims the address in ARP
+//	  -i v ! -s m -j DROP                 the pod sends only with its own MAC ...
+//	  -i v -p IPv4 ! --ip-src a -j DROP    ... only from its own address ...
+//	  -i v -p ARP ! --arp-ip-src a -j DROP ... claims only its own address ...
+//	  -i v -p ARP --arp-mac-src ! m -j DROP
+//	  -i v -p 802_1Q -j DROP               ... and sends no VLAN-tagged frames
+//	filter OUTPUT, FORWARD -> <prefix>-OUT:
+//	  -p IPv4 --ip-dst a ! -o v -j DROP    what is sent to the pod leaves only through v
+//
+// The last rule alone keeps a pod's token from reaching another port: a
+// forged connection from elsewhere never sees the agent's answer.
+type Guard struct {
+	cfg GuardConfig
+
+	mu      sync.Mutex // serialises Sync; protects applied
+	applied string     // restore input last applied successfully
+	owners  atomic.Pointer[map[netip.Addr]Sandbox]
+	ready   atomic.Bool
+
+	kick      chan struct{}
+	requested atomic.Uint64 // refreshes asked for
+	wmu       sync.Mutex    // protects completed, synced
+	completed uint64        // requests the last finished sync covers
+	synced    chan struct{} // closed (and replaced) when a sync finishes
+}
+
+// NewGuard assembles a Guard (no I/O).
+func NewGuard(cfg GuardConfig) (*Guard, error) {
+	if cfg.ChainPrefix == "" {
+		cfg.ChainPrefix = "PODID-GUARD"
+	}
+	if len(cfg.ChainPrefix) > 24 {
+		return nil, errors.New("intercept: guard chain prefix longer than 24 characters")
+	}
+	if cfg.EBTables == "" {
+		cfg.EBTables = "ebtables"
+	}
+	if cfg.EBTablesRestore == "" {
+		cfg.EBTablesRestore = cfg.EBTables + "-restore"
+	}
+	if cfg.Exec == nil {
+		cfg.Exec = Exec
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ResultsDir == "" {
+		cfg.ResultsDir = DefaultCNIResultsDir
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	g := &Guard{cfg: cfg, kick: make(chan struct{}, 1), synced: make(chan struct{})}
+	g.owners.Store(&map[netip.Addr]Sandbox{})
+	return g, nil
+}
+
+func (g *Guard) inChain() string  { return g.cfg.ChainPrefix + "-IN" }
+func (g *Guard) outChain() string { return g.cfg.ChainPrefix + "-OUT" }
+
+// Owner returns the sandbox that owns ip, if its rules are in place.
+func (g *Guard) Owner(ip netip.Addr) (Sandbox, bool) {
+	sb, ok := (*g.owners.Load())[ip.Unmap()]
+	return sb, ok
+}
+
+// Guarded is the number of addresses whose rules are in place.
+func (g *Guard) Guarded() int { return len(*g.owners.Load()) }
+
+// guardable splits sandboxes into those the guard can protect and the
+// reasons it cannot protect the rest. An address claimed by two sandboxes
+// protects neither (the records are inconsistent: no guess).
+func guardable(sbs []Sandbox) (ok []Sandbox, refused []error) {
+	claims := map[netip.Addr]int{}
+	for _, sb := range sbs {
+		for _, a := range sb.IPs {
+			claims[a]++
+		}
+	}
+	for _, sb := range sbs {
+		var why string
+		switch {
+		case sb.Bridge == "":
+			why = "its interface is not on a bridge (routed CNI): only bridged interfaces are guarded"
+		case len(sb.MAC) != 6 || sb.HostIf == "":
+			why = "no host interface or MAC"
+		}
+		var v4 int
+		for _, a := range sb.IPs {
+			if claims[a] > 1 {
+				why = fmt.Sprintf("address %s is claimed by more than one sandbox", a)
+			}
+			if a.Is4() {
+				v4++
+			}
+		}
+		if why == "" && v4 != 1 {
+			why = fmt.Sprintf("%d IPv4 addresses (exactly one is guarded)", v4)
+		}
+		if why != "" {
+			refused = append(refused, fmt.Errorf("pod %s/%s (sandbox %.12s) not guarded: %s", sb.PodNamespace, sb.PodName, sb.ContainerID, why))
+			continue
+		}
+		ok = append(ok, sb)
+	}
+	return ok, refused
+}
+
+// restoreInput declares (and so empties) podid's chains and fills them.
+func (g *Guard) restoreInput(sbs []Sandbox) []byte {
+	var in, out strings.Builder
+	for _, sb := range sbs {
+		m, v := sb.MAC.String(), sb.HostIf
+		var a4 string
+		for _, a := range sb.IPs {
+			if a.Is4() {
+				a4 = a.String()
+			}
+		}
+		for _, r := range []string{
+			"-s " + m + " ! -i " + v + " -j DROP",
+			"-p IPv4 --ip-src " + a4 + " ! -i " + v + " -j DROP",
+			"-p ARP --arp-ip-src " + a4 + " ! -i " + v + " -j DROP",
+			"-i " + v + " ! -s " + m + " -j DROP",
+			"-i " + v + " -p IPv4 ! --ip-src " + a4 + " -j DROP",
+			"-i " + v + " -p ARP ! --arp-ip-src " + a4 + " -j DROP",
+			"-i " + v + " -p ARP --arp-mac-src ! " + m + " -j DROP",
+			"-i " + v + " -p 802_1Q -j DROP",
+		} {
+			fmt.Fprintf(&in, "-A %s %s\n", g.inChain(), r)
+		}
+		fmt.Fprintf(&out, "-A %s -p IPv4 --ip-dst %s ! -o %s -j DROP\n", g.outChain(), a4, v)
+	}
+	return []byte("*nat\n:" + g.inChain() + " RETURN\n" + in.String() +
+		"*filter\n:" + g.outChain() + " RETURN\n" + out.String())
+}
+
+// jumps are the rules in built-in chains: table, chain, target.
+func (g *Guard) jumps() [][3]string {
+	return [][3]string{
+		{"nat", "PREROUTING", g.inChain()},
+		{"filter", "OUTPUT", g.outChain()},
+		{"filter", "FORWARD", g.outChain()},
+	}
+}
+
+func (g *Guard) ebt(ctx context.Context, args ...string) ([]byte, error) {
+	return g.cfg.Exec(ctx, nil, g.cfg.EBTables, args...)
+}
+
+// Sync makes the rules exactly those of sbs (one ebtables-restore
+// transaction) and then publishes the new owners. On failure the previous
+// owners stay published minus every sandbox not in sbs: an address whose
+// sandbox is gone is never reported as guarded. It returns the reasons
+// sandboxes were left unguarded joined with any failure. Unless force is
+// set, rules identical to the last applied are not applied again.
+func (g *Guard) Sync(ctx context.Context, sbs []Sandbox, force bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ok, refused := guardable(sbs)
+	err := g.apply(ctx, ok, force)
+	next := map[netip.Addr]Sandbox{}
+	if err == nil {
+		for _, sb := range ok {
+			for _, a := range sb.IPs {
+				if a.Is4() { // only IPv4 is guarded
+					next[a] = sb
+				}
+			}
+		}
+	} else {
+		want := map[string]bool{}
+		for _, sb := range ok {
+			want[sb.ContainerID+"|"+sb.HostIf+"|"+sb.MAC.String()] = true
+		}
+		for a, sb := range *g.owners.Load() {
+			if want[sb.ContainerID+"|"+sb.HostIf+"|"+sb.MAC.String()] {
+				next[a] = sb
+			}
+		}
+	}
+	g.owners.Store(&next)
+	g.ready.Store(err == nil)
+	return errors.Join(append(refused, err)...)
+}
+
+func (g *Guard) apply(ctx context.Context, sbs []Sandbox, force bool) error {
+	sort.Slice(sbs, func(i, j int) bool { return sbs[i].ContainerID < sbs[j].ContainerID })
+	input := g.restoreInput(sbs)
+	if !force && string(input) == g.applied {
+		return nil
+	}
+	g.applied = ""
+	if _, err := g.cfg.Exec(ctx, input, g.cfg.EBTablesRestore, "--noflush"); err != nil {
+		return fmt.Errorf("install pod guard rules: %w", err)
+	}
+	for _, j := range g.jumps() {
+		out, err := g.ebt(ctx, "-t", j[0], "-L", j[1])
+		if err != nil {
+			return fmt.Errorf("list ebtables %s %s: %w", j[0], j[1], err)
+		}
+		if hasJump(out, j[2]) {
+			continue
+		}
+		if _, err := g.ebt(ctx, "-t", j[0], "-I", j[1], "1", "-j", j[2]); err != nil {
+			return fmt.Errorf("install jump to %s: %w", j[2], err)
+		}
+	}
+	g.applied = string(input)
+	return nil
+}
+
+// Ready reports whether the last sync applied every rule it had to.
+func (g *Guard) Ready() bool { return g.ready.Load() }
+
+// Refresh asks Run for a sync soon (a pod came or went).
+func (g *Guard) Refresh() {
+	g.requested.Add(1)
+	select {
+	case g.kick <- struct{}{}:
+	default: // one is pending already; it will read the latest records
+	}
+}
+
+// Ensure returns the sandbox guarded at ip. If there is none, or fresh is
+// set, it asks for a sync that reads the CNI records afresh and waits for
+// it (or ctx): a pod that has just started is guarded before its first
+// request is served.
+func (g *Guard) Ensure(ctx context.Context, ip netip.Addr, fresh bool) (Sandbox, bool) {
+	if sb, ok := g.Owner(ip); ok && !fresh {
+		return sb, true
+	}
+	want := g.requested.Add(1)
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+	for {
+		g.wmu.Lock()
+		done, ch := g.completed >= want, g.synced
+		g.wmu.Unlock()
+		if done {
+			return g.Owner(ip)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Sandbox{}, false
+		}
+	}
+}
+
+// Run syncs the rules with the node's CNI records at once, whenever asked
+// (Refresh, Ensure) and every Interval (then re-applying them whatever the
+// last state, to repair removed rules), until ctx ends. It never removes
+// the rules on return: they keep protecting the pods while the agent is away.
+func (g *Guard) Run(ctx context.Context) error {
+	t := time.NewTicker(g.cfg.Interval)
+	defer t.Stop()
+	force, lastErr := true, ""
+	for {
+		covers := g.requested.Load()
+		sbs, errs := ReadCNIResults(g.cfg.ResultsDir)
+		if err := g.Sync(ctx, sbs, force); err != nil {
+			errs = append(errs, err)
+		}
+		if msg := errors.Join(errs...); msg != nil && msg.Error() != lastErr && ctx.Err() == nil {
+			lastErr = msg.Error()
+			g.cfg.Logger.Warn("pods not guarded against address spoofing (they get no token)", "error", lastErr)
+		} else if msg == nil && lastErr != "" {
+			lastErr = ""
+			g.cfg.Logger.Info("every pod of the node is guarded against address spoofing", "addresses", g.Guarded())
+		}
+		g.wmu.Lock()
+		g.completed = covers
+		close(g.synced)
+		g.synced = make(chan struct{})
+		g.wmu.Unlock()
+		force = false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			force = true
+		case <-g.kick:
+		}
+	}
+}
+
+func hasJump(listing []byte, chain string) bool {
+	for _, l := range strings.Split(string(listing), "\n") {
+		if strings.TrimSpace(l) == "-j "+chain {
+			return true
+		}
+	}
+	return false
+}
+
+// Uninstall removes podid's guard chains and the jumps to them.
+func (g *Guard) Uninstall(ctx context.Context) error {
+	var errs []error
+	for _, j := range g.jumps() {
+		for range 100 {
+			if _, err := g.ebt(ctx, "-t", j[0], "-D", j[1], "-j", j[2]); err != nil {
+				break
+			}
+		}
+	}
+	for _, tc := range [][2]string{{"nat", g.inChain()}, {"filter", g.outChain()}} {
+		if _, err := g.ebt(ctx, "-t", tc[0], "-L", tc[1]); err != nil {
+			continue // no such chain
+		}
+		if _, err := g.ebt(ctx, "-t", tc[0], "-F", tc[1]); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := g.ebt(ctx, "-t", tc[0], "-X", tc[1]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	g.mu.Lock()
+	g.applied = ""
+	g.mu.Unlock()
+	g.owners.Store(&map[netip.Addr]Sandbox{})
+	g.ready.Store(false)
+	return errors.Join(errs...)
+}

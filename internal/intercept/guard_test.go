@@ -1,0 +1,260 @@
+package intercept
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const bridgeConf = `{"cniVersion":"0.4.0","name":"podid","plugins":[{"type":"bridge","bridge":"podid0","isGateway":true},{"type":"portmap"}]}`
+
+// cniRecord is a libcni cache record as the bridge plugin leaves it:
+// interfaces bridge, host veth, pod eth0; the address on interface 2.
+func cniRecord(id, ns, name, uid, veth, mac, addr string) string {
+	return fmt.Sprintf(`{"kind":"cniCacheV1","containerId":%q,"config":%q,"ifName":"eth0","networkName":"podid",
+"cniArgs":[["IgnoreUnknown","1"],["K8S_POD_NAMESPACE",%q],["K8S_POD_NAME",%q],["K8S_POD_INFRA_CONTAINER_ID",%q],["K8S_POD_UID",%q]],
+"result":{"cniVersion":"0.4.0","interfaces":[{"name":"podid0","mac":"aa:bb:cc:00:00:01"},{"name":%q,"mac":"aa:bb:cc:00:00:02"},{"name":"eth0","mac":%q,"sandbox":"/var/run/netns/cni-1"}],
+"ips":[{"version":"4","interface":2,"address":%q,"gateway":"10.244.0.1"}],"dns":{}}}`,
+		id, base64.StdEncoding.EncodeToString([]byte(bridgeConf)), ns, name, id, uid, veth, mac, addr)
+}
+
+func TestParseCNIResult(t *testing.T) {
+	ok := cniRecord("c1", "ns", "p", "uid-1", "veth0a1b2c3d", "0a:58:0a:f4:00:05", "10.244.0.5/24")
+	routed := `{"kind":"cniCacheV1","containerId":"c2","config":"` + base64.StdEncoding.EncodeToString([]byte(`{"type":"ptp"}`)) + `","ifName":"eth0",
+"cniArgs":[["K8S_POD_NAMESPACE","ns"],["K8S_POD_NAME","r"]],
+"result":{"interfaces":[{"name":"cali1234","mac":"ee:ee:ee:ee:ee:ee"},{"name":"eth0","mac":"02:00:00:00:00:07","sandbox":"/run/netns/x"}],"ips":[{"interface":1,"address":"10.1.2.3/32"},{"interface":1,"address":"fd00::3/128"}]}}`
+	for _, tt := range []struct {
+		name, data string
+		want       Sandbox
+		err        string
+	}{
+		{"bridge", ok, Sandbox{ContainerID: "c1", PodUID: "uid-1", PodNamespace: "ns", PodName: "p", HostIf: "veth0a1b2c3d", Bridge: "podid0",
+			MAC: mustMAC("0a:58:0a:f4:00:05"), IPs: []netip.Addr{netip.MustParseAddr("10.244.0.5")}}, ""},
+		{"routed", routed, Sandbox{ContainerID: "c2", PodNamespace: "ns", PodName: "r", HostIf: "cali1234",
+			MAC: mustMAC("02:00:00:00:00:07"), IPs: []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fd00::3")}}, ""},
+		{"not JSON", "{", Sandbox{}, "not a CNI cache record"},
+		{"other kind", `{"kind":"x"}`, Sandbox{}, "kind"},
+		{"no pod", strings.Replace(ok, "K8S_POD_NAME\"", "X\"", 1), Sandbox{}, "names no pod"},
+		{"bad MAC", strings.Replace(ok, "0a:58:0a:f4:00:05", "zz", 1), Sandbox{}, "no Ethernet address"},
+		{"no address", strings.Replace(ok, `"ips":[{"version":"4","interface":2,"address":"10.244.0.5/24","gateway":"10.244.0.1"}]`, `"ips":[]`, 1), Sandbox{}, "no address"},
+		{"address of another interface", strings.Replace(ok, `"interface":2`, `"interface":1`, 1), Sandbox{}, "no address"},
+		{"two host interfaces", strings.Replace(ok, `{"name":"podid0",`, `{"name":"other0",`, 1), Sandbox{}, "2 host-side interfaces"},
+		{"host interface not a plain name", strings.Replace(ok, "veth0a1b2c3d", "veth+", 1), Sandbox{}, "not a plain interface name"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCNIResult([]byte(tt.data))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func sandbox(id, veth, mac, ip string) Sandbox {
+	return Sandbox{ContainerID: id, PodNamespace: "ns", PodName: id, PodUID: "uid-" + id, HostIf: veth, Bridge: "podid0",
+		MAC: mustMAC(mac), IPs: []netip.Addr{netip.MustParseAddr(ip)}}
+}
+
+// recorder is an ExecFunc that records commands and fails on demand.
+type recorder struct {
+	mu      sync.Mutex // protects the fields
+	cmds    []string
+	stdin   []string
+	fail    string // a command line containing this fails
+	listing string // output of -L
+}
+
+func (r *recorder) exec(_ context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	line := name + " " + strings.Join(args, " ")
+	r.cmds = append(r.cmds, line)
+	if stdin != nil {
+		r.stdin = append(r.stdin, string(stdin))
+	}
+	if r.fail != "" && strings.Contains(line, r.fail) {
+		return nil, errors.New("injected failure")
+	}
+	if strings.Contains(line, " -L ") {
+		return []byte(r.listing), nil
+	}
+	return nil, nil
+}
+
+func TestGuardRulesAndOwners(t *testing.T) {
+	r := &recorder{}
+	g, err := NewGuard(GuardConfig{Exec: r.exec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := sandbox("v", "vethv", "02:00:00:00:00:01", "10.244.0.5")
+	attacker := sandbox("a", "vetha", "02:00:00:00:00:02", "10.244.0.6")
+	if err := g.Sync(t.Context(), []Sandbox{victim, attacker}, false); err != nil {
+		t.Fatal(err)
+	}
+	in := r.stdin[0]
+	for _, want := range []string{
+		"*nat\n:PODID-GUARD-IN RETURN\n",
+		"-A PODID-GUARD-IN -s 02:00:00:00:00:01 ! -i vethv -j DROP\n",
+		"-A PODID-GUARD-IN -p IPv4 --ip-src 10.244.0.5 ! -i vethv -j DROP\n",
+		"-A PODID-GUARD-IN -p ARP --arp-ip-src 10.244.0.5 ! -i vethv -j DROP\n",
+		"-A PODID-GUARD-IN -i vetha ! -s 02:00:00:00:00:02 -j DROP\n",
+		"-A PODID-GUARD-IN -i vetha -p IPv4 ! --ip-src 10.244.0.6 -j DROP\n",
+		"-A PODID-GUARD-IN -i vetha -p ARP --arp-mac-src ! 02:00:00:00:00:02 -j DROP\n",
+		"-A PODID-GUARD-IN -i vetha -p 802_1Q -j DROP\n",
+		"*filter\n:PODID-GUARD-OUT RETURN\n",
+		"-A PODID-GUARD-OUT -p IPv4 --ip-dst 10.244.0.5 ! -o vethv -j DROP\n",
+	} {
+		if !strings.Contains(in, want) {
+			t.Errorf("restore input lacks %q:\n%s", want, in)
+		}
+	}
+	for _, want := range []string{"ebtables -t nat -I PREROUTING 1 -j PODID-GUARD-IN", "ebtables -t filter -I OUTPUT 1 -j PODID-GUARD-OUT", "ebtables -t filter -I FORWARD 1 -j PODID-GUARD-OUT"} {
+		if !strings.Contains(strings.Join(r.cmds, "\n"), want) {
+			t.Errorf("no %q in %q", want, r.cmds)
+		}
+	}
+	if sb, ok := g.Owner(netip.MustParseAddr("10.244.0.5")); !ok || sb.PodUID != "uid-v" || !g.Ready() {
+		t.Fatalf("owner of the victim's address: %+v %v", sb, ok)
+	}
+
+	// Unchanged records: nothing applied; forced: applied again.
+	n := len(r.stdin)
+	_ = g.Sync(t.Context(), []Sandbox{attacker, victim}, false)
+	if len(r.stdin) != n {
+		t.Fatal("unchanged rules applied again")
+	}
+	r.listing = "Bridge chain: PREROUTING, entries: 1, policy: ACCEPT\n-j PODID-GUARD-IN\n"
+	_ = g.Sync(t.Context(), []Sandbox{attacker, victim}, true)
+	if len(r.stdin) != n+1 || strings.Contains(r.cmds[len(r.cmds)-1], "-I PREROUTING") {
+		t.Fatalf("forced sync: %q", r.cmds)
+	}
+
+	// The victim leaves and the rules cannot be applied: its address is no
+	// longer reported as guarded; the attacker's (unchanged) still is.
+	r.fail = "ebtables-restore"
+	if err := g.Sync(t.Context(), []Sandbox{attacker}, false); err == nil {
+		t.Fatal("failed apply not reported")
+	}
+	if _, ok := g.Owner(netip.MustParseAddr("10.244.0.5")); ok || g.Ready() {
+		t.Fatal("a gone sandbox's address is reported guarded after a failed apply")
+	}
+	if _, ok := g.Owner(netip.MustParseAddr("10.244.0.6")); !ok {
+		t.Fatal("an unchanged sandbox lost its guard on a failed apply")
+	}
+	// A sandbox that arrives while rules cannot be applied is not guarded.
+	newcomer := sandbox("n", "vethn", "02:00:00:00:00:03", "10.244.0.7")
+	_ = g.Sync(t.Context(), []Sandbox{attacker, newcomer}, false)
+	if _, ok := g.Owner(netip.MustParseAddr("10.244.0.7")); ok {
+		t.Fatal("a sandbox whose rules failed to apply is reported guarded")
+	}
+}
+
+func TestGuardRefusesWhatItCannotProtect(t *testing.T) {
+	r := &recorder{}
+	g, _ := NewGuard(GuardConfig{Exec: r.exec})
+	a := sandbox("a", "vetha", "02:00:00:00:00:01", "10.244.0.5")
+	dup := sandbox("b", "vethb", "02:00:00:00:00:02", "10.244.0.5") // same address: records inconsistent
+	routed := sandbox("r", "cali1", "02:00:00:00:00:03", "10.244.0.9")
+	routed.Bridge = ""
+	v6 := sandbox("s", "veths", "02:00:00:00:00:04", "fd00::4")
+	ok := sandbox("o", "vetho", "02:00:00:00:00:05", "10.244.0.10")
+	err := g.Sync(t.Context(), []Sandbox{a, dup, routed, v6, ok}, false)
+	for _, want := range []string{"claimed by more than one sandbox", "routed CNI", "0 IPv4 addresses"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	for _, ip := range []string{"10.244.0.5", "10.244.0.9", "fd00::4"} {
+		if _, ok := g.Owner(netip.MustParseAddr(ip)); ok {
+			t.Errorf("%s reported guarded", ip)
+		}
+	}
+	if _, ok := g.Owner(netip.MustParseAddr("10.244.0.10")); !ok {
+		t.Error("a protectable sandbox is not guarded")
+	}
+	if strings.Contains(r.stdin[0], "vetha") || strings.Contains(r.stdin[0], "cali1") {
+		t.Errorf("rules for refused sandboxes:\n%s", r.stdin[0])
+	}
+}
+
+// A pod whose CNI record appears after the agent started is guarded by
+// the time Ensure returns: Ensure reads the records afresh.
+func TestGuardEnsureSyncsOnDemand(t *testing.T) {
+	dir := t.TempDir()
+	r := &recorder{}
+	g, _ := NewGuard(GuardConfig{Exec: r.exec, ResultsDir: dir, Interval: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	ip := netip.MustParseAddr("10.244.0.5")
+	if _, ok := g.Ensure(ctx, ip, false); ok {
+		t.Fatal("guarded without a record")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "podid-c1-eth0"), []byte(cniRecord("c1", "ns", "p", "uid-1", "vethx", "02:00:00:00:00:01", "10.244.0.5/24")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sb, ok := g.Ensure(ctx, ip, false)
+	if !ok || sb.PodUID != "uid-1" || sb.HostIf != "vethx" {
+		t.Fatalf("after the record appeared: %+v %v", sb, ok)
+	}
+	// The record is removed (CNI DEL): a fresh Ensure no longer finds it.
+	if err := os.Remove(filepath.Join(dir, "podid-c1-eth0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.Ensure(ctx, ip, true); ok {
+		t.Fatal("still guarded after the record was removed")
+	}
+	// A cancelled wait returns at once.
+	cctx, ccancel := context.WithCancel(ctx)
+	ccancel()
+	if _, ok := g.Ensure(cctx, netip.MustParseAddr("10.244.0.77"), false); ok {
+		t.Fatal("cancelled Ensure reported a guard")
+	}
+}
+
+func TestReadCNIResultsSkipsBadRecords(t *testing.T) {
+	dir := t.TempDir()
+	_ = os.WriteFile(filepath.Join(dir, "good"), []byte(cniRecord("c1", "ns", "p", "uid-1", "vethx", "02:00:00:00:00:01", "10.244.0.5/24")), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, "bad"), []byte("{"), 0o600)
+	// containerd's loopback record, as on the node: skipped without an error.
+	_ = os.WriteFile(filepath.Join(dir, "cni-loopback-c1-lo"), []byte(`{"kind":"cniCacheV1","containerId":"c1","config":"e30=","ifName":"lo","networkName":"cni-loopback",
+"cniArgs":[["K8S_POD_INFRA_CONTAINER_ID","c1"],["K8S_POD_UID","uid-1"],["IgnoreUnknown","1"],["K8S_POD_NAMESPACE","ns"],["K8S_POD_NAME","p"]],
+"result":{"cniVersion":"0.3.1","dns":{},"interfaces":[{"mac":"00:00:00:00:00:00","name":"lo","sandbox":"/var/run/netns/cni-1"}],"ips":[{"address":"127.0.0.1/8","interface":0,"version":""},{"address":"::1/128","interface":0,"version":""}]}}`), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, "huge"), make([]byte, maxResultSize+1), 0o600)
+	sbs, errs := ReadCNIResults(dir)
+	if len(sbs) != 1 || sbs[0].ContainerID != "c1" || len(errs) != 2 {
+		t.Fatalf("got %d sandboxes, errors %v", len(sbs), errs)
+	}
+	if sbs, errs := ReadCNIResults(filepath.Join(dir, "missing")); len(sbs) != 0 || len(errs) != 0 {
+		t.Fatalf("missing dir: %v %v", sbs, errs)
+	}
+}
