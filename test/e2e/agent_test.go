@@ -104,16 +104,7 @@ func TestAgent(t *testing.T) {
 
 	// 01: the pod-identity CRDs (no controller: the agent reads the objects).
 	start = time.Now()
-	crdFiles, err := filepath.Glob(filepath.Join(framework.RepoRoot(), "deploy", "crds", "*.yaml"))
-	must(t, err)
-	for _, f := range crdFiles {
-		applyObjects(ctx, t, c, readManifest(t, filepath.Join("deploy", "crds", filepath.Base(f))))
-	}
-	for _, crd := range []string{"azureidentities", "azureidentitybindings", "azurepodidentityexceptions", "azureassignedidentities"} {
-		if err := waitCRDEstablished(ctx, c, crd+".aadpodidentity.k8s.io"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyCRDs(ctx, t, c)
 	t.Logf("01 CRDs established (%s)", time.Since(start).Round(time.Millisecond))
 
 	// 02: the agent. Its interception rules outlive it by design; this test
@@ -803,6 +794,25 @@ func nodeInterceptor(t *testing.T, c *framework.Cluster) *intercept.Interceptor 
 }
 
 // waitCRDEstablished polls until the CRD reports Established.
+// applyCRDs applies deploy/crds (plain files, as `kubectl apply -f deploy/crds`)
+// and waits until every pod-identity CRD is served.
+func applyCRDs(ctx context.Context, t *testing.T, c *framework.Cluster) {
+	t.Helper()
+	crdFiles, err := filepath.Glob(filepath.Join(framework.RepoRoot(), "deploy", "crds", "*.yaml"))
+	must(t, err)
+	if len(crdFiles) == 0 {
+		t.Fatal("no CRD files in deploy/crds")
+	}
+	for _, f := range crdFiles {
+		applyObjects(ctx, t, c, readManifest(t, filepath.Join("deploy", "crds", filepath.Base(f))))
+	}
+	for _, crd := range []string{"azureidentities", "azureidentitybindings", "azurepodidentityexceptions", "azureassignedidentities"} {
+		if err := waitCRDEstablished(ctx, c, crd+".aadpodidentity.k8s.io"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func waitCRDEstablished(ctx context.Context, c *framework.Cluster, name string) error {
 	crd := &unstructured.Unstructured{}
 	crd.SetAPIVersion("apiextensions.k8s.io/v1")

@@ -150,12 +150,7 @@ func TestDoctorPodIdentityOnNode(t *testing.T) {
 	ensureNamespace(ctx, t, c, stsNamespace)
 	stsPodIP := deploySTS(ctx, t, c, []wiWorkload{v1})
 	stsTransport, caPEM := stsClientTransport(ctx, t, stsPodIP)
-	applyKustomization(ctx, t, c, filepath.Join("deploy", "crds"), nil)
-	for _, crd := range []string{"azureidentities", "azureidentitybindings", "azurepodidentityexceptions", "azureassignedidentities"} {
-		if err := waitCRDEstablished(ctx, c, crd+".aadpodidentity.k8s.io"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyCRDs(ctx, t, c)
 	rules := nodeInterceptor(t, c)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), framework.PodTimeout+30*time.Second)

@@ -42,12 +42,7 @@ func TestMigrateOnNode(t *testing.T) {
 	})
 	_, caPEM := stsClientTransport(ctx, t, stsPodIP)
 	deployWebhook(ctx, t, c)
-	applyKustomization(ctx, t, c, filepath.Join("deploy", "crds"), nil)
-	for _, crd := range []string{"azureidentities", "azureidentitybindings", "azurepodidentityexceptions", "azureassignedidentities"} {
-		if err := waitCRDEstablished(ctx, c, crd+".aadpodidentity.k8s.io"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyCRDs(ctx, t, c)
 	c.Apply(ctx, t, ns, mustYAML(t, &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "podid-sts-ca"},
