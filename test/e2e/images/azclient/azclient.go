@@ -77,6 +77,7 @@ func run(ctx context.Context, name string, credential Credential, args []string)
 				return fmt.Errorf("write token: %w", err)
 			}
 			fmt.Printf("%s: token acquired expires_on=%s claims=%s\n", name, tk.ExpiresOn.UTC().Format(time.RFC3339), claims(tk.Token))
+			fmt.Printf("%s: key claims %s\n", name, keyClaims(tk.Token))
 			break
 		}
 		fmt.Printf("%s: GetToken failed after %dms: %s\n", name, time.Since(start).Milliseconds(), strings.Join(strings.Fields(err.Error()), " "))
@@ -108,4 +109,28 @@ func claims(token string) string {
 		return "(undecodable)"
 	}
 	return string(c)
+}
+
+// keyClaims is the line a person reads (hack/up.sh prints it): who the token
+// is for and from, never the token.
+func keyClaims(token string) string {
+	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		return "(not an RS256 JWT)"
+	}
+	var c struct {
+		Aud   any      `json:"aud"`
+		Tid   string   `json:"tid"`
+		Oid   string   `json:"oid"`
+		Exp   int64    `json:"exp"`
+		Roles []string `json:"roles"`
+	}
+	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil {
+		return "(undecodable)"
+	}
+	roles := "-"
+	if len(c.Roles) > 0 {
+		roles = strings.Join(c.Roles, ",")
+	}
+	return fmt.Sprintf("aud=%v tid=%s oid=%s exp=%s roles=%s", c.Aud, c.Tid, c.Oid, time.Unix(c.Exp, 0).UTC().Format(time.RFC3339), roles)
 }
