@@ -539,10 +539,17 @@ ipt_cleanup() {
 ebt_cleanup() {
   command -v ebtables >/dev/null || return 0
   local t tb base ch
+  # Every jump first (PODID-GUARD-OUT hangs off both OUTPUT and FORWARD), then the chains.
   for t in nat:PREROUTING:PODID-GUARD-IN filter:OUTPUT:PODID-GUARD-OUT filter:FORWARD:PODID-GUARD-OUT; do
     IFS=: read -r tb base ch <<<"$t"
     while ebtables -t "$tb" -D "$base" -j "$ch" 2>/dev/null; do :; done
-    ebtables -t "$tb" -L "$ch" >/dev/null 2>&1 && { ebtables -t "$tb" -F "$ch"; ebtables -t "$tb" -X "$ch"; } 2>/dev/null
+  done
+  for t in nat:PODID-GUARD-IN filter:PODID-GUARD-OUT; do
+    IFS=: read -r tb ch <<<"$t"
+    if ebtables -t "$tb" -L "$ch" >/dev/null 2>&1; then
+      ebtables -t "$tb" -F "$ch" 2>/dev/null || true
+      ebtables -t "$tb" -X "$ch" 2>/dev/null || true
+    fi
   done
   return 0
 }
