@@ -6,7 +6,8 @@
 #   1. go vet and the unit + integration tests (a real etcd + kube-apiserver per
 #      package, via internal/testenv);
 #   2. the end-to-end suite on a real single node (hack/cluster.sh: kubelet,
-#      containerd, CNI, kube-proxy …) with podid's images built locally.
+#      containerd, CNI, kube-proxy …) with podid's images built locally, then
+#      the main job (hack/up.sh) on that node.
 # PODID_REQUIRE_CLUSTER=1 turns every "binaries missing" skip into a failure.
 #   hack/test.sh            everything
 #   hack/test.sh --no-e2e   skip step 2 (no node is started)
@@ -32,8 +33,14 @@ echo "unit + integration tests: $(( $(date +%s) - t ))s"
 [ $e2e = 1 ] || exit 0
 
 t=$(date +%s)
-trap './hack/cluster.sh down' EXIT
+trap './hack/up.sh down' EXIT
 ./hack/cluster.sh up
 ./hack/image.sh
 go test -count=1 -timeout 20m ./test/e2e/...
 echo "e2e tests: $(( $(date +%s) - t ))s"
+
+# The main job itself on the same node: it fails unless every demo pod gets its
+# token, so a broken README first command cannot land.
+t=$(date +%s)
+./hack/up.sh
+echo "main job (hack/up.sh on the running node): $(( $(date +%s) - t ))s"
