@@ -235,6 +235,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Guard != nil {
 		tasks = append(tasks, cfg.Guard.Run)
 	}
+	authority := cfg.Authority
+	if authority == "" {
+		authority = token.DefaultAuthority
+	}
+	idp := newAuthorityProbe(authority, cfg.ProviderHTTPClient)
+	tasks = append(tasks, idp.Run)
 	return daemon.Run(ctx, daemon.Config{
 		HealthAddr: cfg.HealthAddr, MetricsAddr: cfg.MetricsAddr, DebugAddr: cfg.DebugAddr, Registry: reg, Logger: log,
 		Ready: func() error {
@@ -248,7 +254,7 @@ func Run(ctx context.Context, cfg Config) error {
 			case watch.Failing():
 				return errors.New("degraded: the pod watch is failing (new pods are not seen; guarded pods keep being served)")
 			}
-			return nil
+			return idp.Ready()
 		},
 	}, tasks...)
 }
