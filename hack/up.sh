@@ -81,8 +81,10 @@ log "podid installed and ready in $(since "$t")"
 t=$(now_ms)
 podid=$PODID_CACHE/bin/podid
 go build -o "$podid" ./cmd/podid
+ln -sf podid "$PODID_CACHE/bin/kubectl-podid" # the same binary as a kubectl plugin
 $kubectl -n podid-system get configmap podid-sts-ca -o jsonpath='{.data.ca\.pem}' >"$UP_DIR/sts-ca.pem"
-export XDG_CONFIG_HOME=$UP_DIR/config
+# The CLI's own config ($XDG_CONFIG_HOME/podid/config.yaml): after up, podid's
+# verbs talk to this sts by default; `podid config set-cloud azure` switches.
 "$podid" config set-cloud local --authority "https://$STS_IP" --ca-file "$UP_DIR/sts-ca.pem" \
   --tenant-id "$TENANT_ID" --client-id "$ADMIN_CLIENT_ID" --client-secret-file "$UP_DIR/admin-secret" \
   --subscription "$SUBSCRIPTION_ID" -g demo --location westeurope >/dev/null
@@ -148,8 +150,9 @@ demo, $demo_time (the Azure SDK for Go, unmodified; tokens are never printed, on
       ${v2imds:-NO TOKEN}
 
 next:
-  export KUBECONFIG=$KUBECONFIG XDG_CONFIG_HOME=$XDG_CONFIG_HOME
-  $podid doctor pod/demo-v1 -n demo
+  export KUBECONFIG=$KUBECONFIG PATH=\$PATH:$PODID_CACHE/bin
+  podid doctor pod/demo-v1 -n demo      # or: kubectl podid doctor pod/demo-v1 -n demo
+  podid identity list
   ./hack/up.sh down
 SUMMARY
 [ $ok = 1 ] || die "a demo pod got no token (its log is above; '$podid doctor pod/NAME -n demo' explains why)"

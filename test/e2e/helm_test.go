@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +26,10 @@ import (
 )
 
 const helmRelease = "podid"
+
+// upgradeRefusedWindow bounds how long a pod's token requests may fail while
+// an upgrade rolls the agent (deploy/chart/podid/README.md, the agent's rolling update).
+const upgradeRefusedWindow = 5 * time.Second
 
 // TestHelmLifecycle installs podid with its chart (values-local.yaml, as
 // hack/up.sh does) on the real node and takes it through a release's life:
@@ -129,13 +135,58 @@ func TestHelmLifecycle(t *testing.T) {
 	helm("test", helmRelease, "--namespace", stsNamespace, "--timeout", "2m")
 	t.Logf("helm test (a pod gets a token with the Azure SDK): %s", time.Since(start).Round(time.Millisecond))
 
-	// 02: upgrade with a changed value that rolls the agent and the webhook.
+	// 02: upgrade with a changed value that rolls the agent and the webhook,
+	// while a pod asks the agent for a token every 100 ms.
 	agentBefore := waitForPodOf(ctx, t, c, stsNamespace, "app.kubernetes.io/name=podid-agent")
+	lp := &loadPod{name: "upgrade-load", sa: w.sa, want: w.clientID}
+	loadPodSpec := framework.TestClientPod(ns, lp.name)
+	loadPodSpec.Labels["azure.workload.identity/use"] = "true"
+	loadPodSpec.Spec.ServiceAccountName = lp.sa
+	c.CreatePod(ctx, t, loadPodSpec)
+	stop := make(chan struct{})
+	stopLoad := sync.OnceFunc(func() { close(stop) })
+	var wg sync.WaitGroup
+	defer func() { stopLoad(); wg.Wait() }()
+	loadStarted := time.Now()
+	wg.Add(1)
+	go func() { defer wg.Done(); lp.run(ctx, stop, c, ns, accessTokenVerifier(t, tr)) }()
+	waitAllServedAfter(ctx, t, []*loadPod{lp}, loadStarted, "before the upgrade")
 	start = time.Now()
 	helm(append([]string{"upgrade", helmRelease, chart, "--wait", "--timeout", "5m",
 		"--set-string", "agent.podAnnotations.podid\\.dev/revision=2", "--set-string", "webhook.podAnnotations.podid\\.dev/revision=2"}, base...)...)
 	upgradeTook := time.Since(start)
 	t.Logf("helm upgrade --wait: %s", upgradeTook.Round(time.Millisecond))
+	waitAllServedAfter(ctx, t, []*loadPod{lp}, time.Now(), "after the upgrade")
+	stopLoad()
+	wg.Wait()
+	// The refused window: from the first request without a token to the first
+	// token after it. The agent has no surge (one per node): its rollout is a
+	// restart, and the interception rules stay, so requests meanwhile fail
+	// (connection refused) rather than reaching anything else.
+	var firstMiss, recovered time.Time
+	var total, misses int
+	for _, r := range lp.results {
+		total++
+		if r.wrong != nil {
+			t.Errorf("during the upgrade the pod got a token that is not its identity's: %v", r.wrong)
+		}
+		if r.a.status == http.StatusOK && r.wrong == nil {
+			if !firstMiss.IsZero() && recovered.IsZero() {
+				recovered = r.start
+			}
+			continue
+		}
+		misses++
+		if firstMiss.IsZero() {
+			firstMiss = r.start
+		}
+	}
+	window := recovered.Sub(firstMiss)
+	t.Logf("FIGURES helm upgrade under load: %d requests every 100 ms, %d without a token, refused window %s",
+		total, misses, window.Round(time.Millisecond))
+	if window > upgradeRefusedWindow {
+		t.Errorf("requests were refused for %s during the agent's rollout, more than the documented %s", window, upgradeRefusedWindow)
+	}
 	agentAfter := waitForPodOf(ctx, t, c, stsNamespace, "app.kubernetes.io/name=podid-agent")
 	if agentAfter.UID == agentBefore.UID {
 		t.Fatal("the upgrade did not roll the agent")
