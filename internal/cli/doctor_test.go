@@ -409,7 +409,22 @@ func TestDoctor(t *testing.T) {
 			name:  "pod identity works",
 			setup: func(w *world) { w.v1Ready(); w.fic("web", "app") },
 			code:  0,
-			lines: []string{"pod NS/p (pod-identity)", "✓ identity web trusts system:serviceaccount:NS:app", "✓ the identity provider issued a token for client"},
+			lines: []string{"pod NS/p (pod-identity)", "✓ identity web trusts system:serviceaccount:NS:app",
+				"✓ no pod outside the binding runs as ServiceAccount NS/app", "✓ the identity provider issued a token for client"},
+		},
+		{
+			// The credential trusts the account, not the binding: a pod of the
+			// same ServiceAccount without the label can exchange its own token.
+			name: "pod identity works, ServiceAccount shared with unbound pods",
+			setup: func(w *world) {
+				w.v1Ready()
+				w.fic("web", "app")
+				w.create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "unbound"}, Spec: podSpec("app")})
+				w.v1Pod("other-selector", "app", "db")
+			},
+			code: 0,
+			lines: []string{"! pods the binding does not select also run as ServiceAccount NS/app (other-selector, unbound): the federated credential lets each of them exchange its own token for identity",
+				"✓ the identity provider issued a token for client"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,7 @@ import (
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/binding"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // podIdentity walks the v1 chain: label → bindings → identity → exceptions
@@ -96,6 +98,7 @@ func (d *doc) podIdentity(ctx context.Context, saName string) {
 	if !d.federatedCredential(ctx, m.Spec.ClientID, saName) {
 		return
 	}
+	d.sharedServiceAccount(ctx, in, m, saName)
 	authority, tenant := d.agentAuthority(ctx, m.Spec)
 	if authority == "" || tenant == "" {
 		rep.add("exchange", Skip, "token exchange not tried: the agent's authority and tenant are unknown (no podid config, no readable "+agentConfigMap+")", "")
@@ -237,4 +240,46 @@ func (d *doc) agentAuthority(ctx context.Context, s podidv1.AzureIdentitySpec) (
 		tenant = s.TenantID
 	}
 	return authority, tenant
+}
+
+// sharedServiceAccount warns when pods that the binding does not select run
+// as the same ServiceAccount: the federated credential trusts the account,
+// not the binding, so each of them can exchange its own projected token for
+// this identity directly (docs/agent.md, "The real boundary of a v1 identity
+// under federation").
+func (d *doc) sharedServiceAccount(ctx context.Context, in binding.Inputs, m binding.Match, saName string) {
+	var pods corev1.PodList
+	if err := d.k.c.List(ctx, &pods, client.InNamespace(d.pod.Namespace)); err != nil {
+		d.rep.add("serviceaccount.shared", Warn, "pods of ServiceAccount "+saName+" not listed: "+err.Error(), "")
+		return
+	}
+	var others []string
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.UID == d.pod.UID || workloadidentity.ServiceAccountName(p) != saName {
+			continue
+		}
+		selected := false
+		matches, _ := binding.Rules{ClusterWide: d.o.clusterWide}.For(p, in)
+		for _, pm := range matches {
+			if pm.Identity.UID == m.Identity.UID {
+				selected = true
+			}
+		}
+		if !selected {
+			others = append(others, p.Name)
+		}
+	}
+	if len(others) == 0 {
+		d.rep.add("serviceaccount.shared", Pass, fmt.Sprintf("no pod outside the binding runs as ServiceAccount %s/%s", d.pod.Namespace, saName), "")
+		return
+	}
+	sort.Strings(others)
+	if len(others) > 5 {
+		others = append(others[:5], fmt.Sprintf("and %d more", len(others)-5))
+	}
+	d.rep.add("serviceaccount.shared", Warn, fmt.Sprintf(
+		"pods the binding does not select also run as ServiceAccount %s/%s (%s): the federated credential lets each of them exchange its own token for identity %s; give the bound workload a ServiceAccount of its own",
+		d.pod.Namespace, saName, strings.Join(others, ", "), m.Spec.ClientID),
+		fmt.Sprintf("give the bound workload a ServiceAccount of its own (kubectl -n %s create serviceaccount <name>, set serviceAccountName) and federate that one", d.pod.Namespace))
 }
