@@ -20,11 +20,11 @@ import (
 // Federated credential constants of Entra ID.
 const (
 	// MaxFederatedCredentials is Entra's limit per identity.
-	MaxFederatedCredentials = 20
+	MaxFederatedCredentials = workloadidentity.MaxFederatedCredentials
 	// ExchangeAudience is the audience of service-account tokens exchanged
 	// for Entra tokens (the webhook projects tokens for it).
 	ExchangeAudience = workloadidentity.TokenAudience
-	maxFICField      = 600
+	maxFICField      = workloadidentity.MaxFederatedCredentialField
 )
 
 var ficNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{2,119}$`)

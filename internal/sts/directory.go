@@ -50,8 +50,8 @@ func newDirectory(st *store.Store, log *slog.Logger) *Directory {
 
 // Limits of federated credentials, as Entra enforces them.
 const (
-	MaxFICsPerPrincipal = 20
-	MaxFICFieldLen      = 600
+	MaxFICsPerPrincipal = workloadidentity.MaxFederatedCredentials
+	MaxFICFieldLen      = workloadidentity.MaxFederatedCredentialField
 	DefaultFICAudience  = workloadidentity.TokenAudience
 )
 

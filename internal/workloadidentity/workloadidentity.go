@@ -39,6 +39,13 @@ const (
 	TokenAudience = "api://AzureADTokenExchange"
 )
 
+// Entra's limits on federated identity credentials, which the sts enforces
+// and the CLI checks before it sends a request that would fail.
+const (
+	MaxFederatedCredentials     = 20  // per identity
+	MaxFederatedCredentialField = 600 // characters of issuer, subject or audience
+)
+
 // ServiceAccountName is the pod's effective ServiceAccount name: an empty
 // name means "default".
 func ServiceAccountName(pod *corev1.Pod) string {
