@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,7 +26,7 @@ type authorityProbe struct {
 	last error // nil once a probe succeeded; errNotProbed before the first
 }
 
-var errNotProbed = fmt.Errorf("not probed yet")
+var errNotProbed = errors.New("not probed yet")
 
 func newAuthorityProbe(authority string, client *http.Client) *authorityProbe {
 	if client == nil {
