@@ -10,12 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +33,7 @@ import (
 	"github.com/podid/podid/internal/sts/ststest"
 	"github.com/podid/podid/internal/testenv"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/webhook/webhooktest"
 )
 
 var (
@@ -236,32 +235,14 @@ func startWebhook(t *testing.T, e *testenv.Env, authority, tenant string) {
 	if err := e.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "podid-system"}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	o := e.Env.WebhookInstallOptions
-	cfg := webhook.Config{
-		Kube:              e.Config,
-		ListenAddr:        net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
+	webhooktest.Start(t, e, webhook.Config{
 		HealthAddr:        "127.0.0.1:0",
 		AuthorityHost:     authority,
 		DefaultTenantID:   tenant,
 		Namespace:         "podid-system",
 		SecretName:        "podid-webhook-cert",
 		WebhookConfigName: "podid-webhook",
-		CertHosts:         []string{o.LocalServingHost, "localhost"},
 		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- webhook.Run(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("webhook.Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("webhook.Run did not return within 30s of cancel")
-		}
 	})
 }
 

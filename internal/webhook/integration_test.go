@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +33,7 @@ import (
 	"github.com/podid/podid/internal/servingcert"
 	"github.com/podid/podid/internal/testenv"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/webhook/webhooktest"
 	"github.com/podid/podid/internal/workloadidentity"
 )
 
@@ -81,12 +80,7 @@ func startWebhookWith(t *testing.T, ns string, mod func(*webhook.Config)) {
 	t.Helper()
 	e := env.Need(t)
 	ensureNamespace(t, certNS)
-	o := e.Env.WebhookInstallOptions
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	cfg := webhook.Config{
-		Kube:              e.Config,
-		ListenAddr:        net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
 		HealthAddr:        "127.0.0.1:0",
 		MetricsAddr:       "127.0.0.1:0",
 		AuthorityHost:     authority,
@@ -96,22 +90,10 @@ func startWebhookWith(t *testing.T, ns string, mod func(*webhook.Config)) {
 		WebhookConfigName: webhookConfig,
 		// As deployed: the same name for the token guard's configuration.
 		ValidatingWebhookConfigName: webhookConfig,
-		CertHosts:                   []string{o.LocalServingHost, "localhost"},
 		Logger:                      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	mod(&cfg)
-	go func() { done <- webhook.Run(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("webhook.Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("webhook.Run did not return within 30s of cancel")
-		}
-	})
+	webhooktest.Start(t, e, cfg)
 	// Ready when a dry-run create of a selected pod comes back mutated:
 	// the server listens, its certificate is in the caBundle, and the API
 	// server's webhook configuration is current.

@@ -10,12 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +40,7 @@ import (
 	"github.com/podid/podid/internal/sts/tokenverify"
 	"github.com/podid/podid/internal/testenv"
 	"github.com/podid/podid/internal/webhook"
+	"github.com/podid/podid/internal/webhook/webhooktest"
 	"github.com/podid/podid/internal/workloadidentity"
 )
 
@@ -220,10 +219,7 @@ func startWebhook(t *testing.T, e *testenv.Env, authority, tenant string) {
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create namespace %s: %v", webhookNamespace, err)
 	}
-	o := e.Env.WebhookInstallOptions
-	cfg := webhook.Config{
-		Kube:              e.Config,
-		ListenAddr:        net.JoinHostPort(o.LocalServingHost, strconv.Itoa(o.LocalServingPort)),
+	webhooktest.Start(t, e, webhook.Config{
 		HealthAddr:        "127.0.0.1:0",
 		MetricsAddr:       "127.0.0.1:0",
 		AuthorityHost:     authority,
@@ -231,22 +227,7 @@ func startWebhook(t *testing.T, e *testenv.Env, authority, tenant string) {
 		Namespace:         webhookNamespace,
 		SecretName:        webhookSecret,
 		WebhookConfigName: webhookConfigName,
-		CertHosts:         []string{o.LocalServingHost, "localhost"},
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- webhook.Run(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("webhook.Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("webhook.Run did not return within 30s of cancel")
-		}
 	})
 }
 
