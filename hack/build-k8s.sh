@@ -45,10 +45,26 @@ LDF="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/c
 LDF="$LDF -X k8s.io/component-base/version.gitMinor=$MINOR -X k8s.io/component-base/version.gitTreeState=clean"
 LDF="$LDF -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
 t=$(date +%s)
-# One invocation so the packages the binaries share compile once.
-go build -ldflags "$LDF" -o "$K8S_BIN.tmp/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
-  k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl
+CMDS="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
+k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl"
+# shellcheck disable=SC2086 # CMDS is a list of package paths
+total=$(go list -deps $CMDS | wc -l)
+echo "building kubernetes v$K8S_VERSION: $total packages (≈9 min cold on 2 cores; progress every 30 s)"
+# One invocation so the packages the binaries share compile once. -v names each
+# package as it is built (cached ones are not named); other lines are errors.
+# shellcheck disable=SC2086
+go build -v -ldflags "$LDF" -o "$K8S_BIN.tmp/" $CMDS 2>&1 | {
+  n=0 last=$SECONDS
+  while IFS= read -r line; do
+    case "$line" in
+      *" "*|"") echo "$line" ;;
+      *) n=$((n + 1)) ;;
+    esac
+    if [ $((SECONDS - last)) -ge 30 ]; then
+      echo "  compiled $n of at most $total packages ($(( $(date +%s) - t ))s)"; last=$SECONDS
+    fi
+  done
+}
 mv "$K8S_BIN.tmp/"* "$K8S_BIN/" && rmdir "$K8S_BIN.tmp"
 echo "built kubernetes v$K8S_VERSION in $(( $(date +%s)-t ))s into $K8S_BIN"
