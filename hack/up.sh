@@ -104,6 +104,7 @@ if [ -z "$("$podid" role-assignment list --assignee demo-pod-identity -o json | 
 fi
 "$podid" sa create -n demo --name demo-v2 --identity demo-workload-identity >/dev/null
 log "identities set up with podid's CLI in $(since "$t"): demo-pod-identity $V1_ID, demo-workload-identity $V2_ID"
+log "podid's CLI now talks to this sts by default (podid config view; podid config set-cloud azure switches back)"
 
 # Workload pods trust the sts through its CA (the ConfigMap the chart publishes).
 $kubectl -n demo create configmap podid-sts-ca --from-file=ca.pem="$UP_DIR/sts-ca.pem" --dry-run=client -o yaml |
