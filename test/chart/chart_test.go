@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -21,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podid/podid/internal/scheme"
+	"github.com/podid/podid/test/e2e/framework"
 )
 
 const (
@@ -29,33 +29,7 @@ const (
 	localTenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 )
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-func chartDir() string { return filepath.Join(repoRoot(), "deploy", "chart", "podid") }
-
-// helmBin finds the pinned helm; without it the test skips, unless
-// PODID_REQUIRE_CLUSTER=1 (hack/test.sh), where a missing tool is a failure.
-func helmBin(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("HELM")
-	if p == "" {
-		cache := os.Getenv("PODID_CACHE")
-		if cache == "" {
-			cache = filepath.Join(repoRoot(), ".cache")
-		}
-		p = filepath.Join(cache, "bin", "helm")
-	}
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("PODID_REQUIRE_CLUSTER") == "1" {
-			t.Fatalf("helm not found at %s (hack/install-helm.sh builds it): %v", p, err)
-		}
-		t.Skipf("helm not found at %s; run hack/install-helm.sh", p)
-	}
-	return p
-}
+func chartDir() string { return filepath.Join(framework.RepoRoot(), "deploy", "chart", "podid") }
 
 // helmError is a failed helm run; Stderr is what helm said (the checks on
 // messages read only this, never the command line).
@@ -72,7 +46,7 @@ func (e *helmError) Error() string {
 // helm runs the helm CLI and returns stdout, or a *helmError.
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(helmBin(t), args...)
+	cmd := exec.Command(framework.Helm(t), args...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -153,7 +127,7 @@ func TestLint(t *testing.T) {
 		"manifests": vf("values-manifests.yaml"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(helmBin(t), append([]string{"lint", chartDir(), "--strict", "--kube-version", kubeVersion}, args...)...)
+			cmd := exec.Command(framework.Helm(t), append([]string{"lint", chartDir(), "--strict", "--kube-version", kubeVersion}, args...)...)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("helm lint: %v\n%s", err, out)
@@ -371,12 +345,12 @@ func TestComponentsOff(t *testing.T) {
 // The manifests under deploy/ are the chart's rendering (hack/generate.sh);
 // an edit to one without the other fails here.
 func TestDeployManifestsAreGenerated(t *testing.T) {
-	helmBin(t)
+	framework.Helm(t)
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go not on PATH")
 	}
-	cmd := exec.Command(filepath.Join(repoRoot(), "hack", "generate.sh"), "--check")
-	cmd.Env = append(os.Environ(), "HELM="+helmBin(t))
+	cmd := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "generate.sh"), "--check")
+	cmd.Env = append(os.Environ(), "HELM="+framework.Helm(t))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("hack/generate.sh --check: %v\n%s", err, out)
 	}
@@ -386,7 +360,7 @@ func TestDeployManifestsAreGenerated(t *testing.T) {
 // (testenv reads them strictly).
 func TestShippedWebhookFiles(t *testing.T) {
 	for _, f := range []string{"mutatingwebhookconfiguration.yaml", "validatingwebhookconfiguration.yaml"} {
-		b, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "webhook", f))
+		b, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "deploy", "webhook", f))
 		if err != nil {
 			t.Fatal(err)
 		}

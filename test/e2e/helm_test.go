@@ -46,7 +46,7 @@ const upgradeRefusedWindow = 5 * time.Second
 // The times of install, upgrade and rollback (each with --wait) are logged.
 func TestHelmLifecycle(t *testing.T) {
 	c := framework.Connect(t)
-	helmPath := helmBinary(t)
+	helmPath := framework.Helm(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	ns := c.Namespace(t)
@@ -242,26 +242,6 @@ func TestHelmLifecycle(t *testing.T) {
 	}
 	t.Logf("FIGURES helm (values-local, --wait): install %s, upgrade %s, rollback %s",
 		installTook.Round(time.Millisecond), upgradeTook.Round(time.Millisecond), rollbackTook.Round(time.Millisecond))
-}
-
-// helmBinary is the pinned helm (hack/install-helm.sh): $HELM or $PODID_CACHE/bin/helm.
-func helmBinary(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("HELM")
-	if p == "" {
-		cache := os.Getenv("PODID_CACHE")
-		if cache == "" {
-			cache = filepath.Join(framework.RepoRoot(), ".cache")
-		}
-		p = filepath.Join(cache, "bin", "helm")
-	}
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv(framework.RequireEnv) == "1" {
-			t.Fatalf("helm not found (hack/install-helm.sh builds it): %v", err)
-		}
-		t.Skipf("helm not found at %s; run hack/install-helm.sh", p)
-	}
-	return p
 }
 
 func runHelm(ctx context.Context, helm, kubeconfig string, args ...string) (string, error) {
