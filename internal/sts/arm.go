@@ -15,6 +15,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/podid/podid/internal/sts/keyset"
+	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -62,6 +63,7 @@ type mgmt struct {
 	cfg     *Config
 	log     *slog.Logger
 	keys    *keyset.Set
+	vaults  *keyvault.Handler          // vault URIs of Microsoft.KeyVault answers
 	baseURL func(*http.Request) string // for ARM nextLinks
 }
 
@@ -212,8 +214,12 @@ func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 		writeARMError(w, armError{400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."})
 		return
 	}
-	if !slices.Contains(armAPIVersions, apiVersion) {
-		writeARMError(w, armError{400, "NoRegisteredProviderFound", "No registered resource provider found for api version '" + apiVersion + "'. The supported api-versions are '" + strings.Join(armAPIVersions, ", ") + "'."})
+	versions := armAPIVersions
+	if isVaultPath(segs) {
+		versions = vaultAPIVersions
+	}
+	if !slices.Contains(versions, apiVersion) {
+		writeARMError(w, armError{400, "NoRegisteredProviderFound", "No registered resource provider found for api version '" + truncate(apiVersion, 64) + "'. The supported api-versions are '" + strings.Join(versions, ", ") + "'."})
 		return
 	}
 	eq := strings.EqualFold
@@ -235,6 +241,10 @@ func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 		return
 	}
 	rest := segs[2:]
+	if isVaultPath(segs) {
+		s.serveVaultARM(w, r, c, sub, rest, q)
+		return
+	}
 	// Subscription-wide list.
 	if len(rest) == 3 && eq(rest[0], "providers") && eq(rest[1], "Microsoft.ManagedIdentity") && eq(rest[2], "userAssignedIdentities") {
 		if r.Method != http.MethodGet {

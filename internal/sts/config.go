@@ -15,6 +15,7 @@ import (
 
 	"github.com/podid/podid/internal/pki"
 	"github.com/podid/podid/internal/sts/jwks"
+	"github.com/podid/podid/internal/sts/keyvault"
 )
 
 // Config configures a Server. Zero values get the documented defaults.
@@ -75,6 +76,15 @@ type Config struct {
 	// AdminRole is the app role (on resource https://management.azure.com)
 	// that the management API requires. Default "Owner".
 	AdminRole string
+
+	// VaultDNSSuffix is the DNS suffix of the Key Vaults the sts serves:
+	// vault v is https://v.{suffix}/ and its tokens are for
+	// https://{suffix}. The serving certificate names *.{suffix}. Default
+	// vault.azure.net (what the unmodified SDKs expect; point that name at
+	// the sts with DNS).
+	VaultDNSSuffix string
+	// VaultAuthorizer decides the vaults' RBAC data actions.
+	VaultAuthorizer keyvault.Authorizer
 
 	// Metrics, if set, receives the sts's Prometheus collectors.
 	Metrics prometheus.Registerer
@@ -148,6 +158,13 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("sts: system tenant id %q is not a GUID", c.SystemTenantID)
 	}
 	c.SystemTenantID = strings.ToLower(c.SystemTenantID)
+	if c.VaultDNSSuffix == "" {
+		c.VaultDNSSuffix = keyvault.DefaultDNSSuffix
+	}
+	if err := keyvault.ValidDNSSuffix(c.VaultDNSSuffix); err != nil {
+		return fmt.Errorf("sts: %w", err)
+	}
+	c.VaultDNSSuffix = strings.ToLower(c.VaultDNSSuffix)
 	if c.AdminRole == "" {
 		c.AdminRole = "Owner"
 	}

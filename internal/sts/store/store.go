@@ -125,7 +125,7 @@ func Open(path string) (*Store, error) {
 				return err
 			}
 		}
-		return nil
+		return vaultBuckets(tx)
 	})
 	if err != nil {
 		db.Close()
