@@ -79,7 +79,9 @@ func (s *mgmt) serveVaultARM(w http.ResponseWriter, r *http.Request, c *caller, 
 		}
 		s.checkVaultName(w, r)
 	case len(rest) == 5 && eq(rest[0], "resourceGroups") && eq(rest[4], "vaults"):
-		get(func() { s.listVaults(w, r, c, "/subscriptions/"+sub+"/resourcegroups/"+strings.ToLower(rest[1])+"/providers/microsoft.keyvault/vaults/", q) })
+		get(func() {
+			s.listVaults(w, r, c, "/subscriptions/"+sub+"/resourcegroups/"+strings.ToLower(rest[1])+"/providers/microsoft.keyvault/vaults/", q)
+		})
 	case len(rest) == 6 && eq(rest[0], "resourceGroups") && eq(rest[4], "vaults"):
 		s.serveVault(w, r, c, sub, rest[1], rest[5])
 	default:
@@ -127,7 +129,9 @@ func (s *mgmt) serveVault(w http.ResponseWriter, r *http.Request, c *caller, sub
 	}
 	key := strings.ToLower(name)
 	rid := VaultResourceID(sub, rg, key)
-	mine := func(v *store.Vault) bool { return v != nil && strings.EqualFold(v.ResourceID, rid) && v.TenantID == c.tenantID }
+	mine := func(v *store.Vault) bool {
+		return v != nil && strings.EqualFold(v.ResourceID, rid) && v.TenantID == c.tenantID
+	}
 	switch r.Method {
 	case http.MethodGet:
 		v, err := s.store.Vault(key)

@@ -528,7 +528,7 @@ func TestKeyVaultAuthentication(t *testing.T) {
 		})
 	}
 	t.Run("api-version", func(t *testing.T) {
-				for _, q := range []string{"", "?api-version=1999-01-01", "?api-version=7.6&api-version=7.5"} {
+		for _, q := range []string{"", "?api-version=1999-01-01", "?api-version=7.6&api-version=7.5"} {
 			req, _ := http.NewRequest(http.MethodGet, e.uri+"secrets/s"+q, nil)
 			req.Header.Set("Authorization", "Bearer "+good)
 			res, err := hc.Do(req)
