@@ -124,6 +124,9 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 	if err := s.reindex(); err != nil {
 		return err
 	}
+	if err := s.migrateARMAppRoles(ctx); err != nil {
+		return err
+	}
 	if s.cfg.Bootstrap != nil {
 		if err := s.Apply(ctx, s.cfg.Bootstrap); err != nil {
 			return err
@@ -300,7 +303,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case len(segs) == 1 && segs[0] == "healthz":
 		writeJSON(w, 200, map[string]string{"status": "ok"})
-	case strings.EqualFold(segs[0], "subscriptions"):
+	case strings.EqualFold(segs[0], "subscriptions"), strings.EqualFold(segs[0], "providers"), authorizationIndex(segs) >= 0:
+		// providers/…: ARM at the tenant root scope "/"; any other path
+		// ending in Microsoft.Authorization is ARM with a malformed scope,
+		// which ARM answers as such.
 		rt.mgmt.serveARM(w, r, segs)
 	case segs[0] == "clusters":
 		rt.clusters.ServeHTTP(w, r)
