@@ -206,16 +206,16 @@ func roleAssignmentJSON(a *store.RBACAssignment) map[string]any {
 	sc, _ := rbac.ParseScope(a.Scope)
 	on := a.CreatedOn.UTC().Format(time.RFC3339Nano)
 	props := map[string]any{
-		"roleDefinitionId": rbac.DefinitionID(sc, a.RoleID),
-		"principalId":      a.PrincipalID,
-		"principalType":    a.PrincipalType,
-		"scope":            a.Scope,
-		"condition":        nil,
-		"conditionVersion": nil,
-		"createdOn":        on,
-		"updatedOn":        on,
-		"createdBy":        nilIfEmpty(a.CreatedBy),
-		"updatedBy":        nilIfEmpty(a.CreatedBy),
+		"roleDefinitionId":                   rbac.DefinitionID(sc, a.RoleID),
+		"principalId":                        a.PrincipalID,
+		"principalType":                      a.PrincipalType,
+		"scope":                              a.Scope,
+		"condition":                          nil,
+		"conditionVersion":                   nil,
+		"createdOn":                          on,
+		"updatedOn":                          on,
+		"createdBy":                          nilIfEmpty(a.CreatedBy),
+		"updatedBy":                          nilIfEmpty(a.CreatedBy),
 		"delegatedManagedIdentityResourceId": nil,
 		"description":                        nilIfEmpty(a.Description),
 	}
@@ -381,4 +381,3 @@ func (s *mgmt) listRoleAssignmentsAt(w http.ResponseWriter, r *http.Request, c *
 	}
 	s.writePage(w, r, items, q)
 }
-

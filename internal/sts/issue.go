@@ -22,8 +22,8 @@ const ARMResource = "https://management.azure.com"
 // besides the client itself: resource apps and role assignments. It is
 // rebuilt after every write so the hot path takes no locks and no scans.
 type directory struct {
-	resources map[string]*store.Principal // tenant|normalized resource → app
-	roles     map[string][]string         // tenant|client|normalized resource → roles
+	resources map[string]*store.Principal  // tenant|normalized resource → app
+	roles     map[string][]string          // tenant|client|normalized resource → roles
 	rbac      map[string][]rbac.Assignment // tenant|object id → Azure role assignments
 }
 
