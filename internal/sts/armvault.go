@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/store"
 )
@@ -60,30 +61,54 @@ type armVaultBody struct {
 //	/subscriptions/{s}/providers/Microsoft.KeyVault/checkNameAvailability        POST
 //	/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults   GET (list)
 //	  …/vaults/{name}                                                            PUT GET PATCH DELETE
+//
+// Every route is authorized by Azure RBAC at its scope, with Key Vault's
+// control-plane actions (Microsoft.KeyVault/vaults/read, write, delete).
 func (s *mgmt) serveVaultARM(w http.ResponseWriter, r *http.Request, c *caller, sub string, rest []string, q url.Values) {
 	eq := strings.EqualFold
-	get := func(fn func()) {
-		if r.Method != http.MethodGet {
+	// allowed checks the method and authorizes action at scope.
+	allowed := func(method, action, scope string) bool {
+		if method != "" && r.Method != method {
 			writeARMError(w, armError{405, "MethodNotAllowed", "method not allowed"})
-			return
+			return false
 		}
-		fn()
+		sc, err := rbac.ParseScope(scope)
+		if err != nil {
+			writeARMError(w, armError{400, "InvalidResourceName", "The resource name is invalid: " + err.Error()})
+			return false
+		}
+		if ae := s.authorize(c, action, sc); ae != nil {
+			writeARMError(w, *ae)
+			return false
+		}
+		return true
 	}
 	switch {
 	case len(rest) == 3 && eq(rest[0], "providers") && eq(rest[2], "vaults"):
-		get(func() { s.listVaults(w, r, c, "/subscriptions/"+sub+"/resourcegroups/", q) })
+		if allowed(http.MethodGet, vaultType+"/read", "/subscriptions/"+sub) {
+			s.listVaults(w, r, c, "/subscriptions/"+sub+"/resourcegroups/", q)
+		}
 	case len(rest) == 3 && eq(rest[0], "providers") && eq(rest[2], "checkNameAvailability"):
-		if r.Method != http.MethodPost {
+		if allowed(http.MethodPost, "Microsoft.KeyVault/checkNameAvailability/read", "/subscriptions/"+sub) {
+			s.checkVaultName(w, r)
+		}
+	case len(rest) == 5 && eq(rest[0], "resourceGroups") && eq(rest[4], "vaults"):
+		if allowed(http.MethodGet, vaultType+"/read", "/subscriptions/"+sub+"/resourceGroups/"+rest[1]) {
+			s.listVaults(w, r, c, "/subscriptions/"+sub+"/resourcegroups/"+strings.ToLower(rest[1])+"/providers/microsoft.keyvault/vaults/", q)
+		}
+	case len(rest) == 6 && eq(rest[0], "resourceGroups") && eq(rest[4], "vaults"):
+		action := map[string]string{http.MethodGet: "/read", http.MethodPut: "/write", http.MethodPatch: "/write", http.MethodDelete: "/delete"}[r.Method]
+		if action == "" {
 			writeARMError(w, armError{405, "MethodNotAllowed", "method not allowed"})
 			return
 		}
-		s.checkVaultName(w, r)
-	case len(rest) == 5 && eq(rest[0], "resourceGroups") && eq(rest[4], "vaults"):
-		get(func() {
-			s.listVaults(w, r, c, "/subscriptions/"+sub+"/resourcegroups/"+strings.ToLower(rest[1])+"/providers/microsoft.keyvault/vaults/", q)
-		})
-	case len(rest) == 6 && eq(rest[0], "resourceGroups") && eq(rest[4], "vaults"):
-		s.serveVault(w, r, c, sub, rest[1], rest[5])
+		if !keyvault.ValidVaultName(rest[5]) {
+			writeARMError(w, armError{400, "VaultNameNotValid", "The vault name '" + truncate(rest[5], 64) + "' is invalid. A vault's name must be between 3-24 alphanumeric characters. The name must begin with a letter, end with a letter or digit, and not contain consecutive hyphens."})
+			return
+		}
+		if allowed("", vaultType+action, VaultResourceID(sub, rest[1], rest[5])) {
+			s.serveVault(w, r, c, sub, rest[1], rest[5])
+		}
 	default:
 		writeARMError(w, armError{404, "NotFound", "The requested resource was not found."})
 	}

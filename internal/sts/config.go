@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podid/podid/internal/pki"
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/keyvault"
 )
@@ -73,8 +74,11 @@ type Config struct {
 	// tenants (the bootstrap file still can).
 	SystemTenantID string
 
-	// AdminRole is the app role (on resource https://management.azure.com)
-	// that the management API requires. Default "Owner".
+	// AdminRole is the Azure built-in role which, assigned at the tenant
+	// root "/", makes a principal an administrator of its tenant's
+	// directory (/podid/v1). ARM calls are authorized by Azure RBAC at
+	// their scope, where a root assignment applies everywhere in the
+	// tenant. Default "Owner".
 	AdminRole string
 
 	// VaultDNSSuffix is the DNS suffix of the Key Vaults the sts serves:
@@ -83,8 +87,6 @@ type Config struct {
 	// vault.azure.net (what the unmodified SDKs expect; point that name at
 	// the sts with DNS).
 	VaultDNSSuffix string
-	// VaultAuthorizer decides the vaults' RBAC data actions.
-	VaultAuthorizer keyvault.Authorizer
 
 	// Metrics, if set, receives the sts's Prometheus collectors.
 	Metrics prometheus.Registerer
@@ -166,7 +168,10 @@ func (c *Config) setDefaults() error {
 	}
 	c.VaultDNSSuffix = strings.ToLower(c.VaultDNSSuffix)
 	if c.AdminRole == "" {
-		c.AdminRole = "Owner"
+		c.AdminRole = rbac.Owner
+	}
+	if _, ok := rbac.ByName(c.AdminRole); !ok {
+		return fmt.Errorf("sts: admin role %q is not an Azure built-in role", c.AdminRole)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -237,11 +242,16 @@ type BootstrapFederatedIdentity struct {
 	Audiences []string `json:"audiences,omitempty"`
 }
 
-// BootstrapRoleAssignment grants Role on Resource to the principal with
-// client id Principal.
+// BootstrapRoleAssignment grants Role to the principal with client id
+// Principal: with Scope, the Azure built-in role at that ARM scope (Azure
+// RBAC); with Resource, the app role on that application (the roles claim
+// of its tokens), except that a Resource of https://management.azure.com
+// means the built-in role at the tenant root "/" (ARM has no app roles).
+// Exactly one of Resource and Scope.
 type BootstrapRoleAssignment struct {
 	Principal string `json:"principal"`
-	Resource  string `json:"resource"`
+	Resource  string `json:"resource,omitempty"`
+	Scope     string `json:"scope,omitempty"`
 	Role      string `json:"role"`
 }
 

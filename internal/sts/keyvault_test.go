@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,52 +28,12 @@ import (
 	"github.com/podid/podid/internal/sts/ststest"
 )
 
-// grantTable is the vault's Authorizer in these tests: explicit data
-// actions per principal and scope (a scope grants itself and everything
-// below it, as RBAC scopes do).
-type grantTable struct {
-	mu sync.Mutex
-	m  map[string][]grantEntry // object id → grants
-}
-
-type grantEntry struct {
-	scope   string
-	actions []string
-}
-
-func (g *grantTable) grant(oid, scope string, actions ...string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.m == nil {
-		g.m = map[string][]grantEntry{}
-	}
-	g.m[oid] = append(g.m[oid], grantEntry{strings.ToLower(scope), actions})
-}
-
-func (g *grantTable) HasDataAction(_ context.Context, _, oid, scope, action string) (bool, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	scope = strings.ToLower(scope)
-	for _, e := range g.m[oid] {
-		if scope != e.scope && !strings.HasPrefix(scope, e.scope+"/") {
-			continue
-		}
-		for _, a := range e.actions {
-			if a == action {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
-}
-
 // vaultEnv is an sts with one RBAC vault, made through ARM with the real
 // armkeyvault client, and principals to call it.
 type vaultEnv struct {
-	srv    *ststest.Server
-	grants *grantTable
-	vault  armkeyvault.Vault
-	uri    string
+	srv   *ststest.Server
+	vault armkeyvault.Vault
+	uri   string
 }
 
 type principal struct {
@@ -84,14 +43,6 @@ type principal struct {
 
 func startVault(t *testing.T, opts ststest.Options) *vaultEnv {
 	t.Helper()
-	g := &grantTable{}
-	prev := opts.Configure
-	opts.Configure = func(c *sts.Config) {
-		c.VaultAuthorizer = g
-		if prev != nil {
-			prev(c)
-		}
-	}
 	srv := ststest.Start(t, opts)
 	cred, armOpts := armOptions(srv)
 	vaults, err := armkeyvault.NewVaultsClient(ststest.SubscriptionID, cred, armOpts)
@@ -114,7 +65,7 @@ func startVault(t *testing.T, opts ststest.Options) *vaultEnv {
 	if err != nil {
 		t.Fatalf("PollUntilDone: %v", err)
 	}
-	return &vaultEnv{srv: srv, grants: g, vault: res.Vault, uri: *res.Properties.VaultURI}
+	return &vaultEnv{srv: srv, vault: res.Vault, uri: *res.Properties.VaultURI}
 }
 
 func (e *vaultEnv) principal(t *testing.T, name string) principal {
@@ -150,6 +101,15 @@ func (e *vaultEnv) secrets(t *testing.T, p principal) *azsecrets.Client {
 }
 
 func (e *vaultEnv) scope() string { return *e.vault.ID }
+
+// assign gives p a built-in role (by its Azure role definition id) at
+// scope, through the sts's Azure RBAC.
+func (e *vaultEnv) assign(t *testing.T, p principal, role, scope string) {
+	t.Helper()
+	if _, _, err := e.srv.PutAzureRoleAssignment(context.Background(), sts.AzureRoleAssignment{TenantID: e.srv.TenantID, Scope: scope, Role: role, PrincipalID: p.objectID}); err != nil {
+		t.Fatalf("role assignment %s at %s: %v", role, scope, err)
+	}
+}
 
 func kvCode(err error) (int, string, string) {
 	var re *azcore.ResponseError
@@ -256,11 +216,14 @@ func TestKeyVaultSecrets(t *testing.T) {
 	e := startVault(t, ststest.Options{})
 	ctx := context.Background()
 	officer, reader, user, nobody := e.principal(t, "officer"), e.principal(t, "reader"), e.principal(t, "user"), e.principal(t, "nobody")
-	e.grants.grant(officer.objectID, e.scope(), keyvault.ActionSetSecret, keyvault.ActionGetSecret, keyvault.ActionReadMetadata,
-		keyvault.ActionUpdate, keyvault.ActionDelete, keyvault.ActionRecover, keyvault.ActionPurge)
-	e.grants.grant(reader.objectID, e.scope(), keyvault.ActionReadMetadata)
-	e.grants.grant(user.objectID, e.scope()+"/secrets/db", keyvault.ActionGetSecret)
+	admin, other := e.principal(t, "rg-admin"), e.principal(t, "user-other")
+	e.assign(t, officer, keyvault.RoleSecretsOfficer, e.scope())
+	e.assign(t, reader, keyvault.RoleReader, e.scope())
+	e.assign(t, user, keyvault.RoleSecretsUser, e.scope()+"/secrets/db") // one secret only
+	e.assign(t, admin, keyvault.RoleAdministrator, "/subscriptions/"+ststest.SubscriptionID+"/resourceGroups/rg-kv")
+	e.assign(t, other, keyvault.RoleSecretsUser, e.scope()+"/secrets/other")
 	oc, rc, uc, nc := e.secrets(t, officer), e.secrets(t, reader), e.secrets(t, user), e.secrets(t, nobody)
+	ac, xc := e.secrets(t, admin), e.secrets(t, other)
 
 	set, err := oc.SetSecret(ctx, "db", azsecrets.SetSecretParameters{Value: to.Ptr("v1"), ContentType: to.Ptr("text/plain"), Tags: map[string]*string{"env": to.Ptr("test")}}, nil)
 	if err != nil {
@@ -291,6 +254,8 @@ func TestKeyVaultSecrets(t *testing.T) {
 		{"officer by version", oc, "db", v1, "v1", 200, "", ""},
 		{"secret name is case-insensitive", oc, "DB", v1, "v1", 200, "", ""},
 		{"user on its secret", uc, "db", "", "v2", 200, "", ""},
+		{"administrator at the resource group", ac, "db", v1, "v1", 200, "", ""},
+		{"user of another secret", xc, "db", "", "", 403, "Forbidden", "ForbiddenByRbac"},
 		{"reader gets no value", rc, "db", "", "", 403, "Forbidden", "ForbiddenByRbac"},
 		{"nobody", nc, "db", "", "", 403, "Forbidden", "ForbiddenByRbac"},
 		{"unknown secret", oc, "nope", "", "", 404, "SecretNotFound", ""},
@@ -438,7 +403,7 @@ func TestKeyVaultSecrets(t *testing.T) {
 
 	t.Run("durable", func(t *testing.T) {
 		e.srv.Stop()
-		e2 := &vaultEnv{srv: ststest.Start(t, ststest.Options{StatePath: e.srv.Config.StatePath, Configure: func(c *sts.Config) { c.VaultAuthorizer = e.grants }}), uri: e.uri}
+		e2 := &vaultEnv{srv: ststest.Start(t, ststest.Options{StatePath: e.srv.Config.StatePath}), uri: e.uri}
 		got, err := e2.secrets(t, officer).GetSecret(ctx, "s-07", "", nil)
 		if err != nil || *got.Value != "x" {
 			t.Fatalf("after restart: %v", err)
@@ -459,7 +424,7 @@ func TestKeyVaultAuthentication(t *testing.T) {
 	})
 	ctx := context.Background()
 	officer := e.principal(t, "officer")
-	e.grants.grant(officer.objectID, e.scope(), keyvault.ActionSetSecret, keyvault.ActionGetSecret)
+	e.assign(t, officer, keyvault.RoleSecretsOfficer, e.scope())
 	if _, err := e.secrets(t, officer).SetSecret(ctx, "s", azsecrets.SetSecretParameters{Value: to.Ptr("v")}, nil); err != nil {
 		t.Fatal(err)
 	}

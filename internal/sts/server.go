@@ -112,12 +112,8 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 	}
 	s.store, s.keys, s.material = st, keys, mat
 	s.Directory = newDirectory(st, s.log)
-	authz := s.cfg.VaultAuthorizer
-	if authz == nil {
-		authz = denyAll{}
-	}
 	s.vaults, err = keyvault.New(keyvault.Config{
-		Store: st, Keys: keys, Authorizer: authz, DNSSuffix: s.cfg.VaultDNSSuffix,
+		Store: st, Keys: keys, Authorizer: vaultRBAC{s.Directory}, DNSSuffix: s.cfg.VaultDNSSuffix,
 		Authority: s.PublicURL, V2Issuer: s.v2Issuer, Now: s.cfg.Now, Log: s.log,
 	})
 	if err != nil {
@@ -138,6 +134,9 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	if err := s.reindex(); err != nil {
+		return err
+	}
+	if err := s.migrateARMAppRoles(ctx); err != nil {
 		return err
 	}
 	if s.cfg.Bootstrap != nil {
@@ -322,7 +321,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case len(segs) == 1 && segs[0] == "healthz":
 		writeJSON(w, 200, map[string]string{"status": "ok"})
-	case strings.EqualFold(segs[0], "subscriptions"):
+	case strings.EqualFold(segs[0], "subscriptions"), strings.EqualFold(segs[0], "providers"), authorizationIndex(segs) >= 0:
+		// providers/…: ARM at the tenant root scope "/"; any other path
+		// ending in Microsoft.Authorization is ARM with a malformed scope,
+		// which ARM answers as such.
 		rt.mgmt.serveARM(w, r, segs)
 	case segs[0] == "clusters":
 		rt.clusters.ServeHTTP(w, r)
@@ -422,10 +424,13 @@ func (s *Server) VaultURI(name string) string { return s.vaults.VaultURI(name) }
 // PublicKeys returns the published JWKS (current key first).
 func (s *Server) PublicKeys() jose.JSONWebKeySet { return s.keys.Public() }
 
-// denyAll is the vaults' authorizer when none is configured: no data
-// action is granted.
-type denyAll struct{}
+// vaultRBAC answers the vaults' data-action questions from the
+// directory's Azure role assignments.
+type vaultRBAC struct{ d *Directory }
 
-func (denyAll) HasDataAction(context.Context, string, string, string, string) (bool, error) {
-	return false, nil
+func (a vaultRBAC) HasDataAction(ctx context.Context, tenantID, principalID, scope, dataAction string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return a.d.HasDataAction(tenantID, principalID, dataAction, scope)
 }
