@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -527,5 +529,115 @@ func TestKeyVaultUnknownVault(t *testing.T) {
 	_, err = c.GetSecret(context.Background(), "s", "", nil)
 	if st, code, _ := kvCode(err); st != 404 || code != "VaultNotFound" {
 		t.Fatalf("unknown vault: %v", err)
+	}
+}
+
+// TestKeyVaultCustomSuffix: with --vault-dns-suffix the vaults live under
+// that name, the challenge names https://{suffix} and the unmodified SDK's
+// resource check passes against it; a client that addresses the vault
+// under another suffix is refused by the SDK itself.
+func TestKeyVaultCustomSuffix(t *testing.T) {
+	e := startVault(t, ststest.Options{Configure: func(c *sts.Config) { c.VaultDNSSuffix = "vault.podid.test" }})
+	if e.uri != "https://kv-test.vault.podid.test/" {
+		t.Fatalf("vaultUri = %q", e.uri)
+	}
+	p := e.principal(t, "p")
+	e.assign(t, p, keyvault.RoleSecretsOfficer, e.scope())
+	ctx := context.Background()
+	c := e.secrets(t, p)
+	if _, err := c.SetSecret(ctx, "s", azsecrets.SetSecretParameters{Value: to.Ptr("v")}, nil); err != nil {
+		t.Fatalf("SetSecret: %v", err)
+	}
+	if got, err := c.GetSecret(ctx, "s", "", nil); err != nil || *got.Value != "v" || !strings.HasPrefix(string(*got.ID), e.uri) {
+		t.Fatalf("GetSecret: %v", err)
+	}
+	tok := getToken(t, p.cred, "https://vault.podid.test/.default")
+	if c := verify(t, e.srv, tok, "https://vault.podid.test", time.Now); c.ObjectID != p.objectID {
+		t.Errorf("token oid %s", c.ObjectID)
+	}
+	// The default suffix is not served here, so nothing answers for it.
+	other, _ := azsecrets.NewClient("https://kv-test.vault.azure.net/", p.cred, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.srv.VaultClient(), Retry: policy.RetryOptions{MaxRetries: -1}}})
+	if _, err := other.GetSecret(ctx, "s", "", nil); err == nil {
+		t.Fatal("a vault under the default suffix answered")
+	}
+}
+
+// TestKeyVaultNoValueInLogs: the sts's log at debug level, across set,
+// get, update, list, delete and refusals, never contains a value.
+func TestKeyVaultNoValueInLogs(t *testing.T) {
+	var buf syncBuffer
+	e := startVault(t, ststest.Options{Configure: func(c *sts.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}})
+	const value = "s3cr3t-value-that-must-never-be-logged"
+	p, reader := e.principal(t, "p"), e.principal(t, "reader")
+	e.assign(t, p, keyvault.RoleSecretsOfficer, e.scope())
+	e.assign(t, reader, keyvault.RoleReader, e.scope())
+	ctx := context.Background()
+	c, rc := e.secrets(t, p), e.secrets(t, reader)
+	if _, err := c.SetSecret(ctx, "s", azsecrets.SetSecretParameters{Value: to.Ptr(value)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetSecret(ctx, "s", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = rc.GetSecret(ctx, "s", "", nil) // refused
+	_, _ = c.SetSecret(ctx, "bad_name", azsecrets.SetSecretParameters{Value: to.Ptr(value)}, nil)
+	_, _ = c.SetSecret(ctx, "big", azsecrets.SetSecretParameters{Value: to.Ptr(value + strings.Repeat("x", keyvault.MaxValueBytes))}, nil)
+	if _, err := c.UpdateSecretProperties(ctx, "s", "", azsecrets.UpdateSecretPropertiesParameters{ContentType: to.Ptr("x")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteSecret(ctx, "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := buf.String()
+	if !strings.Contains(logs, "secret set") {
+		t.Fatalf("the test logged nothing of interest: %s", logs)
+	}
+	if strings.Contains(logs, value) {
+		t.Fatal("a secret value is in the sts log")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestKeyVaultARMAuthorization: vault management is Azure RBAC's control
+// plane: a principal without a role cannot create, read or delete vaults;
+// a Key Vault data role gives no control-plane write.
+func TestKeyVaultARMAuthorization(t *testing.T) {
+	e := startVault(t, ststest.Options{})
+	p := e.principal(t, "p")
+	e.assign(t, p, keyvault.RoleSecretsOfficer, e.scope())
+	opts := clientOptions(e.srv)
+	cred, _ := azidentity.NewClientSecretCredential(e.srv.TenantID, p.clientID, p.secret, &azidentity.ClientSecretCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true})
+	_, armOpts := armOptions(e.srv)
+	vaults, err := armkeyvault.NewVaultsClient(ststest.SubscriptionID, cred, armOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err = vaults.BeginCreateOrUpdate(ctx, "rg-kv", "kv-mine", armkeyvault.VaultCreateOrUpdateParameters{Location: to.Ptr("westeurope"), Properties: &armkeyvault.VaultProperties{
+		TenantID: to.Ptr(e.srv.TenantID), SKU: &armkeyvault.SKU{Family: to.Ptr(armkeyvault.SKUFamilyA), Name: to.Ptr(armkeyvault.SKUNameStandard)},
+	}}, nil)
+	if st, code := respCode(err); st != 403 || code != "AuthorizationFailed" {
+		t.Errorf("create without a role: %v", err)
+	}
+	if _, err := vaults.Delete(ctx, "rg-kv", "kv-test", nil); func() int { s, _ := respCode(err); return s }() != 403 {
+		t.Errorf("delete by a secrets officer: %v", err)
 	}
 }
