@@ -43,7 +43,7 @@ type principal struct {
 	cred                       *azidentity.ClientSecretCredential
 }
 
-func startVault(t *testing.T, opts ststest.Options) *vaultEnv {
+func startVault(t testing.TB, opts ststest.Options) *vaultEnv {
 	t.Helper()
 	srv := ststest.Start(t, opts)
 	cred, armOpts := armOptions(srv)
@@ -70,7 +70,7 @@ func startVault(t *testing.T, opts ststest.Options) *vaultEnv {
 	return &vaultEnv{srv: srv, vault: res.Vault, uri: *res.Properties.VaultURI}
 }
 
-func (e *vaultEnv) principal(t *testing.T, name string) principal {
+func (e *vaultEnv) principal(t testing.TB, name string) principal {
 	t.Helper()
 	ctx := context.Background()
 	p, _, err := e.srv.PutApplication(ctx, e.srv.TenantID, sts.Application{DisplayName: name})
@@ -93,7 +93,7 @@ func (e *vaultEnv) principal(t *testing.T, name string) principal {
 // the transport that dials *.vault.azure.net at the test sts (a
 // transport setting, not an SDK modification: the challenge's resource
 // is still checked against the vault's host).
-func (e *vaultEnv) secrets(t *testing.T, p principal) *azsecrets.Client {
+func (e *vaultEnv) secrets(t testing.TB, p principal) *azsecrets.Client {
 	t.Helper()
 	c, err := azsecrets.NewClient(e.uri, p.cred, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.srv.VaultClient()}})
 	if err != nil {
@@ -106,7 +106,7 @@ func (e *vaultEnv) scope() string { return *e.vault.ID }
 
 // assign gives p a built-in role (by its Azure role definition id) at
 // scope, through the sts's Azure RBAC.
-func (e *vaultEnv) assign(t *testing.T, p principal, role, scope string) {
+func (e *vaultEnv) assign(t testing.TB, p principal, role, scope string) {
 	t.Helper()
 	if _, _, err := e.srv.PutAzureRoleAssignment(context.Background(), sts.AzureRoleAssignment{TenantID: e.srv.TenantID, Scope: scope, Role: role, PrincipalID: p.objectID}); err != nil {
 		t.Fatalf("role assignment %s at %s: %v", role, scope, err)
