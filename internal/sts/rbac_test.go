@@ -2,9 +2,11 @@ package sts_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
@@ -443,4 +445,57 @@ func TestBootstrapRoleAssignments(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkHasDataAction measures the data planes' authorization query
+// (500 assignments in the tenant, the answer inherited from the resource
+// group, with a wildcard) against a baseline in the same run: reading one
+// principal from the store, which every token request does. Run:
+//
+//	go test ./internal/sts -run '^$' -bench BenchmarkHasDataAction
+func BenchmarkHasDataAction(b *testing.B) {
+	srv := ststest.Start(b, ststest.Options{})
+	ctx := context.Background()
+	sub := "/subscriptions/" + ststest.SubscriptionID
+	var oids []string
+	for i := range 50 {
+		p, _, err := srv.PutIdentity(ctx, sts.Identity{TenantID: ststest.TenantID, Subscription: ststest.SubscriptionID, ResourceGroup: "rg", Name: fmt.Sprintf("id-%03d", i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		oids = append(oids, p.ObjectID)
+		for j := range 10 {
+			scope := fmt.Sprintf("%s/resourceGroups/rg-%d/providers/Microsoft.KeyVault/vaults/kv%d", sub, j, i)
+			if j == 9 {
+				scope = fmt.Sprintf("%s/resourceGroups/rg-%d", sub, i)
+			}
+			if _, _, err := srv.PutAzureRoleAssignment(ctx, sts.AzureRoleAssignment{TenantID: ststest.TenantID, Scope: scope, Role: "Key Vault Secrets Officer", PrincipalID: p.ObjectID}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	target := fmt.Sprintf("%s/resourceGroups/rg-%d/providers/Microsoft.KeyVault/vaults/kv/secrets/db", sub, 25)
+	var base float64
+	b.Run("baseline-principal-read", func(b *testing.B) {
+		start := time.Now()
+		for b.Loop() {
+			if _, err := srv.Principal(ststest.AdminClientID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		base = float64(time.Since(start).Nanoseconds()) / float64(b.N)
+	})
+	b.Run("has-data-action", func(b *testing.B) {
+		start := time.Now()
+		for b.Loop() {
+			ok, err := srv.HasDataAction(ststest.TenantID, oids[25], "Microsoft.KeyVault/vaults/secrets/getSecret/action", target)
+			if err != nil || !ok {
+				b.Fatalf("HasDataAction = %v, %v", ok, err)
+			}
+		}
+		ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
+		if base > 0 {
+			b.ReportMetric(ns/base, "x-principal-read")
+		}
+	})
 }
