@@ -1,12 +1,10 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/ststest"
 )
@@ -44,11 +42,8 @@ func TestKeyVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.sts.PutAzureRoleAssignment(context.Background(), sts.AzureRoleAssignment{
-		TenantID: c.sts.TenantID, Scope: v.ID, Role: keyvault.RoleAdministrator, PrincipalID: admin.ObjectID,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// Seed 003: az role assignment create --role "Key Vault Administrator" --scope <vault>.
+	c.ok("role-assignment", "create", "--assignee-object-id", admin.ObjectID, "--role", "Key Vault Administrator", "--scope", v.ID)
 	c.ok("keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "demosecret", "--value", "demovalue")
 	file := ststest.WriteFile(t, "value", []byte("from-a-file"))
 	c.ok("keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "filesecret", "--file", file, "--content-type", "text/plain")
