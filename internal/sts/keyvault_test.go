@@ -202,6 +202,49 @@ func TestKeyVaultARM(t *testing.T) {
 	if strings.Join(names, ",") != "kv-test,kv-two" {
 		t.Errorf("list = %v", names)
 	}
+	n := 0
+	for pg := vaults.NewListBySubscriptionPager(nil); pg.More(); {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(page.Value)
+	}
+	if n != 2 {
+		t.Errorf("subscription list has %d vaults, want 2", n)
+	}
+	// PATCH: tags and purge protection, which cannot be turned off again.
+	upd, err := vaults.Update(ctx, "rg-kv", "kv-two", armkeyvault.VaultPatchParameters{Tags: map[string]*string{"team": to.Ptr("a")},
+		Properties: &armkeyvault.VaultPatchProperties{EnablePurgeProtection: to.Ptr(true)}}, nil)
+	if err != nil || *upd.Tags["team"] != "a" || !*upd.Properties.EnablePurgeProtection || *upd.Properties.VaultURI != "https://kv-two.vault.azure.net/" {
+		t.Fatalf("Update: %+v %v", upd, err)
+	}
+	// Purge protection holds on the data plane.
+	officer := e.principal(t, "officer")
+	e.assign(t, officer, keyvault.RoleSecretsOfficer, *upd.ID)
+	two, err := azsecrets.NewClient(*upd.Properties.VaultURI, officer.cred, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.srv.VaultClient()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := two.SetSecret(ctx, "s", azsecrets.SetSecretParameters{Value: to.Ptr("v")}, nil)
+	if err != nil || *set.Attributes.RecoveryLevel != "Recoverable" {
+		t.Fatalf("set in a purge-protected vault: %v", err)
+	}
+	if _, err := two.DeleteSecret(ctx, "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = two.PurgeDeletedSecret(ctx, "s", nil)
+	if st, _, inner := kvCode(err); st != 403 || inner != "PurgeProtectionEnabled" {
+		t.Errorf("purge under purge protection: %v", err)
+	}
+	_, err = vaults.Update(ctx, "rg-kv", "kv-two", armkeyvault.VaultPatchParameters{Properties: &armkeyvault.VaultPatchProperties{EnablePurgeProtection: to.Ptr(false)}}, nil)
+	if st, _ := respCode(err); st != 400 {
+		t.Errorf("turning purge protection off: %v", err)
+	}
+	_, err = vaults.Update(ctx, "rg-kv", "kv-nope", armkeyvault.VaultPatchParameters{Tags: map[string]*string{}}, nil)
+	if st, _ := respCode(err); st != 404 {
+		t.Errorf("PATCH of a missing vault: %v", err)
+	}
 	avail, err := vaults.CheckNameAvailability(ctx, armkeyvault.VaultCheckNameAvailabilityParameters{Name: to.Ptr("kv-test"), Type: to.Ptr("Microsoft.KeyVault/vaults")}, nil)
 	if err != nil || *avail.NameAvailable {
 		t.Errorf("CheckNameAvailability(kv-test) = %v, %v", avail, err)
