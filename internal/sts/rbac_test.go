@@ -371,7 +371,8 @@ func hasCode(err error, status int, code string) bool {
 // TestARMAppRoleMigration: state written when ARM was authorized by an
 // app role on https://management.azure.com becomes the Azure role
 // assignment it meant, at the tenant root, at the next start; the app
-// role (and the roles claim in ARM tokens) is gone.
+// role (and the roles claim in ARM tokens) is gone, and so is an app role
+// on a resource that is not an application (Storage has no app roles).
 func TestARMAppRoleMigration(t *testing.T) {
 	statePath := t.TempDir() + "/state.db"
 	srv := rbacServer(t, statePath)
@@ -384,7 +385,8 @@ func TestARMAppRoleMigration(t *testing.T) {
 	for _, ra := range []store.RoleAssignment{
 		{ID: "legacy-contributor", TenantID: ststest.TenantID, Principal: operatorClient, Resource: "https://management.core.windows.net/", Role: "Contributor"},
 		{ID: "legacy-custom", TenantID: ststest.TenantID, Principal: operatorClient, Resource: sts.ARMResource, Role: "SuperUser"},
-		{ID: "app-role", TenantID: ststest.TenantID, Principal: operatorClient, Resource: "api://orders", Role: "Orders.Read"},
+		{ID: "app-role", TenantID: ststest.TenantID, Principal: operatorClient, Resource: readerClient, Role: "Orders.Read"},
+		{ID: "storage-app-role", TenantID: ststest.TenantID, Principal: operatorClient, Resource: "https://storage.azure.com", Role: "Storage Queue Data Contributor"},
 	} {
 		if err := st.PutRoleAssignment(ra); err != nil {
 			t.Fatal(err)
@@ -395,7 +397,7 @@ func TestARMAppRoleMigration(t *testing.T) {
 	srv = rbacServer(t, statePath)
 	legacy, _ := srv.RoleAssignments(ststest.TenantID)
 	if len(legacy) != 1 || legacy[0].ID != "app-role" {
-		t.Errorf("app-role assignments after migration = %+v, want only the api://orders one", legacy)
+		t.Errorf("app-role assignments after migration = %+v, want only the one on a registered application", legacy)
 	}
 	az, _ := srv.AzureRoleAssignments(ststest.TenantID)
 	if !slices.ContainsFunc(az, func(a store.RBACAssignment) bool {
@@ -430,16 +432,28 @@ func TestBootstrapRoleAssignments(t *testing.T) {
 		{"ARM role not built in", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Resource: sts.ARMResource, Role: "Admin"}, "not an Azure built-in role"},
 		{"URL scope", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Scope: "https://storage.azure.com", Role: "Reader"}, "invalid scope"},
 		{"unknown role", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Scope: "/", Role: "Janitor"}, "role definition does not exist"},
+		{"valid", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Scope: "/subscriptions/" + ststest.SubscriptionID, Role: "Reader"}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b := ststest.DefaultBootstrap()
-			b.Tenants[0].RoleAssignments = append(b.Tenants[0].RoleAssignments, tt.ra)
+			// An app role on Storage (which has none) is skipped, not fatal: files written before keep starting.
+			b.Tenants[0].RoleAssignments = append(b.Tenants[0].RoleAssignments,
+				sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Resource: "https://storage.azure.com", Role: "Storage Queue Data Contributor"}, tt.ra)
 			s, err := sts.New(sts.Config{StatePath: t.TempDir() + "/state.db", Bootstrap: b})
 			if err != nil {
 				t.Fatal(err)
 			}
 			err = s.Open(context.Background())
-			s.Close()
+			defer s.Close()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Open = %v", err)
+				}
+				if ras, _ := s.RoleAssignments(ststest.TenantID); len(ras) != 0 {
+					t.Errorf("app-role assignments = %+v, want none (Storage has no app roles)", ras)
+				}
+				return
+			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Open = %v, want %q", err, tt.want)
 			}

@@ -136,7 +136,7 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 	if err := s.reindex(); err != nil {
 		return err
 	}
-	if err := s.migrateARMAppRoles(ctx); err != nil {
+	if err := s.migrateAppRoles(ctx); err != nil {
 		return err
 	}
 	if s.cfg.Bootstrap != nil {
