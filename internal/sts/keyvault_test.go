@@ -24,6 +24,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/keyvault"
@@ -609,8 +610,10 @@ func TestKeyVaultCustomSuffix(t *testing.T) {
 // get, update, list, delete and refusals, never contains a value.
 func TestKeyVaultNoValueInLogs(t *testing.T) {
 	var buf syncBuffer
+	reg := prometheus.NewRegistry()
 	e := startVault(t, ststest.Options{Configure: func(c *sts.Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Metrics = reg
 	}})
 	const value = "s3cr3t-value-that-must-never-be-logged"
 	p, reader := e.principal(t, "p"), e.principal(t, "reader")
@@ -639,6 +642,33 @@ func TestKeyVaultNoValueInLogs(t *testing.T) {
 	}
 	if strings.Contains(logs, value) {
 		t.Fatal("a secret value is in the sts log")
+	}
+	// The metrics count by operation and Key Vault's result code only.
+	vaultReqs := func(op, result string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "podid_sts_keyvault_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["operation"] == op && labels["result"] == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+	for _, tc := range []struct{ op, result string }{{"get", "ok"}, {"get", "Forbidden"}, {"set", "ok"}, {"set", "BadParameter"}, {"delete", "ok"}, {"other", "Unauthorized"}} {
+		if vaultReqs(tc.op, tc.result) < 1 {
+			t.Errorf("no podid_sts_keyvault_requests_total{operation=%q,result=%q}", tc.op, tc.result)
+		}
 	}
 }
 
