@@ -31,6 +31,12 @@ func TestKeyVault(t *testing.T) {
 	if out := c.ok("keyvault", "show", "kv-cli"); !strings.Contains(out, "https://kv-cli.vault.azure.net/") {
 		t.Errorf("show: %s", out)
 	}
+	if out := c.ok("keyvault", "create", "kv-tagged", "--tag", "team=a", "--retention-days", "7", "-o", "yaml"); !strings.Contains(out, "team: a") || !strings.Contains(out, "softDeleteRetentionInDays: 7") {
+		t.Errorf("create with a tag and retention: %s", out)
+	}
+	if out := c.ok("keyvault", "delete", "kv-tagged"); !strings.Contains(out, "vault kv-tagged deleted") {
+		t.Errorf("delete: %s", out)
+	}
 
 	// No Key Vault role yet: the data plane refuses, in one line.
 	r := c.podid("keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "demosecret", "--value", "demovalue")
@@ -92,6 +98,7 @@ func TestKeyVault(t *testing.T) {
 		{"oversized file", []string{"keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "s", "--file", big}, "larger than"},
 		{"no vault", []string{"keyvault", "secret", "list"}, "--vault-name is required"},
 		{"unknown vault", []string{"keyvault", "secret", "list", "--vault-name", "kv-nope"}, "not found"},
+		{"bad tag", []string{"keyvault", "create", "kv-tag", "--tag", "novalue"}, "--tag"},
 		{"bad output", []string{"keyvault", "secret", "list", "--vault-name", "kv-cli", "-o", "xml"}, "--output"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
