@@ -125,19 +125,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("build Kubernetes client: %w", err)
 	}
-	sch := scheme.New()
-	informers, err := crcache.New(cfg.RESTConfig, crcache.Options{
-		Scheme: sch,
-		ByObject: map[client.Object]crcache.ByObject{
-			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
-		},
-		DefaultTransform: crcache.TransformStripManagedFields(),
-	})
+	informers, err := NewDecisionCache(ctx, cfg.RESTConfig)
 	if err != nil {
-		return fmt.Errorf("build informers: %w", err)
-	}
-
-	if err := binding.IndexBindings(ctx, informers); err != nil {
 		return err
 	}
 	index := NewPodIndex()
@@ -257,6 +246,26 @@ func Run(ctx context.Context, cfg Config) error {
 			return idp.Ready()
 		},
 	}, tasks...)
+}
+
+// NewDecisionCache builds the informer cache a BindingDecider reads
+// (service accounts trimmed to the annotations it uses, the v1 kinds,
+// bindings indexed); the broker reads the same.
+func NewDecisionCache(ctx context.Context, rc *rest.Config) (crcache.Cache, error) {
+	informers, err := crcache.New(rc, crcache.Options{
+		Scheme: scheme.New(),
+		ByObject: map[client.Object]crcache.ByObject{
+			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
+		},
+		DefaultTransform: crcache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build informers: %w", err)
+	}
+	if err := binding.IndexBindings(ctx, informers); err != nil {
+		return nil, err
+	}
+	return informers, nil
 }
 
 // refreshHostAddrs keeps the index's view of the node's own addresses current.

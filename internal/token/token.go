@@ -52,6 +52,9 @@ type Identity struct {
 	// Origin names what granted the identity, for logs and errors:
 	// "AzureIdentity ns/name" or "ServiceAccount ns/name".
 	Origin string
+	// Broker: the token comes from the podid broker (one federated
+	// credential per identity, the broker's) instead of a per-pod exchange.
+	Broker bool
 }
 
 // Pod is the pod a token is requested for.
@@ -92,12 +95,13 @@ type Key struct {
 	SecretRef types.NamespacedName
 	Subject   string
 	Resource  string
+	Broker    bool
 }
 
 // KeyOf returns the cache key of a request.
 func KeyOf(r Request) Key {
 	k := Key{Kind: r.Identity.Kind, Authority: r.Identity.Authority, TenantID: r.Identity.TenantID,
-		ClientID: strings.ToLower(r.Identity.ClientID), Resource: r.Resource}
+		ClientID: strings.ToLower(r.Identity.ClientID), Resource: r.Resource, Broker: r.Identity.Broker}
 	switch r.Identity.Kind {
 	case Federated:
 		k.Subject = r.Pod.Subject()
@@ -147,6 +151,8 @@ const (
 	ReasonKubernetes                 = "KubernetesError"            // TokenRequest or Secret read failed
 	ReasonSecretInvalid              = "SecretInvalid"              // Secret missing or malformed
 	ReasonCacheFull                  = "CacheFull"
+	ReasonBrokerRefused              = "BrokerRefused"     // the podid broker refused the pod this identity
+	ReasonBrokerUnavailable          = "BrokerUnavailable" // the podid broker cannot be reached or failed
 )
 
 // Error is a token failure with a reason and a message that names the fix.
