@@ -82,6 +82,11 @@ type Config struct {
 	ConfirmTTL time.Duration
 	// MaxCachedTokens bounds the token cache; default 10000.
 	MaxCachedTokens int
+	// Broker obtains the tokens of broker identities (broker.Client); nil:
+	// none is configured and such identities fail with 503.
+	Broker token.Source
+	// BrokerClientIDs are the identities obtained through the broker.
+	BrokerClientIDs []string
 
 	Interceptor Interceptor // nil: the agent does not manage interception
 	// Guard ties pod addresses to pod interfaces on the node; with it, a
@@ -146,12 +151,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	provider := token.NewProvider(pcfg)
 	tokens := token.NewCache(token.CacheConfig{
-		Source: provider, MaxEntries: cfg.MaxCachedTokens,
+		Source: token.Routed{Direct: provider, Broker: cfg.Broker}, MaxEntries: cfg.MaxCachedTokens,
 		OnLookup: metrics.Lookup, OnUpstream: metrics.Upstream, Logger: log,
 	})
 	resolver := &IndexResolver{Index: index, Pods: kubePods{cs}, NodeName: cfg.NodeName, ConfirmTTL: cfg.ConfirmTTL}
 	decider := &MemoDecider{Decider: &BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
-		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities}}
+		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities, BrokerClientIDs: cfg.BrokerClientIDs}}
 	handler := NewHandler(HandlerConfig{Resolver: resolver, Decider: decider, Tokens: tokens, Metrics: metrics, Logger: log})
 
 	if cfg.Guard != nil {
@@ -164,6 +169,9 @@ func Run(ctx context.Context, cfg Config) error {
 		resolver.Forget(uid)
 		decider.Forget(uid)
 		tokens.ForgetPod(uid)
+		if f, ok := cfg.Broker.(interface{ ForgetPod(types.UID) }); ok {
+			f.ForgetPod(uid)
+		}
 	}
 	// Pods of this node go straight from a reflector into the index (no
 	// informer cache: the index is the only copy, compact).

@@ -9,16 +9,16 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/podid/podid/internal/token"
 )
 
 // Path is the broker's one token endpoint.
 const Path = "/v1/token"
 
 // Audience is the audience of the pod tokens the agent presents to the
-// broker. It is not the exchange audience (api://AzureADTokenExchange), so a
-// pod token given to the broker cannot be replayed to the identity provider,
-// and not an audience the Kubernetes API accepts.
-const Audience = "podid.dev/broker"
+// broker (token.BrokerAudience).
+const Audience = token.BrokerAudience
 
 // RBAC model of AKS identity bindings: a pod's service account may use
 // identity <client-id> if it may `use-managed-identity` the resource named

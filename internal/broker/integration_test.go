@@ -68,6 +68,7 @@ type rig struct {
 	verify  *tokenverify.Verifier
 	idp     atomic.Int64 // token requests the sts received from the broker
 	reviews atomic.Int64 // TokenReviews the broker created
+	stop    func()       // stops the broker
 }
 
 func newRig(t *testing.T, brokerRC *rest.Config) *rig {
@@ -153,12 +154,16 @@ func newRig(t *testing.T, brokerRC *rest.Config) *rig {
 			TokenFile: tokenFile, Authority: r.sts.URL, ProviderHTTPClient: idpClient, DefaultTenantID: r.sts.TenantID,
 			Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("broker: %v", err)
-		}
-	})
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("broker: %v", err)
+			}
+		})
+	}
+	t.Cleanup(r.stop)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res, err := http.Get("http://" + health + "/readyz")

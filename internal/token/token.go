@@ -130,9 +130,35 @@ func (t Token) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("client_id", t.ClientID), slog.Time("expires_on", t.ExpiresOn))
 }
 
+// BrokerAudience is the audience of the pod tokens the agent mints for the
+// podid broker. It is not the exchange audience (api://AzureADTokenExchange),
+// so a pod token given to the broker cannot be replayed to the identity
+// provider, and not an audience the Kubernetes API accepts. The agent's
+// TokenRequest policy (chart: agent/token-policy.yaml) allows exactly these two.
+const BrokerAudience = "podid.dev/broker"
+
 // Source obtains tokens from the identity provider.
 type Source interface {
 	Token(ctx context.Context, r Request) (Token, error)
+}
+
+// Routed sends requests for broker identities (Identity.Broker) to Broker
+// and all others to Direct.
+type Routed struct {
+	Direct Source
+	// Broker is nil when no broker is configured: broker identities then fail.
+	Broker Source
+}
+
+// Token implements Source.
+func (r Routed) Token(ctx context.Context, req Request) (Token, error) {
+	if !req.Identity.Broker {
+		return r.Direct.Token(ctx, req)
+	}
+	if r.Broker == nil {
+		return Token{}, &Error{Reason: ReasonBrokerUnavailable, Msg: fmt.Sprintf("identity %s (%s) is served through the podid broker, but this agent has no broker configured (--broker-url)", req.Identity.ClientID, req.Identity.Origin)}
+	}
+	return r.Broker.Token(ctx, req)
 }
 
 // SourceFunc adapts a function to Source.
