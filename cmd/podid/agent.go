@@ -233,7 +233,9 @@ func (o *agentOptions) config() (agent.Config, error) {
 }
 
 // providerClient trusts the system roots plus caFile (of --authority-ca-file).
-func providerClient(caFile string) (*http.Client, error) { return caClient("authority-ca-file", caFile) }
+func providerClient(caFile string) (*http.Client, error) {
+	return caClient("authority-ca-file", caFile)
+}
 
 // caClient trusts the system roots plus caFile, given by --flag.
 func caClient(flag, caFile string) (*http.Client, error) {
