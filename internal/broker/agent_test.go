@@ -35,7 +35,7 @@ func (p podsByIP) Resolve(_ context.Context, ip netip.Addr) (*corev1.Pod, error)
 // identity bindings gets an IMDS token from the broker; refusals and a
 // broker outage reach the pod as IMDS errors; cached tokens keep flowing.
 func TestAgentThroughBroker(t *testing.T) {
-	r := newRig(t, env.Need(t).Config)
+	r := newRig(t)
 	ctx := t.Context()
 	ns := r.e.Namespace(t)
 	cid := r.identity("agent")

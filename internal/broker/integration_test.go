@@ -1,10 +1,12 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,7 +28,10 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -71,7 +76,7 @@ type rig struct {
 	stop    func()       // stops the broker
 }
 
-func newRig(t *testing.T, brokerRC *rest.Config) *rig {
+func newRig(t *testing.T) *rig {
 	t.Helper()
 	e := env.Need(t)
 	ctx := t.Context()
@@ -81,7 +86,7 @@ func newRig(t *testing.T, brokerRC *rest.Config) *rig {
 		t.Fatal(err)
 	}
 	ensureNamespace(t, r.admin, brokerNS)
-	ensureServiceAccount(t, r.admin, brokerNS, brokerSA)
+	applyManifest(t, e, "deploy/broker/rbac.yaml") // the shipped RBAC, and nothing more
 	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "podid-broker-", Namespace: brokerNS},
 		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: brokerSA, Containers: []corev1.Container{{Name: "broker", Image: "localhost/podid:dev"}}}}
 	if self, err = r.admin.CoreV1().Pods(brokerNS).Create(ctx, self, metav1.CreateOptions{}); err != nil {
@@ -98,6 +103,8 @@ func newRig(t *testing.T, brokerRC *rest.Config) *rig {
 		t.Fatal(err)
 	}
 	r.issuer = issuerOf(t, own)
+	// The broker's API credential: its pod's default projected token.
+	brokerRC := credentialOf(t, r.admin, self)
 
 	ext := apiServerIssuerTransport(t, e)
 	r.sts = ststest.Start(t, ststest.Options{Configure: func(c *sts.Config) { c.ExternalTransport = ext }})
@@ -135,8 +142,7 @@ func newRig(t *testing.T, brokerRC *rest.Config) *rig {
 	pool.AddCert(ca.Cert)
 	r.http = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64}}
 
-	rc := rest.CopyConfig(brokerRC)
-	rc.QPS, rc.Burst = 500, 1000
+	rc := brokerRC
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(q *http.Request) (*http.Response, error) {
 			if q.Method == http.MethodPost && strings.HasSuffix(q.URL.Path, "/tokenreviews") {
@@ -261,7 +267,7 @@ func (r *rig) appID(tok, resource string) string {
 }
 
 func TestBroker(t *testing.T) {
-	r := newRig(t, env.Need(t).Config)
+	r := newRig(t)
 	ctx := t.Context()
 	ns := r.e.Namespace(t)
 	vault := "https://vault.azure.net"
@@ -385,7 +391,7 @@ func TestBroker(t *testing.T) {
 // Many pods of one identity cost one exchange at the identity provider,
 // and each pod token one TokenReview, however often it asks.
 func TestBrokerCaches(t *testing.T) {
-	r := newRig(t, env.Need(t).Config)
+	r := newRig(t)
 	ctx := t.Context()
 	ns := r.e.Namespace(t)
 	cid := r.identity("shared")
@@ -437,7 +443,7 @@ func TestBrokerCaches(t *testing.T) {
 // The agent's side: the Client mints the pod's broker token with the
 // TokenRequest API and passes refusals on as typed token errors.
 func TestClient(t *testing.T) {
-	r := newRig(t, env.Need(t).Config)
+	r := newRig(t)
 	ctx := t.Context()
 	ns := r.e.Namespace(t)
 	cid := r.identity("client")
@@ -487,13 +493,52 @@ func TestClient(t *testing.T) {
 func mint(t *testing.T, cs kubernetes.Interface, p *corev1.Pod, aud string, exp int64) string {
 	t.Helper()
 	sa := workloadidentity.ServiceAccountName(p)
+	var auds []string // none: the API server's own audience
+	if aud != "" {
+		auds = []string{aud}
+	}
 	tr, err := cs.CoreV1().ServiceAccounts(p.Namespace).CreateToken(t.Context(), sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{aud}, ExpirationSeconds: &exp,
+		Audiences: auds, ExpirationSeconds: &exp,
 		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID}}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("TokenRequest: %v", err)
 	}
 	return tr.Status.Token
+}
+
+// credentialOf is the API credential of a pod's service account as the
+// kubelet projects it: a token bound to the pod.
+func credentialOf(t *testing.T, cs kubernetes.Interface, p *corev1.Pod) *rest.Config {
+	t.Helper()
+	c := rest.AnonymousClientConfig(env.Config)
+	c.BearerToken = mint(t, cs, p, "", 3600)
+	c.QPS, c.Burst = 500, 1000
+	return c
+}
+
+// applyManifest creates every object of a YAML file from deploy/.
+func applyManifest(t *testing.T, e *testenv.Env, rel string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			t.Fatalf("%s: %v", rel, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := e.Client.Create(t.Context(), u); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("%s: create %s %s: %v", rel, u.GetKind(), u.GetName(), err)
+		}
+	}
 }
 
 func unbound(t *testing.T, cs kubernetes.Interface, ns, sa string) string {
@@ -589,4 +634,76 @@ func apiServerIssuerTransport(t *testing.T, e *testenv.Env) http.RoundTripper {
 		r.Header.Set("Accept", "application/jwk-set+json, application/json")
 		return adminRT.RoundTrip(r)
 	})
+}
+
+// The broker's credential, under the shipped RBAC, cannot read Secrets nor
+// mint tokens: compromising it yields tokens of the brokered identities
+// only, never the cluster's credentials.
+func TestBrokerLeastPrivilege(t *testing.T) {
+	e := env.Need(t)
+	ctx := t.Context()
+	admin, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureNamespace(t, admin, brokerNS)
+	applyManifest(t, e, "deploy/broker/rbac.yaml")
+	self, err := admin.CoreV1().Pods(brokerNS).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "podid-broker-", Namespace: brokerNS},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: brokerSA, Containers: []corev1.Container{{Name: "broker", Image: "x"}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.CoreV1().Pods(brokerNS).Delete(context.Background(), self.Name, metav1.DeleteOptions{})
+	})
+	ns := e.Namespace(t)
+	if _, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: ns}, StringData: map[string]string{"clientsecret": "x"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ensureServiceAccount(t, admin, ns, "app")
+	p, err := admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: ns},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "app", Containers: []corev1.Container{{Name: "c", Image: "x"}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := kubernetes.NewForConfig(credentialOf(t, admin, self))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := int64(600)
+	for name, call := range map[string]func() error{
+		"get Secret":   func() error { _, err := b.CoreV1().Secrets(ns).Get(ctx, "s", metav1.GetOptions{}); return err },
+		"list Secrets": func() error { _, err := b.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); return err },
+		"watch Secrets": func() error {
+			w, err := b.CoreV1().Secrets(ns).Watch(ctx, metav1.ListOptions{})
+			if w != nil {
+				w.Stop()
+			}
+			return err
+		},
+		"mint a token": func() error {
+			_, err := b.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "app", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+				Audiences: []string{workloadidentity.TokenAudience}, ExpirationSeconds: &exp,
+				BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID}}}, metav1.CreateOptions{})
+			return err
+		},
+		"list pods":    func() error { _, err := b.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); return err },
+		"delete a pod": func() error { return b.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{}) },
+		"grant itself": func() error {
+			_, err := b.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "x"},
+				RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"}}, metav1.CreateOptions{})
+			return err
+		},
+	} {
+		if err := call(); !apierrors.IsForbidden(err) {
+			t.Errorf("broker credential could %s: %v", name, err)
+		}
+	}
+	// What it needs works.
+	if _, err := b.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("broker cannot read a pod: %v", err)
+	}
+	if _, err := b.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "a.b.c"}}, metav1.CreateOptions{}); err != nil {
+		t.Errorf("broker cannot create a TokenReview: %v", err)
+	}
 }
