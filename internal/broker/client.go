@@ -102,13 +102,7 @@ func (c *Client) try(ctx context.Context, r token.Request, fresh bool) (token.To
 		return token.Token{}, err
 	}
 	body, _ := json.Marshal(TokenRequest{ClientID: r.Identity.ClientID, Resource: r.Resource})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.URL+Path, bytes.NewReader(body))
-	if err != nil {
-		return token.Token{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+pt)
-	res, err := c.cfg.HTTPClient.Do(req)
+	res, err := c.post(ctx, pt, body)
 	if err != nil {
 		return token.Token{}, &token.Error{Reason: token.ReasonBrokerUnavailable, Msg: fmt.Sprintf("podid broker %s is unreachable; retry later", c.cfg.URL), Err: err}
 	}
@@ -127,6 +121,44 @@ func (c *Client) try(ctx context.Context, r token.Request, fresh bool) (token.To
 		return token.Token{}, &token.Error{Reason: token.ReasonBrokerUnavailable, Msg: fmt.Sprintf("podid broker %s answered with something that is not a token for identity %s and resource %s", c.cfg.URL, r.Identity.ClientID, r.Resource), Err: err}
 	}
 	return token.Token{AccessToken: tr.AccessToken, ExpiresOn: time.Unix(tr.ExpiresOn, 0), ClientID: r.Identity.ClientID}, nil
+}
+
+// retryDelays are the waits before each further attempt when the broker
+// cannot be reached: a replica that went away (its Service endpoint not yet
+// withdrawn, a connection reset mid-request) is replaced by another replica
+// on a new connection. A token request is idempotent.
+var retryDelays = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+// post sends one token request, on a new connection again when the
+// previous attempt failed below HTTP.
+func (c *Client) post(ctx context.Context, podToken string, body []byte) (*http.Response, error) {
+	var err error
+	for attempt := 0; ; attempt++ {
+		var req *http.Request
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.URL+Path, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+podToken)
+		// Lets net/http itself retry on a kept-alive connection the server
+		// closed (not sent: a nil value).
+		req.Header["Idempotency-Key"] = nil
+		var res *http.Response
+		if res, err = c.cfg.HTTPClient.Do(req); err == nil {
+			return res, nil
+		}
+		if attempt == len(retryDelays) || ctx.Err() != nil {
+			return nil, err
+		}
+		tm := time.NewTimer(retryDelays[attempt])
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return nil, err
+		case <-tm.C:
+		}
+	}
 }
 
 // failure maps a broker refusal to a token error.
