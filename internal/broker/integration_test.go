@@ -63,7 +63,7 @@ const (
 // rig is a running broker on the envtest API server, exchanging at a real
 // podid sts that trusts the API server's service-account issuer.
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	e       *testenv.Env
 	admin   *kubernetes.Clientset
 	sts     *ststest.Server
@@ -76,7 +76,7 @@ type rig struct {
 	stop    func()       // stops the broker
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	e := env.Need(t)
 	ctx := t.Context()
@@ -215,6 +215,20 @@ func (r *rig) grant(ns string, clientID string, subject rbacv1.Subject) {
 			User: user, Groups: groups, ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Group: AccessGroup, Resource: strings.ToLower(clientID), Verb: AccessVerb}}}, metav1.CreateOptions{})
 		return err == nil && sar.Status.Allowed
 	})
+}
+
+// v1Identity creates an AzureIdentity and a binding selecting selector.
+func (r *rig) v1Identity(ns, name, clientID, selector string) {
+	r.t.Helper()
+	ctx := r.t.Context()
+	if err := r.e.Client.Create(ctx, &podidv1.AzureIdentity{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: podidv1.AzureIdentitySpec{Type: podidv1.UserAssignedMSI, ClientID: clientID, TenantID: r.sts.TenantID}}); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.e.Client.Create(ctx, &podidv1.AzureIdentityBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: podidv1.AzureIdentityBindingSpec{AzureIdentity: name, Selector: selector}}); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 func (r *rig) pod(ns, name, sa string, labels map[string]string) *corev1.Pod {
@@ -490,7 +504,7 @@ func TestClient(t *testing.T) {
 	}
 }
 
-func mint(t *testing.T, cs kubernetes.Interface, p *corev1.Pod, aud string, exp int64) string {
+func mint(t testing.TB, cs kubernetes.Interface, p *corev1.Pod, aud string, exp int64) string {
 	t.Helper()
 	sa := workloadidentity.ServiceAccountName(p)
 	var auds []string // none: the API server's own audience
@@ -508,7 +522,7 @@ func mint(t *testing.T, cs kubernetes.Interface, p *corev1.Pod, aud string, exp 
 
 // credentialOf is the API credential of a pod's service account as the
 // kubelet projects it: a token bound to the pod.
-func credentialOf(t *testing.T, cs kubernetes.Interface, p *corev1.Pod) *rest.Config {
+func credentialOf(t testing.TB, cs kubernetes.Interface, p *corev1.Pod) *rest.Config {
 	t.Helper()
 	c := rest.AnonymousClientConfig(env.Config)
 	c.BearerToken = mint(t, cs, p, "", 3600)
@@ -517,7 +531,7 @@ func credentialOf(t *testing.T, cs kubernetes.Interface, p *corev1.Pod) *rest.Co
 }
 
 // applyManifest creates every object of a YAML file from deploy/.
-func applyManifest(t *testing.T, e *testenv.Env, rel string) {
+func applyManifest(t testing.TB, e *testenv.Env, rel string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), rel))
 	if err != nil {
@@ -541,7 +555,7 @@ func applyManifest(t *testing.T, e *testenv.Env, rel string) {
 	}
 }
 
-func unbound(t *testing.T, cs kubernetes.Interface, ns, sa string) string {
+func unbound(t testing.TB, cs kubernetes.Interface, ns, sa string) string {
 	t.Helper()
 	exp := int64(600)
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(t.Context(), sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
@@ -552,7 +566,7 @@ func unbound(t *testing.T, cs kubernetes.Interface, ns, sa string) string {
 	return tr.Status.Token
 }
 
-func issuerOf(t *testing.T, tok string) string {
+func issuerOf(t testing.TB, tok string) string {
 	t.Helper()
 	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
@@ -565,17 +579,17 @@ func issuerOf(t *testing.T, tok string) string {
 	return c.Issuer
 }
 
-func ensureNamespace(t *testing.T, cs kubernetes.Interface, ns string) {
+func ensureNamespace(t testing.TB, cs kubernetes.Interface, ns string) {
 	t.Helper()
 	_, _ = cs.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 }
 
-func ensureServiceAccount(t *testing.T, cs kubernetes.Interface, ns, name string) {
+func ensureServiceAccount(t testing.TB, cs kubernetes.Interface, ns, name string) {
 	t.Helper()
 	_, _ = cs.CoreV1().ServiceAccounts(ns).Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}, metav1.CreateOptions{})
 }
 
-func waitGone(t *testing.T, cs kubernetes.Interface, ns, name string) {
+func waitGone(t testing.TB, cs kubernetes.Interface, ns, name string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, func() bool {
 		_, err := cs.CoreV1().Pods(ns).Get(t.Context(), name, metav1.GetOptions{})
@@ -583,7 +597,7 @@ func waitGone(t *testing.T, cs kubernetes.Interface, ns, name string) {
 	})
 }
 
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -594,7 +608,7 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -604,7 +618,7 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -618,7 +632,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // apiServerIssuerTransport lets podid sts fetch the API server's issuer
 // documents in this harness (as in the agent's integration test: discovery
 // is not anonymous here and names the advertise address).
-func apiServerIssuerTransport(t *testing.T, e *testenv.Env) http.RoundTripper {
+func apiServerIssuerTransport(t testing.TB, e *testenv.Env) http.RoundTripper {
 	t.Helper()
 	adminRT, err := rest.TransportFor(e.Config)
 	if err != nil {
