@@ -151,7 +151,9 @@ func (o *bindOptions) run(ctx context.Context, g *globals, out io.Writer, name s
 			return fmt.Errorf("read RoleBinding %s/%s: %w", s.ns, roleName, err)
 		case rb.RoleRef.Kind != "ClusterRole" || rb.RoleRef.Name != roleName:
 			return fmt.Errorf("RoleBinding %s/%s exists and refers to %s %s, not ClusterRole %s: remove it or rename yours", s.ns, roleName, rb.RoleRef.Kind, rb.RoleRef.Name, roleName)
-		case slices.ContainsFunc(rb.Subjects, func(x rbacv1.Subject) bool { return x.Kind == subj.Kind && x.Name == subj.Name && x.Namespace == subj.Namespace }):
+		case slices.ContainsFunc(rb.Subjects, func(x rbacv1.Subject) bool {
+			return x.Kind == subj.Kind && x.Name == subj.Name && x.Namespace == subj.Namespace
+		}):
 			phase("rbac", "RoleBinding %s/%s already grants %s", s.ns, roleName, Subject(s.ns, s.name))
 		default:
 			rb.Subjects = append(rb.Subjects, subj)
