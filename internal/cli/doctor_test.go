@@ -492,7 +492,7 @@ func TestDoctor(t *testing.T) {
 				w.bindingPod("p", "app")
 				w.brokerReady()
 			},
-			code: 0,
+			code:  0,
 			lines: []string{"✓ podid broker: 2 of 2 replicas ready", "✓ identity web trusts system:serviceaccount:podid-system:podid-broker from ISSUER (credential podid-broker)"},
 		},
 	} {
