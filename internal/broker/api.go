@@ -75,7 +75,7 @@ const (
 func parseTokenRequest(r *http.Request) (TokenRequest, error) {
 	var tr TokenRequest
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-		return tr, fmt.Errorf("Content-Type must be application/json, got %q", truncate(ct))
+		return tr, fmt.Errorf("the Content-Type must be application/json, got %q", truncate(ct))
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
@@ -125,7 +125,7 @@ func bearer(h http.Header) (string, error) {
 	}
 	tok, ok := strings.CutPrefix(v[0], "Bearer ")
 	if !ok || tok == "" {
-		return "", errors.New("Authorization must be Bearer <pod token>")
+		return "", errors.New("the Authorization header must be Bearer <pod token>")
 	}
 	if len(tok) > maxToken {
 		return "", fmt.Errorf("pod token longer than %d bytes", maxToken)
