@@ -42,6 +42,7 @@ type agentOptions struct {
 	brokerURL          string
 	brokerCAFile       string
 	brokerClientIDs    []string
+	brokerSecrets      bool
 
 	interceptOptions
 }
@@ -146,6 +147,7 @@ the node. See docs/agent.md.`,
 	f.StringVar(&o.brokerURL, "broker-url", "", "the podid broker (https://podid-broker.<namespace>.svc:8443); empty: no broker")
 	f.StringVar(&o.brokerCAFile, "broker-ca-file", "", "PEM CA bundle trusted for the broker")
 	f.StringSliceVar(&o.brokerClientIDs, "broker-client-id", nil, "identity (client id) obtained through the broker instead of per-pod federation (repeatable); pods annotated "+workloadidentity.UseIdentityBindingAnnotation+"=true use it for their service account's identity too")
+	f.BoolVar(&o.brokerSecrets, "broker-secret-identities", false, "obtain type 1/2 identities (client secret, certificate) through the broker, which reads their Secrets: the agent then needs no Secret access")
 	f.BoolVar(&o.enabled, "intercept", true, "install and keep the iptables rules redirecting pod traffic for 169.254.169.254:80 to the agent")
 	f.DurationVar(&o.interval, "intercept-interval", 30*time.Second, "how often the interception rules are re-checked")
 	o.interceptOptions.addFlags(cmd)
@@ -177,8 +179,11 @@ func (o *agentOptions) validate(cmd *cobra.Command) error {
 	if o.brokerURL != "" && !strings.HasPrefix(o.brokerURL, "https://") {
 		errs = append(errs, fmt.Errorf("--broker-url %q must be an https:// URL", o.brokerURL))
 	}
-	if len(o.brokerClientIDs) > 0 && o.brokerURL == "" {
-		errs = append(errs, errors.New("--broker-client-id needs --broker-url"))
+	if (len(o.brokerClientIDs) > 0 || o.brokerSecrets) && o.brokerURL == "" {
+		errs = append(errs, errors.New("--broker-client-id and --broker-secret-identities need --broker-url"))
+	}
+	if o.brokerSecrets && o.serveSecrets {
+		errs = append(errs, errors.New("--broker-secret-identities and --serve-secret-identities exclude each other: the broker or the agent reads the Secrets, not both"))
 	}
 	return usage(errs...)
 }
@@ -217,7 +222,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		if err != nil {
 			return agent.Config{}, usageError{err}
 		}
-		cfg.Broker, cfg.BrokerClientIDs = bc, o.brokerClientIDs
+		cfg.Broker, cfg.BrokerClientIDs, cfg.BrokerSecretIdentities = bc, o.brokerClientIDs, o.brokerSecrets
 	}
 	if o.enabled {
 		ic, err := o.interceptOptions.build(log)

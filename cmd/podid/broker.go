@@ -24,6 +24,7 @@ type brokerOptions struct {
 	allowedAuthorities []string
 	tenantID           string
 	clusterWide        bool
+	serveSecrets       bool
 	maxCachedTokens    int
 	reviewTTL          time.Duration
 	accessTTL          time.Duration
@@ -68,7 +69,7 @@ See docs/broker.md.`,
 				RESTConfig: rc, ListenAddr: o.listenAddr, TLSCertFile: o.tlsCertFile, TLSKeyFile: o.tlsKeyFile, TokenFile: o.tokenFile,
 				HealthAddr: o.healthAddr, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 				Authority: o.authority, AllowedAuthorities: o.allowedAuthorities, ProviderHTTPClient: hc,
-				DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, MaxCachedTokens: o.maxCachedTokens,
+				DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets, MaxCachedTokens: o.maxCachedTokens,
 				ReviewTTL: o.reviewTTL, AccessTTL: o.accessTTL, Logger: log,
 			})
 		},
@@ -84,6 +85,7 @@ See docs/broker.md.`,
 	f.StringSliceVar(&o.allowedAuthorities, "allowed-authority", nil, "further authorities an AzureIdentity's adEndpoint may name (repeatable)")
 	f.StringVar(&o.tenantID, flagTenantID, os.Getenv("AZURE_TENANT_ID"), "tenant for identities that name none (default $AZURE_TENANT_ID)")
 	f.BoolVar(&o.clusterWide, flagClusterWide, false, "let bindings select pods in other namespaces (must match the agents)")
+	f.BoolVar(&o.serveSecrets, "serve-secret-identities", false, "serve type 1/2 identities (client secret, certificate) to agents, reading their Secrets (needs the chart's broker.secretIdentities RBAC)")
 	f.IntVar(&o.maxCachedTokens, "max-cached-tokens", 10000, "bound on cached tokens")
 	f.DurationVar(&o.reviewTTL, "review-ttl", 5*time.Minute, "longest a pod token's validation (TokenReview + pod read) is remembered")
 	f.DurationVar(&o.accessTTL, "access-ttl", 30*time.Second, "how long an RBAC answer is remembered (a revoked grant takes effect within it)")

@@ -87,6 +87,8 @@ type Config struct {
 	Broker token.Source
 	// BrokerClientIDs are the identities obtained through the broker.
 	BrokerClientIDs []string
+	// BrokerSecretIdentities: types 1/2 are obtained through the broker.
+	BrokerSecretIdentities bool
 
 	Interceptor Interceptor // nil: the agent does not manage interception
 	// Guard ties pod addresses to pod interfaces on the node; with it, a
@@ -156,7 +158,8 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	resolver := &IndexResolver{Index: index, Pods: kubePods{cs}, NodeName: cfg.NodeName, ConfirmTTL: cfg.ConfirmTTL}
 	decider := &MemoDecider{Decider: &BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
-		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities, BrokerClientIDs: cfg.BrokerClientIDs}}
+		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities,
+		BrokerClientIDs: cfg.BrokerClientIDs, BrokerSecretIdentities: cfg.BrokerSecretIdentities}}
 	handler := NewHandler(HandlerConfig{Resolver: resolver, Decider: decider, Tokens: tokens, Metrics: metrics, Logger: log})
 
 	if cfg.Guard != nil {

@@ -42,6 +42,9 @@ type BindingDecider struct {
 	// (the operator's choice, per identity); the service-account identity
 	// of a pod annotated use-identity-binding: "true" is too.
 	BrokerClientIDs []string
+	// BrokerSecretIdentities: types 1/2 are obtained through the broker,
+	// which reads their Secrets (the agent then needs none).
+	BrokerSecretIdentities bool
 }
 
 // Identities implements Decider.
@@ -76,7 +79,8 @@ func (d *BindingDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]tok
 		return nil, denied(DenyNoIdentity, "%s", msg)
 	}
 	for i := range out {
-		out[i].Broker = out[i].Broker || slices.ContainsFunc(d.BrokerClientIDs, func(c string) bool { return strings.EqualFold(c, out[i].ClientID) })
+		out[i].Broker = out[i].Broker || slices.ContainsFunc(d.BrokerClientIDs, func(c string) bool { return strings.EqualFold(c, out[i].ClientID) }) ||
+			(d.BrokerSecretIdentities && out[i].Kind != token.Federated)
 	}
 	return out, nil
 }

@@ -42,6 +42,10 @@ type Config struct {
 	DefaultTenantID    string
 	ClusterWide        bool
 
+	// ServeSecretIdentities: serve types 1/2, reading their Secrets (the
+	// broker then needs get on Secrets: chart broker.secretIdentities).
+	ServeSecretIdentities bool
+
 	// MaxCachedTokens bounds the token cache (default 10000).
 	MaxCachedTokens int
 	// ReviewTTL caps how long a pod token's validation is remembered
@@ -98,9 +102,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	provider := token.NewProvider(token.ProviderConfig{
+	pcfg := token.ProviderConfig{
 		Authority: cfg.Authority, HTTPClient: cfg.ProviderHTTPClient, TokenRequester: ownToken{cfg.TokenFile}, Logger: log,
-	})
+	}
+	if cfg.ServeSecretIdentities {
+		pcfg.Secrets = token.KubeSecretReader{Client: cs}
+	}
+	provider := token.NewProvider(pcfg)
 	tokens := token.NewCache(token.CacheConfig{
 		Source: provider, MaxEntries: cfg.MaxCachedTokens, Logger: log,
 		OnLookup: func(r string) { metrics.lookups.WithLabelValues(r).Inc() },
@@ -120,7 +128,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Decider: &agent.BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
 			DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities},
 		Access: &Access{Client: cs, TTL: cfg.AccessTTL},
-		Tokens: tokens, Self: self, Metrics: metrics, Logger: log,
+		Tokens: tokens, Self: self, SecretIdentities: cfg.ServeSecretIdentities, Metrics: metrics, Logger: log,
 	})
 	log.Info("broker exchanges as", "subject", self.Subject(), "pod", self.Namespace+"/"+self.Name)
 

@@ -78,6 +78,19 @@ type rig struct {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
+	return newRigWith(t, rigConfig{})
+}
+
+// rigConfig varies a rig.
+type rigConfig struct {
+	// secrets: the broker serves types 1/2 (and runs with that RBAC too).
+	secrets bool
+	// bootstrap adds to the sts's default tenant.
+	bootstrap *sts.Bootstrap
+}
+
+func newRigWith(t testing.TB, rc rigConfig) *rig {
+	t.Helper()
 	e := env.Need(t)
 	ctx := t.Context()
 	r := &rig{t: t, e: e}
@@ -87,6 +100,13 @@ func newRig(t testing.TB) *rig {
 	}
 	ensureNamespace(t, r.admin, brokerNS)
 	applyManifest(t, e, "deploy/broker/rbac.yaml") // the shipped RBAC, and nothing more
+	if rc.secrets {
+		applyManifest(t, e, "deploy/broker/rbac-secrets.yaml")
+		t.Cleanup(func() { // the other tests hold the broker to no Secret access
+			_ = r.admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), "podid-broker-secrets", metav1.DeleteOptions{})
+			_ = r.admin.RbacV1().ClusterRoles().Delete(context.Background(), "podid-broker-secrets", metav1.DeleteOptions{})
+		})
+	}
 	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "podid-broker-", Namespace: brokerNS},
 		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: brokerSA, Containers: []corev1.Container{{Name: "broker", Image: "localhost/podid:dev"}}}}
 	if self, err = r.admin.CoreV1().Pods(brokerNS).Create(ctx, self, metav1.CreateOptions{}); err != nil {
@@ -107,7 +127,7 @@ func newRig(t testing.TB) *rig {
 	brokerRC := credentialOf(t, r.admin, self)
 
 	ext := apiServerIssuerTransport(t, e)
-	r.sts = ststest.Start(t, ststest.Options{Configure: func(c *sts.Config) { c.ExternalTransport = ext }})
+	r.sts = ststest.Start(t, ststest.Options{Bootstrap: rc.bootstrap, Configure: func(c *sts.Config) { c.ExternalTransport = ext }})
 	keys := jwks.New(jwks.Config{Trust: jwks.Trust{Global: r.sts.CAPool}})
 	if r.verify, err = tokenverify.New(tokenverify.Config{JWKSURL: r.sts.JWKSURL(), Keys: keys,
 		Issuers:   []string{r.sts.V1Issuer(), r.sts.URL + "/" + r.sts.TenantID + "/v2.0"},
@@ -142,8 +162,8 @@ func newRig(t testing.TB) *rig {
 	pool.AddCert(ca.Cert)
 	r.http = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64}}
 
-	rc := brokerRC
-	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+	krc := brokerRC
+	krc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(q *http.Request) (*http.Response, error) {
 			if q.Method == http.MethodPost && strings.HasSuffix(q.URL.Path, "/tokenreviews") {
 				r.reviews.Add(1)
@@ -156,7 +176,7 @@ func newRig(t testing.TB) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{RESTConfig: rc, ListenAddr: listen, HealthAddr: health, TLSCertFile: certFile, TLSKeyFile: keyFile,
+		done <- Run(ctx, Config{RESTConfig: krc, ServeSecretIdentities: rc.secrets, ListenAddr: listen, HealthAddr: health, TLSCertFile: certFile, TLSKeyFile: keyFile,
 			TokenFile: tokenFile, Authority: r.sts.URL, ProviderHTTPClient: idpClient, DefaultTenantID: r.sts.TenantID,
 			Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	}()

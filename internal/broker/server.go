@@ -36,9 +36,13 @@ type HandlerConfig struct {
 	Tokens   Tokens
 	// Self is the broker's own pod: its service account is the subject of
 	// every identity's one federated credential.
-	Self    token.Pod
-	Metrics *Metrics
-	Logger  *slog.Logger
+	Self token.Pod
+	// SecretIdentities: serve AzureIdentity types 1 and 2 (client secret,
+	// certificate), whose Secrets the broker then reads instead of every
+	// node's agent.
+	SecretIdentities bool
+	Metrics          *Metrics
+	Logger           *slog.Logger
 }
 
 // Handler serves POST Path.
@@ -114,8 +118,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, []slog.
 	if !found {
 		return fail(CodeAccessDenied, "identity "+req.ClientID+" is not assigned to pod "+pod.Namespace+"/"+pod.Name+" (assigned: "+strings.Join(assigned, ", ")+")", podAttr, idAttr)
 	}
-	if id.Kind != token.Federated {
-		return fail(CodeAccessDenied, "identity "+id.ClientID+" ("+id.Origin+") is type "+id.Kind.String()+": the broker serves federated identities only", podAttr, idAttr)
+	switch {
+	case id.Kind != token.Federated && !h.cfg.SecretIdentities:
+		return fail(CodeAccessDenied, "identity "+id.ClientID+" ("+id.Origin+") is type "+id.Kind.String()+": this broker does not serve secret or certificate identities (chart: broker.secretIdentities)", podAttr, idAttr)
+	case id.Kind != token.Federated:
+		// Types 1/2: the credential is the identity's own Secret, in the
+		// namespace of the AzureIdentity that names it (the decider refuses
+		// any other): the binding is the rule, as on the agent.
+		return h.answer(w, r, id, req, podAttr, idAttr)
 	}
 	ok, why, err := h.cfg.Access.Allowed(ctx, pod.Namespace, c.User, id.ClientID)
 	if err != nil {
@@ -128,7 +138,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, []slog.
 		}
 		return fail(CodeAccessDenied, msg, podAttr, idAttr)
 	}
-	id.Broker = false // the broker exchanges itself
+	return h.answer(w, r, id, req, podAttr, idAttr)
+}
+
+// answer obtains the identity's token (the broker's own exchange, or the
+// identity's Secret) and writes it.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, id token.Identity, req TokenRequest, podAttr, idAttr slog.Attr) (string, []slog.Attr) {
+	ctx := r.Context()
+	id.Broker = false // the broker obtains it itself
 	t, hit, err := h.cfg.Tokens.Get(ctx, token.Request{Identity: id, Resource: req.Resource, Pod: h.cfg.Self})
 	if err != nil {
 		code, retry := tokenCode(err)
@@ -171,6 +188,10 @@ func tokenCode(err error) (string, time.Duration) {
 		return CodeThrottled, te.RetryAfter
 	case token.ReasonKubernetes:
 		return CodeUnavailable, 0
+	case token.ReasonSecretInvalid, token.ReasonProviderRejected:
+		// The identity's Secret is missing or malformed, or the provider
+		// refused its credential: its owner's fix, not an outage.
+		return CodeAccessDenied, 0
 	}
 	return CodeUpstream, 0
 }

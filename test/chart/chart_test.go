@@ -301,6 +301,8 @@ func TestValuesRejected(t *testing.T) {
 		{"entra without tenant", []string{"-f", filepath.Join(chartDir(), "values-entra.yaml")}, []string{"tenantID is required"}},
 		{"broker client id not a GUID", []string{"--set", "broker.enabled=true", "--set", "broker.clientIDs={app}"}, []string{"/broker/clientIDs/0"}},
 		{"broker without the agent", []string{"--set", "broker.enabled=true", "--set", "agent.enabled=false"}, []string{"broker.enabled needs agent.enabled"}},
+		{"Secrets read by the broker and by every agent", []string{"--set", "broker.enabled=true", "--set", "broker.secretIdentities=true", "--set", "agent.serveSecretIdentities=true"},
+			[]string{"exclude each other"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -645,5 +647,29 @@ func TestBroker(t *testing.T) {
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: host}); err != nil {
 			t.Errorf("broker certificate does not verify for %s against the agents' CA: %v", host, err)
 		}
+	}
+}
+
+// broker.secretIdentities: the broker alone reads Secrets (types 1/2); the
+// agents get none.
+func TestBrokerSecretIdentities(t *testing.T) {
+	out, err := render(t, "--set", "broker.enabled=true", "--set", "broker.secretIdentities=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rendered{decodeStrict(t, out)}
+	if r.kinds()["ClusterRole/podid-broker-secrets"] != 1 || r.kinds()["ClusterRoleBinding/podid-broker-secrets"] != 1 {
+		t.Errorf("broker.secretIdentities: no Secret reader for the broker: %v", r.kinds())
+	}
+	if r.kinds()["ClusterRole/podid-agent-secrets"] != 0 {
+		t.Error("broker.secretIdentities: the agents may read Secrets too")
+	}
+	ds := r.find("DaemonSet", "podid-agent").(*appsv1.DaemonSet)
+	if args := strings.Join(ds.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--broker-secret-identities") || strings.Contains(args, "--serve-secret-identities") {
+		t.Errorf("agent args: %s", args)
+	}
+	dep := r.find("Deployment", "podid-broker").(*appsv1.Deployment)
+	if args := strings.Join(dep.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--serve-secret-identities") {
+		t.Errorf("broker args: %s", args)
 	}
 }
