@@ -82,7 +82,11 @@ func (rv *Reviewer) Review(ctx context.Context, tok string) (caller, error) {
 		return c, nil
 	}
 	v, err, _ := rv.sf.Do(string(key[:]), func() (any, error) {
-		c, err := rv.review(ctx, tok)
+		// Shared by every concurrent caller of this token: not cut short
+		// by the first one leaving.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		c, err := rv.review(rctx, tok)
 		if err == nil {
 			rv.remember(key, c)
 			rv.observe("reviewed")
