@@ -61,12 +61,16 @@ fail_with_log() { # DAEMON MESSAGE
 }
 
 # start NAME CMD...: runs CMD as a daemon in its own session; its PID is recorded
-# (bash execs into CMD, so $$ is the daemon's PID).
+# (bash execs into CMD, so $$ is the daemon's PID). The daemon keeps no inherited
+# descriptor but stdio: `flock /tmp/podid-node.lock cmd` hands its lock to cmd as
+# fd 3, and a daemon holding it would keep the node locked for as long as the
+# cluster runs (every later flock waits forever).
 start() {
   local n=$1; shift
   : >"$K/logs/$n.log"
   # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$K/pids/$n.pid" "$@" >>"$K/logs/$n.log" 2>&1 </dev/null 9>&- &
+  setsid bash -c 'echo $$ >"$0"; for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; exec "$@"' \
+    "$K/pids/$n.pid" "$@" >>"$K/logs/$n.log" 2>&1 </dev/null 9>&- &
   for _ in $(seq 50); do [ -s "$K/pids/$n.pid" ] && return 0; sleep 0.02; done
   fail_with_log "$n" "$n did not start"
 }
