@@ -13,13 +13,17 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/podid/podid/internal/agent"
+	"github.com/podid/podid/internal/broker"
 	"github.com/podid/podid/internal/intercept"
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // agentOptions are the flags of `podid agent`.
@@ -35,6 +39,10 @@ type agentOptions struct {
 	serveSecrets       bool
 	confirmTTL         time.Duration
 	maxCachedTokens    int
+	brokerURL          string
+	brokerCAFile       string
+	brokerClientIDs    []string
+	brokerSecrets      bool
 
 	interceptOptions
 }
@@ -136,6 +144,10 @@ the node. See docs/agent.md.`,
 	f.BoolVar(&o.serveSecrets, "serve-secret-identities", false, "serve type 1/2 identities (needs the opt-in RBAC to read Secrets)")
 	f.DurationVar(&o.confirmTTL, "confirm-ttl", time.Second, "how long a live API-server confirmation that a pod still owns its IP stays valid (bounds the IP-reuse window)")
 	f.IntVar(&o.maxCachedTokens, "max-cached-tokens", 10000, "bound on cached tokens")
+	f.StringVar(&o.brokerURL, "broker-url", "", "the podid broker (https://podid-broker.<namespace>.svc:8443); empty: no broker")
+	f.StringVar(&o.brokerCAFile, "broker-ca-file", "", "PEM CA bundle trusted for the broker")
+	f.StringSliceVar(&o.brokerClientIDs, "broker-client-id", nil, "identity (client id) obtained through the broker instead of per-pod federation (repeatable); pods annotated "+workloadidentity.UseIdentityBindingAnnotation+"=true use it for their service account's identity too")
+	f.BoolVar(&o.brokerSecrets, "broker-secret-identities", false, "obtain type 1/2 identities (client secret, certificate) through the broker, which reads their Secrets: the agent then needs no Secret access")
 	f.BoolVar(&o.enabled, "intercept", true, "install and keep the iptables rules redirecting pod traffic for 169.254.169.254:80 to the agent")
 	f.DurationVar(&o.interval, "intercept-interval", 30*time.Second, "how often the interception rules are re-checked")
 	o.interceptOptions.addFlags(cmd)
@@ -164,6 +176,15 @@ func (o *agentOptions) validate(cmd *cobra.Command) error {
 	if o.confirmTTL < 0 {
 		errs = append(errs, errors.New("--confirm-ttl must not be negative"))
 	}
+	if o.brokerURL != "" && !strings.HasPrefix(o.brokerURL, "https://") {
+		errs = append(errs, fmt.Errorf("--broker-url %q must be an https:// URL", o.brokerURL))
+	}
+	if (len(o.brokerClientIDs) > 0 || o.brokerSecrets) && o.brokerURL == "" {
+		errs = append(errs, errors.New("--broker-client-id and --broker-secret-identities need --broker-url"))
+	}
+	if o.brokerSecrets && o.serveSecrets {
+		errs = append(errs, errors.New("--broker-secret-identities and --serve-secret-identities exclude each other: the broker or the agent reads the Secrets, not both"))
+	}
 	return usage(errs...)
 }
 
@@ -188,6 +209,21 @@ func (o *agentOptions) config() (agent.Config, error) {
 		DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets,
 		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, Logger: log,
 	}
+	if o.brokerURL != "" {
+		bhc, err := caClient("broker-ca-file", o.brokerCAFile)
+		if err != nil {
+			return agent.Config{}, err
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return agent.Config{}, err
+		}
+		bc, err := broker.NewClient(broker.ClientConfig{URL: o.brokerURL, HTTPClient: bhc, Tokens: token.KubeTokenRequester{Client: cs}})
+		if err != nil {
+			return agent.Config{}, usageError{err}
+		}
+		cfg.Broker, cfg.BrokerClientIDs, cfg.BrokerSecretIdentities = bc, o.brokerClientIDs, o.brokerSecrets
+	}
 	if o.enabled {
 		ic, err := o.interceptOptions.build(log)
 		if err != nil {
@@ -201,14 +237,19 @@ func (o *agentOptions) config() (agent.Config, error) {
 	return cfg, nil
 }
 
-// providerClient trusts the system roots plus caFile.
+// providerClient trusts the system roots plus caFile (of --authority-ca-file).
 func providerClient(caFile string) (*http.Client, error) {
+	return caClient("authority-ca-file", caFile)
+}
+
+// caClient trusts the system roots plus caFile, given by --flag.
+func caClient(flag, caFile string) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 32
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("--authority-ca-file: %w", err)
+			return nil, fmt.Errorf("--%s: %w", flag, err)
 		}
 		if len(bytes.TrimSpace(pem)) == 0 {
 			// An empty file (the default ConfigMap) means system roots only.
@@ -219,7 +260,7 @@ func providerClient(caFile string) (*http.Client, error) {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--authority-ca-file %s holds no PEM certificate", caFile)
+			return nil, fmt.Errorf("--%s %s holds no PEM certificate", flag, caFile)
 		}
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -87,6 +87,7 @@ func TestHelpShowsOneVocabulary(t *testing.T) {
 	}{
 		{[]string{"agent"}, []string{flagKubeconfig, flagLogLevel, flagListenAddr, flagHealthAddr, flagMetricsAddr, flagDebugAddr, flagClusterWide, flagTenantID, flagAuthority}},
 		{[]string{"webhook"}, []string{flagKubeconfig, flagLogLevel, flagListenAddr, flagHealthAddr, flagMetricsAddr, flagDebugAddr, flagTenantID, flagAuthority}},
+		{[]string{"broker"}, []string{flagKubeconfig, flagLogLevel, flagListenAddr, flagHealthAddr, flagMetricsAddr, flagDebugAddr, flagClusterWide, flagTenantID, flagAuthority}},
 		{[]string{"controller"}, []string{flagKubeconfig, flagLogLevel, flagHealthAddr, flagMetricsAddr, flagDebugAddr, flagClusterWide}},
 		{[]string{"sts", "serve"}, []string{flagLogLevel, flagListenAddr, flagHealthAddr, flagMetricsAddr, flagDebugAddr}},
 	}

@@ -82,6 +82,13 @@ type Config struct {
 	ConfirmTTL time.Duration
 	// MaxCachedTokens bounds the token cache; default 10000.
 	MaxCachedTokens int
+	// Broker obtains the tokens of broker identities (broker.Client); nil:
+	// none is configured and such identities fail with 503.
+	Broker token.Source
+	// BrokerClientIDs are the identities obtained through the broker.
+	BrokerClientIDs []string
+	// BrokerSecretIdentities: types 1/2 are obtained through the broker.
+	BrokerSecretIdentities bool
 
 	Interceptor Interceptor // nil: the agent does not manage interception
 	// Guard ties pod addresses to pod interfaces on the node; with it, a
@@ -125,19 +132,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("build Kubernetes client: %w", err)
 	}
-	sch := scheme.New()
-	informers, err := crcache.New(cfg.RESTConfig, crcache.Options{
-		Scheme: sch,
-		ByObject: map[client.Object]crcache.ByObject{
-			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
-		},
-		DefaultTransform: crcache.TransformStripManagedFields(),
-	})
+	informers, err := NewDecisionCache(ctx, cfg.RESTConfig)
 	if err != nil {
-		return fmt.Errorf("build informers: %w", err)
-	}
-
-	if err := binding.IndexBindings(ctx, informers); err != nil {
 		return err
 	}
 	index := NewPodIndex()
@@ -157,12 +153,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	provider := token.NewProvider(pcfg)
 	tokens := token.NewCache(token.CacheConfig{
-		Source: provider, MaxEntries: cfg.MaxCachedTokens,
+		Source: token.Routed{Direct: provider, Broker: cfg.Broker}, MaxEntries: cfg.MaxCachedTokens,
 		OnLookup: metrics.Lookup, OnUpstream: metrics.Upstream, Logger: log,
 	})
 	resolver := &IndexResolver{Index: index, Pods: kubePods{cs}, NodeName: cfg.NodeName, ConfirmTTL: cfg.ConfirmTTL}
 	decider := &MemoDecider{Decider: &BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
-		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities}}
+		DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities,
+		BrokerClientIDs: cfg.BrokerClientIDs, BrokerSecretIdentities: cfg.BrokerSecretIdentities}}
 	handler := NewHandler(HandlerConfig{Resolver: resolver, Decider: decider, Tokens: tokens, Metrics: metrics, Logger: log})
 
 	if cfg.Guard != nil {
@@ -175,6 +172,9 @@ func Run(ctx context.Context, cfg Config) error {
 		resolver.Forget(uid)
 		decider.Forget(uid)
 		tokens.ForgetPod(uid)
+		if f, ok := cfg.Broker.(interface{ ForgetPod(types.UID) }); ok {
+			f.ForgetPod(uid)
+		}
 	}
 	// Pods of this node go straight from a reflector into the index (no
 	// informer cache: the index is the only copy, compact).
@@ -257,6 +257,26 @@ func Run(ctx context.Context, cfg Config) error {
 			return idp.Ready()
 		},
 	}, tasks...)
+}
+
+// NewDecisionCache builds the informer cache a BindingDecider reads
+// (service accounts trimmed to the annotations it uses, the v1 kinds,
+// bindings indexed); the broker reads the same.
+func NewDecisionCache(ctx context.Context, rc *rest.Config) (crcache.Cache, error) {
+	informers, err := crcache.New(rc, crcache.Options{
+		Scheme: scheme.New(),
+		ByObject: map[client.Object]crcache.ByObject{
+			&corev1.ServiceAccount{}: {Transform: trimServiceAccount},
+		},
+		DefaultTransform: crcache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build informers: %w", err)
+	}
+	if err := binding.IndexBindings(ctx, informers); err != nil {
+		return nil, err
+	}
+	return informers, nil
 }
 
 // refreshHostAddrs keeps the index's view of the node's own addresses current.

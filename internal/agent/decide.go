@@ -38,6 +38,13 @@ type BindingDecider struct {
 	// further hosts an AzureIdentity's adEndpoint may name. Anything else is refused.
 	Authority          string
 	AllowedAuthorities []string
+	// BrokerClientIDs are the identities obtained through the podid broker
+	// (the operator's choice, per identity); the service-account identity
+	// of a pod annotated use-identity-binding: "true" is too.
+	BrokerClientIDs []string
+	// BrokerSecretIdentities: types 1/2 are obtained through the broker,
+	// which reads their Secrets (the agent then needs none).
+	BrokerSecretIdentities bool
 }
 
 // Identities implements Decider.
@@ -70,6 +77,10 @@ func (d *BindingDecider) Identities(ctx context.Context, pod *corev1.Pod) ([]tok
 			msg = fmt.Sprintf("no usable identity for pod %s/%s: %s", pod.Namespace, pod.Name, strings.Join(problems, "; "))
 		}
 		return nil, denied(DenyNoIdentity, "%s", msg)
+	}
+	for i := range out {
+		out[i].Broker = out[i].Broker || slices.ContainsFunc(d.BrokerClientIDs, func(c string) bool { return strings.EqualFold(c, out[i].ClientID) }) ||
+			(d.BrokerSecretIdentities && out[i].Kind != token.Federated)
 	}
 	return out, nil
 }
@@ -161,7 +172,8 @@ func (d *BindingDecider) v2(ctx context.Context, pod *corev1.Pod) (token.Identit
 	if tid == "" {
 		tid = d.DefaultTenantID
 	}
-	return token.Identity{Kind: token.Federated, ClientID: cid, TenantID: tid, Origin: "ServiceAccount " + pod.Namespace + "/" + name}, "", nil
+	return token.Identity{Kind: token.Federated, ClientID: cid, TenantID: tid, Origin: "ServiceAccount " + pod.Namespace + "/" + name,
+		Broker: pod.Annotations[workloadidentity.UseIdentityBindingAnnotation] == "true"}, "", nil
 }
 
 // choose picks the identity the caller asked for among those allowed.

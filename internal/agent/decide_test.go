@@ -3,8 +3,11 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -13,6 +16,7 @@ import (
 	"github.com/podid/podid/internal/binding"
 	"github.com/podid/podid/internal/scheme"
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // newIndexedReader is a fake client with n identities and bindings in
@@ -65,5 +69,53 @@ func TestBindingDeciderPicksTheSelectedIdentity(t *testing.T) {
 	p.Labels[podidv1.PodLabelKey] = "sel-none"
 	if _, herr := d.Identities(t.Context(), p); herr == nil || asHTTP(herr).status != 404 {
 		t.Fatalf("unknown selector: %+v, want 404", herr)
+	}
+}
+
+// The operator picks the broker per identity (BrokerClientIDs); a pod
+// annotated for AKS identity bindings gets its service account's identity
+// through the broker; every other identity stays per-pod federated.
+func TestBindingDeciderMarksBrokerIdentities(t *testing.T) {
+	const v1ID, v2ID = "00000000-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"
+	reader := func() client.Reader {
+		r := newIndexedReader(t, 2).(client.Client)
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "sa", Annotations: map[string]string{workloadidentity.ClientIDAnnotation: v2ID}}}
+		if err := r.Create(t.Context(), sa); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}()
+	cases := []struct {
+		name       string
+		brokerIDs  []string
+		annotation string
+		want       map[string]bool
+	}{
+		{"per-pod by default", nil, "", map[string]bool{v1ID: false, v2ID: false}},
+		{"chosen by client id", []string{strings.ToUpper(v1ID)}, "", map[string]bool{v1ID: true, v2ID: false}},
+		{"identity-binding pod", nil, "true", map[string]bool{v1ID: false, v2ID: true}},
+		{"annotation must be true", nil, "yes", map[string]bool{v1ID: false, v2ID: false}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := &BindingDecider{Reader: reader, DefaultTenantID: "t", BrokerClientIDs: c.brokerIDs}
+			p := testPod("p", "10.1.0.5", "uid-p")
+			p.Labels[podidv1.PodLabelKey] = "sel-1"
+			p.Labels[workloadidentity.UseLabel] = "true"
+			if c.annotation != "" {
+				p.Annotations = map[string]string{workloadidentity.UseIdentityBindingAnnotation: c.annotation}
+			}
+			ids, err := d.Identities(t.Context(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]bool{}
+			for _, id := range ids {
+				got[id.ClientID] = id.Broker
+			}
+			if !maps.Equal(got, c.want) {
+				t.Fatalf("broker per identity %v, want %v", got, c.want)
+			}
+		})
 	}
 }

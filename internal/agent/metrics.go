@@ -12,24 +12,25 @@ import (
 
 // Request outcomes: the bounded label set of podid_agent_requests_total.
 const (
-	outcomeOK              = "ok"
-	outcomeBadRequest      = "bad_request"
-	outcomeBadPath         = "bad_path"
-	outcomeNotFound        = "not_found"
-	outcomeInstance        = "instance_denied"
-	outcomeHostCaller      = "host_caller"
-	outcomeUnknownCaller   = "unknown_caller"
-	outcomeAmbiguousCaller = "ambiguous_caller"
-	outcomeStaleCaller     = "stale_caller"
-	outcomeUnguardedCaller = "unguarded_caller"
-	outcomeNoIdentity      = "no_identity"
-	outcomeNotAllowed      = "identity_not_allowed"
-	outcomeExcepted        = "excepted"
-	outcomeThrottled       = "throttled"
-	outcomeUpstream        = "upstream_error"
-	outcomeMissingFIC      = "missing_federated_credential"
-	outcomeKubernetesError = "kubernetes_error"
-	outcomeInternal        = "internal_error"
+	outcomeOK                = "ok"
+	outcomeBadRequest        = "bad_request"
+	outcomeBadPath           = "bad_path"
+	outcomeNotFound          = "not_found"
+	outcomeInstance          = "instance_denied"
+	outcomeHostCaller        = "host_caller"
+	outcomeUnknownCaller     = "unknown_caller"
+	outcomeAmbiguousCaller   = "ambiguous_caller"
+	outcomeStaleCaller       = "stale_caller"
+	outcomeUnguardedCaller   = "unguarded_caller"
+	outcomeNoIdentity        = "no_identity"
+	outcomeNotAllowed        = "identity_not_allowed"
+	outcomeExcepted          = "excepted"
+	outcomeThrottled         = "throttled"
+	outcomeUpstream          = "upstream_error"
+	outcomeMissingFIC        = "missing_federated_credential"
+	outcomeKubernetesError   = "kubernetes_error"
+	outcomeInternal          = "internal_error"
+	outcomeBrokerUnavailable = "broker_unavailable"
 )
 
 // Metrics are the agent's Prometheus collectors.
@@ -78,7 +79,7 @@ func newMetrics(pods func() float64) *Metrics {
 	// Pre-create the label values so dashboards see zeros.
 	for _, o := range []string{outcomeOK, outcomeBadRequest, outcomeBadPath, outcomeNotFound, outcomeInstance, outcomeHostCaller,
 		outcomeUnknownCaller, outcomeAmbiguousCaller, outcomeStaleCaller, outcomeUnguardedCaller, outcomeNoIdentity, outcomeNotAllowed, outcomeExcepted,
-		outcomeThrottled, outcomeUpstream, outcomeMissingFIC, outcomeKubernetesError, outcomeInternal} {
+		outcomeThrottled, outcomeUpstream, outcomeMissingFIC, outcomeKubernetesError, outcomeInternal, outcomeBrokerUnavailable} {
 		m.requests.WithLabelValues(o)
 	}
 	return m

@@ -152,6 +152,10 @@ func TestAgentTokenPolicy(t *testing.T) {
 	if _, err := kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: target.Name, UID: target.UID, ServiceAccount: "app"}, workloadidentity.TokenAudience, 600); err != nil {
 		t.Fatalf("the agent's own TokenRequest was refused: %v", err)
 	}
+	// And for the podid broker (docs/broker.md), still bound to the pod.
+	if _, err := kr.RequestToken(ctx, token.Pod{Namespace: ns, Name: target.Name, UID: target.UID, ServiceAccount: "app"}, token.BrokerAudience, 600); err != nil {
+		t.Fatalf("the agent's TokenRequest for the broker was refused: %v", err)
+	}
 
 	for _, tt := range []struct {
 		name string
@@ -162,6 +166,8 @@ func TestAgentTokenPolicy(t *testing.T) {
 		{"Kubernetes API audience", agent, req([]string{"https://kubernetes.default.svc"}, podRef, 600), "audience"},
 		{"default audience", agent, req(nil, podRef, 600), "audience"},
 		{"extra audience", agent, req([]string{workloadidentity.TokenAudience, "other"}, podRef, 600), "audience"},
+		{"both audiences", agent, req([]string{workloadidentity.TokenAudience, token.BrokerAudience}, podRef, 600), "audience"},
+		{"broker audience, not bound", agent, req([]string{token.BrokerAudience}, nil, 600), "bound to a pod"},
 		{"not bound", agent, req(exch, nil, 600), "bound to a pod"},
 		{"bound without UID", agent, req(exch, &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: target.Name}, 600), "bound to a pod"},
 		{"bound to a secret", agent, req(exch, &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: "s", UID: types.UID("u")}, 600), "bound to a pod"},

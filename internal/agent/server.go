@@ -206,6 +206,10 @@ func tokenError(err error) *httpError {
 		return &httpError{status: http.StatusNotFound, code: "invalid_request", description: te.Msg, outcome: outcomeNotAllowed}
 	case token.ReasonKubernetes:
 		return &httpError{status: http.StatusServiceUnavailable, code: "service_unavailable", description: te.Msg, outcome: outcomeKubernetesError}
+	case token.ReasonBrokerRefused:
+		return &httpError{status: http.StatusNotFound, code: "invalid_request", description: te.Msg, outcome: outcomeNotAllowed}
+	case token.ReasonBrokerUnavailable:
+		return &httpError{status: http.StatusServiceUnavailable, code: "service_unavailable", description: te.Msg, outcome: outcomeBrokerUnavailable}
 	}
 	return &httpError{status: http.StatusBadGateway, code: "upstream_error", description: te.Msg, outcome: outcomeUpstream}
 }

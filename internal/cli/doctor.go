@@ -244,6 +244,11 @@ func (d *doc) workloadIdentity(ctx context.Context, saName string, sa *corev1.Se
 		return
 	}
 	rep.add("pod.use-label", Pass, "pod has label "+workloadidentity.UseLabel+"=true", "")
+	if pod.Annotations[workloadidentity.UseIdentityBindingAnnotation] == "true" {
+		rep.Model = "identity-binding"
+		d.identityBinding(ctx, saName, clientID)
+		return
+	}
 	inj := injected(pod)
 	if len(inj.missing) > 0 {
 		fix := fmt.Sprintf("the webhook did not mutate this pod when it was created: check kubectl get mutatingwebhookconfiguration %s and kubectl -n %s get pods -l %s=%s, then recreate the pod",
@@ -437,6 +442,12 @@ func (d *doc) httpClient() (*http.Client, error) {
 // federatedCredential looks the identity up in the configured cloud and
 // checks one of its credentials trusts this service account's tokens.
 func (d *doc) federatedCredential(ctx context.Context, clientID, saName string) bool {
+	return d.federatedCredentialFor(ctx, clientID, d.pod.Namespace, saName)
+}
+
+// federatedCredentialFor checks that the identity trusts service account
+// ns/saName of this cluster.
+func (d *doc) federatedCredentialFor(ctx context.Context, clientID, ns, saName string) bool {
 	if d.cfgErr != nil {
 		d.rep.add("federated-credential", Skip, "federated credential not looked up: "+d.cfgErr.Error(), "")
 		return true
@@ -470,7 +481,7 @@ func (d *doc) federatedCredential(ctx context.Context, clientID, saName string) 
 		d.rep.add("federated-credential", Warn, "federated credential not looked up: "+err.Error(), "")
 		return true
 	}
-	sub := Subject(d.pod.Namespace, saName)
+	sub := Subject(ns, saName)
 	var near []string
 	for _, f := range fics {
 		aud := len(f.Audiences) == 1 && f.Audiences[0] == ExchangeAudience
@@ -491,6 +502,6 @@ func (d *doc) federatedCredential(ctx context.Context, clientID, saName string) 
 	if len(near) > 0 {
 		msg += " (" + strings.Join(near, "; ") + ")"
 	}
-	d.rep.add("federated-credential", Fail, msg, fmt.Sprintf("podid federated-credential create --identity %s -g %s --service-account %s/%s", id.Name, id.ResourceGroup, d.pod.Namespace, saName))
+	d.rep.add("federated-credential", Fail, msg, fmt.Sprintf("podid federated-credential create --identity %s -g %s --service-account %s/%s", id.Name, id.ResourceGroup, ns, saName))
 	return false
 }

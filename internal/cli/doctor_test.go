@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -90,6 +92,41 @@ func (w *world) wiPod(name, sa string) {
 		return nil
 	})
 	w.create(pod)
+}
+
+// bindingPod is wiPod annotated for AKS identity bindings (served through
+// the podid broker).
+func (w *world) bindingPod(name, sa string) {
+	w.t.Helper()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Labels: map[string]string{workloadidentity.UseLabel: "true"},
+		Annotations: map[string]string{workloadidentity.UseIdentityBindingAnnotation: "true"}}, Spec: podSpec(sa)}
+	poll(w.t, 60*time.Second, func() error {
+		p := pod.DeepCopy()
+		if err := w.cl.Create(w.t.Context(), p, client.DryRunAll); err != nil {
+			return err
+		}
+		if p.Annotations[webhook.InjectedAnnotation] == "" {
+			return errors.New("not mutated yet")
+		}
+		return nil
+	})
+	w.create(pod)
+}
+
+// brokerReady stands in for an installed broker: its Deployment with two
+// ready replicas (no controller runs here to make them).
+func (w *world) brokerReady() {
+	w.t.Helper()
+	labels := map[string]string{"app.kubernetes.io/name": "podid-broker"}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "podid-system", Name: "podid-broker"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: podSpec("podid-broker")}}}
+	w.create(d)
+	w.t.Cleanup(func() { _ = w.cl.Delete(context.Background(), d) })
+	d.Status.Replicas, d.Status.ReadyReplicas = 2, 2
+	if err := w.cl.Status().Update(w.t.Context(), d); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 // labelLater creates a pod without labels (so no webhook sees it) and
@@ -425,6 +462,38 @@ func TestDoctor(t *testing.T) {
 			code: 0,
 			lines: []string{"! pods the binding does not select also run as ServiceAccount NS/app (other-selector, unbound): the federated credential lets each of them exchange its own token for identity",
 				"✓ the identity provider issued a token for client"},
+		},
+		{
+			name: "identity binding: the broker refuses, no RBAC grant",
+			setup: func(w *world) {
+				w.sa("app", w.identity("web").ClientID)
+				w.bindingPod("p", "app")
+			},
+			code:  1,
+			lines: []string{"✓ webhook injected AZURE_CLIENT_ID=", "✗ the broker refuses this pod: system:serviceaccount:NS:app may not use-managed-identity resource"},
+			fix:   "podid identity bind <identity> --service-account NS/app",
+		},
+		{
+			name: "identity binding: granted, broker not installed",
+			setup: func(w *world) {
+				w.identity("web")
+				w.c.ok("identity", "bind", "web", "--service-account", w.ns+"/app")
+				w.bindingPod("p", "app")
+			},
+			code:  1,
+			lines: []string{"✓ system:serviceaccount:NS:app may use-managed-identity", "✗ the podid broker is not installed in podid-system"},
+			fix:   "--set broker.enabled=true",
+		},
+		{
+			name: "identity binding: granted, broker ready, one credential",
+			setup: func(w *world) {
+				w.identity("web")
+				w.c.ok("identity", "bind", "web", "--service-account", w.ns+"/app")
+				w.bindingPod("p", "app")
+				w.brokerReady()
+			},
+			code:  0,
+			lines: []string{"✓ podid broker: 2 of 2 replicas ready", "✓ identity web trusts system:serviceaccount:podid-system:podid-broker from ISSUER (credential podid-broker)"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

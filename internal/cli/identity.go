@@ -144,7 +144,7 @@ func newIdentityCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, show, list, del)
+	cmd.AddCommand(create, show, list, del, newBindCommand(g, &s))
 	return cmd
 }
 

@@ -52,6 +52,9 @@ type Identity struct {
 	// Origin names what granted the identity, for logs and errors:
 	// "AzureIdentity ns/name" or "ServiceAccount ns/name".
 	Origin string
+	// Broker: the token comes from the podid broker (one federated
+	// credential per identity, the broker's) instead of a per-pod exchange.
+	Broker bool
 }
 
 // Pod is the pod a token is requested for.
@@ -92,12 +95,13 @@ type Key struct {
 	SecretRef types.NamespacedName
 	Subject   string
 	Resource  string
+	Broker    bool
 }
 
 // KeyOf returns the cache key of a request.
 func KeyOf(r Request) Key {
 	k := Key{Kind: r.Identity.Kind, Authority: r.Identity.Authority, TenantID: r.Identity.TenantID,
-		ClientID: strings.ToLower(r.Identity.ClientID), Resource: r.Resource}
+		ClientID: strings.ToLower(r.Identity.ClientID), Resource: r.Resource, Broker: r.Identity.Broker}
 	switch r.Identity.Kind {
 	case Federated:
 		k.Subject = r.Pod.Subject()
@@ -126,9 +130,35 @@ func (t Token) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("client_id", t.ClientID), slog.Time("expires_on", t.ExpiresOn))
 }
 
+// BrokerAudience is the audience of the pod tokens the agent mints for the
+// podid broker. It is not the exchange audience (api://AzureADTokenExchange),
+// so a pod token given to the broker cannot be replayed to the identity
+// provider, and not an audience the Kubernetes API accepts. The agent's
+// TokenRequest policy (chart: agent/token-policy.yaml) allows exactly these two.
+const BrokerAudience = "podid.dev/broker"
+
 // Source obtains tokens from the identity provider.
 type Source interface {
 	Token(ctx context.Context, r Request) (Token, error)
+}
+
+// Routed sends requests for broker identities (Identity.Broker) to Broker
+// and all others to Direct.
+type Routed struct {
+	Direct Source
+	// Broker is nil when no broker is configured: broker identities then fail.
+	Broker Source
+}
+
+// Token implements Source.
+func (r Routed) Token(ctx context.Context, req Request) (Token, error) {
+	if !req.Identity.Broker {
+		return r.Direct.Token(ctx, req)
+	}
+	if r.Broker == nil {
+		return Token{}, &Error{Reason: ReasonBrokerUnavailable, Msg: fmt.Sprintf("identity %s (%s) is served through the podid broker, but this agent has no broker configured (--broker-url)", req.Identity.ClientID, req.Identity.Origin)}
+	}
+	return r.Broker.Token(ctx, req)
 }
 
 // SourceFunc adapts a function to Source.
@@ -147,6 +177,8 @@ const (
 	ReasonKubernetes                 = "KubernetesError"            // TokenRequest or Secret read failed
 	ReasonSecretInvalid              = "SecretInvalid"              // Secret missing or malformed
 	ReasonCacheFull                  = "CacheFull"
+	ReasonBrokerRefused              = "BrokerRefused"     // the podid broker refused the pod this identity
+	ReasonBrokerUnavailable          = "BrokerUnavailable" // the podid broker cannot be reached or failed
 )
 
 // Error is a token failure with a reason and a message that names the fix.

@@ -135,6 +135,13 @@ func (m *Mutator) Patch(pod *corev1.Pod, sa *corev1.ServiceAccount) ([]Operation
 	if err != nil {
 		return nil, err
 	}
+	// AKS identity bindings: the pod's SDK gets its token from the IMDS
+	// endpoint (the agent, through the podid broker), so it gets no token
+	// file, only which identity and tenant to ask for.
+	binding, err := parseBool(pod.Annotations, workloadidentity.UseIdentityBindingAnnotation)
+	if err != nil {
+		return nil, err
+	}
 	if imds {
 		if p, ok := pod.Annotations[workloadidentity.ProxySidecarPortAnnotation]; ok {
 			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
@@ -152,7 +159,7 @@ func (m *Mutator) Patch(pod *corev1.Pod, sa *corev1.ServiceAccount) ([]Operation
 	}
 	next := injectedRecord{}
 
-	want := m.env(sa)
+	want := m.env(sa, binding)
 	skip := skipSet(pod)
 	var ops []Operation
 	for _, c := range []struct {
@@ -173,11 +180,15 @@ func (m *Mutator) Patch(pod *corev1.Pod, sa *corev1.ServiceAccount) ([]Operation
 				}
 				next.Env[ctr.Name] = owned
 			}
-			ops = mountOps(ops, base, ctr)
+			if !binding {
+				ops = mountOps(ops, base, ctr)
+			}
 		}
 	}
 
-	ops, next.Volume = volumeOps(ops, pod.Spec.Volumes, exp, prev.Volume)
+	if !binding {
+		ops, next.Volume = volumeOps(ops, pod.Spec.Volumes, exp, prev.Volume)
+	}
 
 	anns := map[string]string{}
 	if imds && pod.Annotations[IMDSAnnotation] != "true" {
@@ -196,8 +207,9 @@ func (m *Mutator) Patch(pod *corev1.Pod, sa *corev1.ServiceAccount) ([]Operation
 
 type envVar struct{ name, value string }
 
-// env returns the env vars to inject, in a fixed order.
-func (m *Mutator) env(sa *corev1.ServiceAccount) []envVar {
+// env returns the env vars to inject, in a fixed order; an identity-binding
+// pod gets no token file and no authority (IMDS needs neither).
+func (m *Mutator) env(sa *corev1.ServiceAccount, binding bool) []envVar {
 	authority := m.AuthorityHost
 	if authority == "" {
 		authority = DefaultAuthorityHost
@@ -212,6 +224,9 @@ func (m *Mutator) env(sa *corev1.ServiceAccount) []envVar {
 	}
 	if tenant != "" {
 		out = append(out, envVar{workloadidentity.EnvTenantID, tenant})
+	}
+	if binding {
+		return out
 	}
 	return append(out, envVar{workloadidentity.EnvFederatedTokenFile, workloadidentity.TokenFile}, envVar{workloadidentity.EnvAuthorityHost, authority})
 }

@@ -123,6 +123,16 @@ func TestPatch(t *testing.T) {
 			`{"op":"add","path":"/spec/volumes","value":[{"name":"azure-identity-token","projected":{"sources":[{"serviceAccountToken":{"audience":"api://AzureADTokenExchange","expirationSeconds":3600,"path":"azure-identity-token"}}]}}]},` +
 			`{"op":"add","path":"/metadata/annotations","value":{"podid.dev/injected":"{\"env\":{\"app\":[\"AZURE_AUTHORITY_HOST\",\"AZURE_CLIENT_ID\",\"AZURE_FEDERATED_TOKEN_FILE\",\"AZURE_TENANT_ID\"]},\"volume\":true}"}}]`,
 	}, {
+		name: "identity-binding pod gets client and tenant only: no token file, mount, volume or authority (IMDS)",
+		pod:  `{"metadata":{"name":"p","labels":{"azure.workload.identity/use":"true"},"annotations":{"azure.workload.identity/use-identity-binding":"true"}},"spec":{"serviceAccountName":"wi","containers":[{"name":"app","image":"x"}]}}`,
+		wantOps: `[{"op":"add","path":"/spec/containers/0/env","value":[` +
+			`{"name":"AZURE_CLIENT_ID","value":"` + saClient + `"},{"name":"AZURE_TENANT_ID","value":"` + saTenant + `"}]},` +
+			`{"op":"add","path":"/metadata/annotations/podid.dev~1injected","value":"{\"env\":{\"app\":[\"AZURE_CLIENT_ID\",\"AZURE_TENANT_ID\"]}}"}]`,
+	}, {
+		name:    "identity-binding annotation must be true or false",
+		pod:     `{"metadata":{"name":"p","labels":{"azure.workload.identity/use":"true"},"annotations":{"azure.workload.identity/use-identity-binding":"yes"}},"spec":{"serviceAccountName":"wi","containers":[{"name":"app","image":"x"}]}}`,
+		wantErr: "use-identity-binding",
+	}, {
 		name: "existing lists are appended to, not replaced",
 		pod: `{"metadata":{"labels":{"azure.workload.identity/use":"true"},"annotations":{"a":"b"}},"spec":{"serviceAccountName":"wi",` +
 			`"volumes":[{"name":"data","emptyDir":{}}],"containers":[{"name":"app","env":[{"name":"X","value":"1"}],"volumeMounts":[{"name":"data","mountPath":"/data"}]}]}}`,

@@ -18,6 +18,10 @@ const (
 	SkipContainersAnnotation     = "azure.workload.identity/skip-containers"
 	InjectProxySidecarAnnotation = "azure.workload.identity/inject-proxy-sidecar"
 	ProxySidecarPortAnnotation   = "azure.workload.identity/proxy-sidecar-port"
+	// UseIdentityBindingAnnotation (pod, "true"): AKS identity bindings. The
+	// pod gets its service account's identity from the IMDS endpoint,
+	// obtained through the podid broker, instead of a federated token file.
+	UseIdentityBindingAnnotation = "azure.workload.identity/use-identity-binding"
 )
 
 // Environment read by the Azure SDKs.

@@ -2,6 +2,8 @@ package chart
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +15,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -296,6 +299,10 @@ func TestValuesRejected(t *testing.T) {
 		{"helm test without the sts", []string{"--set", "helmTest.enabled=true", "--set", "sts.enabled=false", "--set", "tenantID=" + localTenant},
 			[]string{"helmTest.enabled needs sts.enabled"}},
 		{"entra without tenant", []string{"-f", filepath.Join(chartDir(), "values-entra.yaml")}, []string{"tenantID is required"}},
+		{"broker client id not a GUID", []string{"--set", "broker.enabled=true", "--set", "broker.clientIDs={app}"}, []string{"/broker/clientIDs/0"}},
+		{"broker without the agent", []string{"--set", "broker.enabled=true", "--set", "agent.enabled=false"}, []string{"broker.enabled needs agent.enabled"}},
+		{"Secrets read by the broker and by every agent", []string{"--set", "broker.enabled=true", "--set", "broker.secretIdentities=true", "--set", "agent.serveSecretIdentities=true"},
+			[]string{"exclude each other"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -561,5 +568,108 @@ func TestHelmTestHook(t *testing.T) {
 	if len(b.Tenants) != 1 || len(b.Tenants[0].Identities) != 1 || b.Tenants[0].Identities[0].ClientID != clientID ||
 		len(b.Tenants[0].Identities[0].FICs) != 1 || b.Tenants[0].Identities[0].FICs[0].Subject != "system:serviceaccount:podid-system:podid-helm-test" {
 		t.Errorf("bootstrap does not trust the test's ServiceAccount:\n%s", boot)
+	}
+}
+
+// broker.enabled: the broker with its least-privilege RBAC (no Secrets), its
+// serving certificate from the chart, and the agents pointed at it.
+func TestBroker(t *testing.T) {
+	const cid = "6e3c4f1a-7d2b-4c88-9a51-0d3e5f7a9b21"
+	off, err := render(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range (rendered{decodeStrict(t, off)}).kinds() {
+		if strings.HasSuffix(k, "/podid-broker") || strings.HasSuffix(k, "/podid-broker-ca") {
+			t.Errorf("broker off by default, but %s is rendered", k)
+		}
+	}
+	out, err := render(t, "-f", filepath.Join(chartDir(), "values-local.yaml"), "--set", "broker.enabled=true",
+		"--set", "broker.clientIDs={"+cid+"}", "--set", "broker.service.clusterIP=10.96.0.101")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rendered{decodeStrict(t, out)}
+	for _, want := range []string{"Deployment/podid-broker", "Service/podid-broker", "ServiceAccount/podid-broker", "ClusterRole/podid-broker",
+		"ClusterRoleBinding/podid-broker", "PodDisruptionBudget/podid-broker", "Secret/podid-broker-tls", "ConfigMap/podid-broker-ca"} {
+		if r.kinds()[want] != 1 {
+			t.Errorf("want exactly one %s, got %d", want, r.kinds()[want])
+		}
+	}
+	dep := r.find("Deployment", "podid-broker").(*appsv1.Deployment)
+	if *dep.Spec.Replicas < 2 {
+		t.Errorf("broker replicas %d, want at least 2", *dep.Spec.Replicas)
+	}
+	var exchange bool
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if p := v.Projected; p != nil && len(p.Sources) == 1 && p.Sources[0].ServiceAccountToken != nil {
+			exchange = p.Sources[0].ServiceAccountToken.Audience == "api://AzureADTokenExchange"
+		}
+	}
+	if !exchange {
+		t.Error("the broker has no projected token for the exchange audience")
+	}
+	cr := r.find("ClusterRole", "podid-broker").(*rbacv1.ClusterRole)
+	for _, rule := range cr.Rules {
+		for _, res := range rule.Resources {
+			if res == "secrets" || res == "serviceaccounts/token" || res == "*" {
+				t.Errorf("broker ClusterRole grants %s %v", res, rule.Verbs)
+			}
+		}
+		for _, v := range rule.Verbs {
+			if v != "get" && v != "list" && v != "watch" && v != "create" {
+				t.Errorf("broker ClusterRole grants verb %s on %v", v, rule.Resources)
+			}
+		}
+	}
+	ds := r.find("DaemonSet", "podid-agent").(*appsv1.DaemonSet)
+	args := strings.Join(ds.Spec.Template.Spec.Containers[0].Args, " ")
+	for _, want := range []string{"--broker-url=https://10.96.0.101:8443", "--broker-ca-file=/etc/podid/broker-ca/ca.pem", "--broker-client-id=" + cid} {
+		if !strings.Contains(args, want) {
+			t.Errorf("agent args lack %s: %s", want, args)
+		}
+	}
+	cm := r.find("ConfigMap", "podid-broker-ca").(*corev1.ConfigMap)
+	sec := r.find("Secret", "podid-broker-tls").(*corev1.Secret)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(cm.Data["ca.pem"])) {
+		t.Fatal("podid-broker-ca holds no certificate")
+	}
+	blk, _ := pem.Decode(sec.Data["tls.crt"])
+	if blk == nil {
+		t.Fatal("podid-broker-tls holds no certificate")
+	}
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"10.96.0.101", "podid-broker.podid-system.svc"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: host}); err != nil {
+			t.Errorf("broker certificate does not verify for %s against the agents' CA: %v", host, err)
+		}
+	}
+}
+
+// broker.secretIdentities: the broker alone reads Secrets (types 1/2); the
+// agents get none.
+func TestBrokerSecretIdentities(t *testing.T) {
+	out, err := render(t, "--set", "broker.enabled=true", "--set", "broker.secretIdentities=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rendered{decodeStrict(t, out)}
+	if r.kinds()["ClusterRole/podid-broker-secrets"] != 1 || r.kinds()["ClusterRoleBinding/podid-broker-secrets"] != 1 {
+		t.Errorf("broker.secretIdentities: no Secret reader for the broker: %v", r.kinds())
+	}
+	if r.kinds()["ClusterRole/podid-agent-secrets"] != 0 {
+		t.Error("broker.secretIdentities: the agents may read Secrets too")
+	}
+	ds := r.find("DaemonSet", "podid-agent").(*appsv1.DaemonSet)
+	if args := strings.Join(ds.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--broker-secret-identities") || strings.Contains(args, "--serve-secret-identities") {
+		t.Errorf("agent args: %s", args)
+	}
+	dep := r.find("Deployment", "podid-broker").(*appsv1.Deployment)
+	if args := strings.Join(dep.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--serve-secret-identities") {
+		t.Errorf("broker args: %s", args)
 	}
 }

@@ -136,3 +136,41 @@ spec:
       app.kubernetes.io/name: podid-{{ .name }}
 {{- end }}
 {{- end }}
+
+{{/* The broker's URL as agents reach it: the fixed Service IP when set (no
+cluster DNS needed), else the Service's DNS name. */}}
+{{- define "podid.broker.url" -}}
+{{- $host := printf "podid-broker.%s.svc" .Release.Namespace -}}
+{{- with .Values.broker.service.clusterIP -}}{{- $host = . -}}{{- end -}}
+{{- printf "https://%s:%d" $host (int .Values.broker.port) -}}
+{{- end }}
+
+{{/* The broker's CA and serving certificate: kept from the existing Secret
+on upgrade (lookup), generated once on install. Computed once per render. */}}
+{{- define "podid.broker.tls" -}}
+{{- if not (hasKey $ "podidBrokerTLS") -}}
+{{- $s := lookup "v1" "Secret" .Release.Namespace "podid-broker-tls" -}}
+{{- if and $s $s.data (index $s.data "tls.crt") (index $s.data "tls.key") (index $s.data "ca.crt") -}}
+{{- $_ := set $ "podidBrokerTLS" (dict "crt" (index $s.data "tls.crt" | b64dec) "key" (index $s.data "tls.key" | b64dec) "ca" (index $s.data "ca.crt" | b64dec)) -}}
+{{- else -}}
+{{- $ca := genCA "podid broker CA" (int .Values.broker.tls.validityDays) -}}
+{{- $ns := .Release.Namespace -}}
+{{- $dns := list "podid-broker" (printf "podid-broker.%s" $ns) (printf "podid-broker.%s.svc" $ns) (printf "podid-broker.%s.svc.cluster.local" $ns) -}}
+{{- $ips := list -}}
+{{- with .Values.broker.service.clusterIP -}}{{- $ips = list . -}}{{- end -}}
+{{- $cert := genSignedCert "podid-broker" $ips $dns (int .Values.broker.tls.validityDays) $ca -}}
+{{- $_ := set $ "podidBrokerTLS" (dict "crt" $cert.Cert "key" $cert.Key "ca" $ca.Cert) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $.podidBrokerTLS -}}
+{{- end }}
+
+{{/* The broker's CA as the agents trust it: the chart's (broker.tls.create),
+else broker.tls.ca. */}}
+{{- define "podid.broker.ca" -}}
+{{- if .Values.broker.tls.create -}}
+{{- (include "podid.broker.tls" . | fromJson).ca -}}
+{{- else -}}
+{{- .Values.broker.tls.ca -}}
+{{- end -}}
+{{- end }}
