@@ -1,5 +1,5 @@
 // Package store persists the sts's state (tenants, principals with their
-// credentials, role assignments, signing keys, TLS material) in one bbolt
+// credentials, app-role and Azure role assignments, signing keys, TLS material) in one bbolt
 // file. Every write is one bbolt transaction, so a crash leaves either the old
 // or the new state, never a mix. Values are JSON; keys are stable ids.
 //
