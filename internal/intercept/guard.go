@@ -46,11 +46,17 @@ type GuardConfig struct {
 //	  -i v -p ARP ! --arp-ip-src a -j DROP ... claims only its own address ...
 //	  -i v -p ARP --arp-mac-src ! m -j DROP
 //	  -i v -p 802_1Q -j DROP               ... and sends no VLAN-tagged frames
+//	  -p IPv6 --ip6-src a6 ! -i v -j DROP  per IPv6 address a6 the records give the pod
 //	filter OUTPUT, FORWARD -> <prefix>-OUT:
 //	  -p IPv4 --ip-dst a ! -o v -j DROP    what is sent to the pod leaves only through v
+//	  -p IPv6 --ip6-dst a6 ! -o v -j DROP
 //
-// The last rule alone keeps a pod's token from reaching another port: a
-// forged connection from elsewhere never sees the agent's answer.
+// The OUT rules alone keep a pod's token from reaching another port: a
+// forged connection from elsewhere never sees the agent's answer. IPv6
+// neighbour discovery is not filtered (ebtables cannot match a neighbour
+// advertisement's target): another pod can move the node's neighbour
+// entry for a6, which then black-holes the node's IPv6 traffic to the pod
+// until the entry is resolved again, but never delivers it elsewhere.
 type Guard struct {
 	cfg GuardConfig
 
@@ -154,9 +160,12 @@ func (g *Guard) restoreInput(sbs []Sandbox) []byte {
 	for _, sb := range sbs {
 		m, v := sb.MAC.String(), sb.HostIf
 		var a4 string
+		var a6 []string
 		for _, a := range sb.IPs {
 			if a.Is4() {
 				a4 = a.String()
+			} else {
+				a6 = append(a6, a.String())
 			}
 		}
 		for _, r := range []string{
@@ -172,6 +181,10 @@ func (g *Guard) restoreInput(sbs []Sandbox) []byte {
 			fmt.Fprintf(&in, "-A %s %s\n", g.inChain(), r)
 		}
 		fmt.Fprintf(&out, "-A %s -p IPv4 --ip-dst %s ! -o %s -j DROP\n", g.outChain(), a4, v)
+		for _, a := range a6 {
+			fmt.Fprintf(&in, "-A %s -p IPv6 --ip6-src %s ! -i %s -j DROP\n", g.inChain(), a, v)
+			fmt.Fprintf(&out, "-A %s -p IPv6 --ip6-dst %s ! -o %s -j DROP\n", g.outChain(), a, v)
+		}
 	}
 	return []byte("*nat\n:" + g.inChain() + " RETURN\n" + in.String() +
 		"*filter\n:" + g.outChain() + " RETURN\n" + out.String())

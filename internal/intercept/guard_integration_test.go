@@ -6,11 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -31,6 +34,7 @@ type spoofNet struct {
 	id               string
 	node, victim, at string // namespace names
 	serverAddr       string
+	serverAddr6      string
 	victimSB, atSB   Sandbox
 }
 
@@ -47,7 +51,7 @@ func newSpoofNet(t *testing.T) *spoofNet {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
-	n := &spoofNet{t: t, id: id, node: "podid-gn-" + id, victim: "podid-gv-" + id, at: "podid-ga-" + id, serverAddr: "10.99.0.1:8080"}
+	n := &spoofNet{t: t, id: id, node: "podid-gn-" + id, victim: "podid-gv-" + id, at: "podid-ga-" + id, serverAddr: "10.99.0.1:8080", serverAddr6: "[fd99::1]:8080"}
 	for _, ns := range []string{n.node, n.victim, n.at} {
 		sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
@@ -59,43 +63,54 @@ func newSpoofNet(t *testing.T) *spoofNet {
 	in(n.node, "ip", "addr", "add", "10.99.0.1/24", "dev", "br0")
 	in(n.node, "ip", "link", "set", "br0", "up")
 	in(n.node, "ip", "link", "set", "lo", "up")
-	pod := func(ns, veth, mac, ip string) Sandbox {
+	// Dual stack, as a cluster with IPv6 pod addresses (nodad: no
+	// duplicate detection delays in a test).
+	in(n.node, "ip", "addr", "add", "fd99::1/64", "dev", "br0", "nodad")
+	pod := func(ns, veth, mac, ip, ip6 string) Sandbox {
 		in(n.node, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
 		in(n.node, "ip", "link", "set", veth, "master", "br0", "up")
 		in(ns, "ip", "link", "set", "eth0", "address", mac)
+		in(ns, "sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1") // the tests take the victim down and up
 		in(ns, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+		in(ns, "ip", "addr", "add", ip6+"/64", "dev", "eth0", "nodad")
 		in(ns, "ip", "link", "set", "eth0", "up")
 		in(ns, "ip", "link", "set", "lo", "up")
 		return Sandbox{ContainerID: ns, PodNamespace: "ns", PodName: ns, PodUID: "uid-" + ns, HostIf: veth, Bridge: "br0",
-			MAC: mustMAC(mac), IPs: []netip.Addr{netip.MustParseAddr(ip)}}
+			MAC: mustMAC(mac), IPs: []netip.Addr{netip.MustParseAddr(ip), netip.MustParseAddr(ip6)}}
 	}
-	n.victimSB = pod(n.victim, "vethv"+id, "02:00:00:00:99:05", "10.99.0.5")
-	n.atSB = pod(n.at, "vetha"+id, "02:00:00:00:99:06", "10.99.0.6")
+	n.victimSB = pod(n.victim, "vethv"+id, "02:00:00:00:99:05", "10.99.0.5", "fd99::5")
+	n.atSB = pod(n.at, "vetha"+id, "02:00:00:00:99:06", "10.99.0.6", "fd99::6")
 
-	// The server: the address it sees is the identity it would serve.
-	var ln net.Listener
-	inNetns(t, n.node, func() {
-		var err error
-		ln, err = net.Listen("tcp", n.serverAddr)
-		if err != nil {
-			t.Error(err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
+	// The server: the address it sees is the identity it would serve. It
+	// speaks just enough HTTP for spoofer get to read its answer.
+	for _, addr := range []string{n.serverAddr, n.serverAddr6} {
+		var ln net.Listener
+		inNetns(t, n.node, func() {
+			var err error
+			ln, err = net.Listen("tcp", addr)
 			if err != nil {
-				return
+				t.Error(err)
 			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			_, _ = fmt.Fprintf(c, "token-for-%s\n", host)
-			_ = c.Close()
+		})
+		if ln == nil {
+			t.FailNow()
 		}
-	}()
+		t.Cleanup(func() { _ = ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+				body := "token-for-" + host + "\n"
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, _ = bufio.NewReader(c).ReadString('\n') // the request line, if any
+				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+				_ = c.Close()
+			}
+		}()
+	}
 	return n
 }
 
@@ -122,19 +137,26 @@ func inNetns(t testing.TB, ns string, f func()) {
 	<-done
 }
 
-// ask connects from namespace ns with source address src and returns what
-// the server answered ("" if nothing came back within the bound).
+// ask connects from namespace ns with source address src (IPv4 or IPv6)
+// and returns the body the server answered ("" if nothing came back
+// within the bound).
 func (n *spoofNet) ask(ns, src string) string {
 	var got string
+	server := n.serverAddr
+	if strings.Contains(src, ":") {
+		server = n.serverAddr6
+	}
 	inNetns(n.t, ns, func() {
 		d := net.Dialer{Timeout: 1500 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", n.serverAddr)
+		c, err := d.Dial("tcp", server)
 		if err != nil {
 			return
 		}
 		defer c.Close()
+		_, _ = fmt.Fprint(c, "GET / HTTP/1.1\r\n\r\n")
 		_ = c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
-		got, _ = bufio.NewReader(c).ReadString('\n')
+		b, _ := io.ReadAll(c)
+		_, got, _ = strings.Cut(string(b), "\r\n\r\n")
 	})
 	return strings.TrimSpace(got)
 }
@@ -288,5 +310,224 @@ func TestGuardStopsSpoofedCallers(t *testing.T) {
 	}
 	if out := n.in(n.node, "ebtables-save"); strings.Contains(out, "PODID-GUARD") {
 		t.Fatalf("guard chains left after Uninstall:\n%s", out)
+	}
+}
+
+// claimNDP sends, from a raw packet socket in namespace ns, an unsolicited
+// neighbour advertisement (override) saying target is at mac, from IPv6
+// address src, to all nodes.
+func (n *spoofNet) claimNDP(ns, ifname string, mac net.HardwareAddr, src, target string) {
+	inNetns(n.t, ns, func() {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			n.t.Error(err)
+			return
+		}
+		fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(htons(syscall.ETH_P_IPV6)))
+		if err != nil {
+			n.t.Error(err)
+			return
+		}
+		defer syscall.Close(fd)
+		s, d, tg := netip.MustParseAddr(src).As16(), netip.MustParseAddr("ff02::1").As16(), netip.MustParseAddr(target).As16()
+		icmp := []byte{136, 0, 0, 0, 0x20, 0, 0, 0} // neighbour advertisement, override
+		icmp = append(icmp, tg[:]...)
+		icmp = append(icmp, 2, 1) // option: target link-layer address
+		icmp = append(icmp, mac...)
+		pseudo := append(append(append([]byte{}, s[:]...), d[:]...), 0, 0, byte(len(icmp)>>8), byte(len(icmp)), 0, 0, 0, 58)
+		binary.BigEndian.PutUint16(icmp[2:4], inetChecksum(append(pseudo, icmp...)))
+		frame := []byte{0x33, 0x33, 0, 0, 0, 1}
+		frame = append(frame, mac...)
+		frame = binary.BigEndian.AppendUint16(frame, syscall.ETH_P_IPV6)
+		frame = append(frame, 0x60, 0, 0, 0, byte(len(icmp)>>8), byte(len(icmp)), 58, 255)
+		frame = append(frame, s[:]...)
+		frame = append(frame, d[:]...)
+		frame = append(frame, icmp...)
+		sa := &syscall.SockaddrLinklayer{Protocol: htons(syscall.ETH_P_IPV6), Ifindex: ifi.Index, Halen: 6}
+		copy(sa.Addr[:], frame[:6])
+		if err := syscall.Sendto(fd, frame, 0, sa); err != nil {
+			n.t.Error(err)
+		}
+	})
+}
+
+func inetChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+// spooferResult is what test/e2e/images/spoofer get prints (the fields
+// these tests judge).
+type spooferResult struct {
+	ARPClaims int    `json:"arp_claims"`
+	SYNs      int    `json:"syns"`
+	SynAck    bool   `json:"synack"`
+	Status    string `json:"status"`
+	Body      string `json:"body"`
+	Error     string `json:"error"`
+}
+
+// buildSpoofer builds the e2e attacker program (test/e2e/images/spoofer)
+// once per test.
+func buildSpoofer(t *testing.T) string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "spoofer")
+	cmd := exec.Command(gobin, "build", "-o", bin, "../../test/e2e/images/spoofer")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the spoofer: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// rawAsk runs the spoofer in namespace ns: ARP claim of src and a
+// hand-built TCP connection from it to the server (NET_RAW only).
+func (n *spoofNet) rawAsk(bin, ns, src string) spooferResult {
+	out := n.in(ns, bin, "get", "-timeout", "4s", "-src", src, "-gw", "10.99.0.1", "-dst", n.serverAddr, "/token")
+	var r spooferResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		n.t.Fatalf("spoofer printed %q: %v", out, err)
+	}
+	r.Body = strings.TrimSpace(r.Body)
+	return r
+}
+
+// TestGuardStopsHandBuiltTCP plays the attacker of issue 14 with nothing but
+// a packet socket: ARP claims of the victim's address and a TCP connection
+// spoken by hand from it. Controls: without the guard it is answered as the
+// victim, and with the guard the same program, sent from the attacker's
+// own address, is answered as the attacker.
+func TestGuardStopsHandBuiltTCP(t *testing.T) {
+	testenv.NeedRoot(t, "ip", "ebtables", "ebtables-restore")
+	bin := buildSpoofer(t)
+	n := newSpoofNet(t)
+	if got := n.ask(n.victim, "10.99.0.5"); got != "token-for-10.99.0.5" {
+		t.Fatalf("victim before any rule: %q", got)
+	}
+	r := n.rawAsk(bin, n.at, "10.99.0.5")
+	if r.Body != "token-for-10.99.0.5" {
+		t.Fatalf("control: the unguarded raw attack got %+v, want the victim's token (the harness cannot see a theft)", r)
+	}
+	t.Logf("no guard: the raw attacker was answered as the victim: %s %q", r.Status, r.Body)
+	n.in(n.node, "ip", "neigh", "flush", "dev", "br0")
+
+	ex := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
+	}
+	g, err := NewGuard(GuardConfig{Exec: ex})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Sync(t.Context(), []Sandbox{n.victimSB, n.atSB}, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Uninstall(context.Background()) })
+	if got := n.ask(n.victim, "10.99.0.5"); got != "token-for-10.99.0.5" {
+		t.Fatalf("victim with the guard: %q", got)
+	}
+	r = n.rawAsk(bin, n.at, "10.99.0.5")
+	if r.SYNs == 0 || r.ARPClaims == 0 {
+		t.Fatalf("the attack did not run: %+v", r)
+	}
+	if r.SynAck || r.Status != "" || r.Body != "" {
+		t.Fatalf("guarded: the raw attacker got %+v", r)
+	}
+	if m := n.neighMAC("10.99.0.5"); m == n.atSB.MAC.String() {
+		t.Errorf("the node's neighbour entry for the victim moved to the attacker's MAC %s", m)
+	}
+	t.Logf("guard: the raw attacker sent %d ARP claims and %d SYNs and got nothing (%s)", r.ARPClaims, r.SYNs, r.Error)
+	if got := n.ask(n.victim, "10.99.0.5"); got != "token-for-10.99.0.5" {
+		t.Fatalf("victim after the attack: %q", got)
+	}
+	// The same program from the attacker's own address (removed from its
+	// kernel, which would otherwise reset the connection) is answered.
+	n.in(n.at, "ip", "addr", "del", "10.99.0.6/24", "dev", "eth0")
+	r = n.rawAsk(bin, n.at, "10.99.0.6")
+	n.in(n.at, "ip", "addr", "add", "10.99.0.6/24", "dev", "eth0")
+	if r.Status != "HTTP/1.1 200 OK" || r.Body != "token-for-10.99.0.6" {
+		t.Fatalf("control, own address under the guard: %+v (the raw TCP is broken: the guarded case proves nothing)", r)
+	}
+}
+
+// TestGuardIPv6 plays the attacker on a dual-stack bridge: it takes the
+// victim's IPv6 address and claims it by an unsolicited neighbour
+// advertisement (from that address, and from its own). Without the guard
+// it is answered as the victim; with it, never — the node's neighbour
+// entry may move (neighbour discovery is not filtered) but the answers
+// still leave only through the victim's port.
+func TestGuardIPv6(t *testing.T) {
+	testenv.NeedRoot(t, "ip", "ebtables", "ebtables-restore")
+	n := newSpoofNet(t)
+	const vip = "fd99::5"
+	victimTok := "token-for-" + vip
+	if got := n.ask(n.victim, vip); got != victimTok {
+		t.Fatalf("victim before any rule: %q", got)
+	}
+	claim := func(from string) {
+		_ = exec.Command("ip", "netns", "exec", n.at, "ip", "addr", "add", vip+"/128", "dev", "eth0", "nodad").Run()
+		n.in(n.victim, "ip", "link", "set", "eth0", "down") // the victim does not answer for itself
+		n.claimNDP(n.at, "eth0", n.atSB.MAC, from, vip)
+	}
+	undo := func() {
+		_ = exec.Command("ip", "netns", "exec", n.at, "ip", "addr", "del", vip+"/128", "dev", "eth0").Run()
+		n.in(n.victim, "ip", "link", "set", "eth0", "up")
+		n.in(n.node, "ip", "neigh", "flush", "dev", "br0")
+	}
+	claim(vip)
+	if got := n.ask(n.at, vip); got != victimTok {
+		t.Fatalf("control: the unguarded IPv6 attack got %q, want the victim's token (the harness cannot see a theft)", got)
+	}
+	undo()
+
+	ex := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
+	}
+	g, err := NewGuard(GuardConfig{Exec: ex})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Sync(t.Context(), []Sandbox{n.victimSB, n.atSB}, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Uninstall(context.Background()) })
+	for _, tt := range []struct{ name, from string }{
+		{"advertisement from the victim's address", vip},
+		{"advertisement from the attacker's own address", "fd99::6"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			defer undo()
+			// The node has an entry to override: the victim talks first.
+			n.in(n.victim, "ip", "link", "set", "eth0", "up")
+			if got := n.ask(n.victim, vip); got != victimTok {
+				t.Fatalf("victim with the guard: %q", got)
+			}
+			claim(tt.from)
+			if got := n.ask(n.at, vip); got != "" {
+				t.Errorf("the attacker got %q", got)
+			}
+			if m := n.neighMAC(vip); tt.from == vip && m == n.atSB.MAC.String() {
+				t.Errorf("an advertisement sent as the victim's address moved the node's entry to the attacker's MAC")
+			}
+			t.Logf("node's neighbour entry for %s after the claim: %q (attacker's MAC %s)", vip, n.neighMAC(vip), n.atSB.MAC)
+		})
+	}
+	if got := n.ask(n.victim, vip); got != victimTok {
+		t.Fatalf("victim after the attacks: %q", got)
+	}
+	if got := n.ask(n.at, "fd99::6"); got != "token-for-fd99::6" {
+		t.Fatalf("attacker as itself over IPv6: %q", got)
 	}
 }

@@ -114,6 +114,7 @@ func TestGuardRulesAndOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := sandbox("v", "vethv", "02:00:00:00:00:01", "10.244.0.5")
+	victim.IPs = append(victim.IPs, netip.MustParseAddr("fd00:10:244::5")) // dual stack
 	attacker := sandbox("a", "vetha", "02:00:00:00:00:02", "10.244.0.6")
 	if err := g.Sync(t.Context(), []Sandbox{victim, attacker}, false); err != nil {
 		t.Fatal(err)
@@ -130,6 +131,8 @@ func TestGuardRulesAndOwners(t *testing.T) {
 		"-A PODID-GUARD-IN -i vetha -p 802_1Q -j DROP\n",
 		"*filter\n:PODID-GUARD-OUT RETURN\n",
 		"-A PODID-GUARD-OUT -p IPv4 --ip-dst 10.244.0.5 ! -o vethv -j DROP\n",
+		"-A PODID-GUARD-IN -p IPv6 --ip6-src fd00:10:244::5 ! -i vethv -j DROP\n",
+		"-A PODID-GUARD-OUT -p IPv6 --ip6-dst fd00:10:244::5 ! -o vethv -j DROP\n",
 	} {
 		if !strings.Contains(in, want) {
 			t.Errorf("restore input lacks %q:\n%s", want, in)
