@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -438,6 +440,56 @@ func TestAgent(t *testing.T) {
 				_ = exec.Command("ip", "neigh", "del", v.Status.PodIP, "dev", c.Bridge).Run()
 				victimStillServed(ctx, t, c, verifier, v, v1.clientID)
 			})
+		}},
+		{"ipv6-reaches-no-token", func(t *testing.T) {
+			// The cluster is IPv4-only, but pods and the bridge have IPv6
+			// link-local addresses and the node may have others. A pod
+			// with NET_ADMIN (so it can route to any of them) tries the
+			// agent's port over IPv6: nothing answers. The control shows
+			// IPv6 from the pod to the node works: a server of this test
+			// on the node, listening on every IPv6 address, answers over
+			// the same paths.
+			bridgeLL := nodeIPv6(t, "dev", c.Bridge, "scope", "link")
+			if len(bridgeLL) == 0 {
+				t.Fatalf("the bridge %s has no IPv6 link-local address: no IPv6 path to test", c.Bridge)
+			}
+			ll := bridgeLL[0]
+			pod := framework.TestClientPod(ns, "v6-prober")
+			pod.Labels[podidv1.PodLabelKey] = agentV1Selector
+			pod.Spec.DeprecatedServiceAccount = v1.sa
+			pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}
+			pod = c.CreatePod(ctx, t, pod)
+			get := func(url string) imdsAnswer {
+				out, stderr, err := c.Exec(ctx, ns, pod.Name, "", "/testclient", "get", "-H", "Metadata: true", url)
+				if err != nil {
+					return imdsAnswer{err: fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr))}
+				}
+				st, body, _ := strings.Cut(out, "\n")
+				n, _ := strconv.Atoi(strings.TrimPrefix(st, "status="))
+				return imdsAnswer{status: n, body: body}
+			}
+			ln, err := net.Listen("tcp6", "[::]:0")
+			must(t, err)
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "node over IPv6") }), ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Close()
+			port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+			targets := []string{"[" + ll + "%25eth0]"}
+			for _, g := range nodeIPv6(t, "scope", "global") {
+				_, _, err := c.Exec(ctx, ns, pod.Name, "", "ip", "-6", "route", "add", g+"/128", "via", ll, "dev", "eth0")
+				must(t, err)
+				targets = append(targets, "["+g+"]")
+			}
+			for _, h := range targets {
+				if a := get("http://" + h + ":" + port + "/"); a.status != http.StatusOK {
+					t.Fatalf("control: a server on the node at %s over IPv6: status=%d %v; the path does not work, a refusal of the agent's port there would mean nothing", h, a.status, a.err)
+				}
+				a := get("http://" + h + ":" + agentPort + imdsTokenPath)
+				if a.status != 0 || a.err == nil || strings.Contains(a.body, "access_token") {
+					t.Errorf("the agent's port over IPv6 at %s answered: status=%d %.200s", h, a.status, a.body)
+				}
+				t.Logf("IPv6 %s:%s: %v", h, agentPort, a.err)
+			}
 		}},
 		{"first-token-at-container-start", func(t *testing.T) {
 			// An app that asks at once: the container's first process sends
@@ -1523,4 +1575,23 @@ func guardJumpsInPlace(t *testing.T) bool {
 		}
 	}
 	return true
+}
+
+// nodeIPv6 lists the node's IPv6 addresses (ip -6 addr show ARGS).
+func nodeIPv6(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"-6", "-o", "addr", "show"}, args...)...).Output()
+	must(t, err)
+	var addrs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		for i, w := range f {
+			if w == "inet6" && i+1 < len(f) {
+				if p, err := netip.ParsePrefix(f[i+1]); err == nil {
+					addrs = append(addrs, p.Addr().String())
+				}
+			}
+		}
+	}
+	return addrs
 }
