@@ -88,10 +88,10 @@ func (o *interceptOptions) build(log *slog.Logger) (*intercept.Interceptor, erro
 }
 
 // buildGuard assembles the per-pod anti-spoofing guard; it runs the same
-// way as iptables (chrooted into --host-root) and reads the CNI records
-// under --host-root.
+// way as iptables (chrooted into --host-root; --ebtables for bridged pods,
+// --iptables for routed ones) and reads the CNI records under --host-root.
 func (o *interceptOptions) buildGuard(log *slog.Logger) (*intercept.Guard, error) {
-	cfg := intercept.GuardConfig{EBTables: o.ebtables, ResultsDir: filepath.Join("/", o.hostRoot, o.cniResultsDir), Logger: log}
+	cfg := intercept.GuardConfig{EBTables: o.ebtables, IPTables: o.iptables, ResultsDir: filepath.Join("/", o.hostRoot, o.cniResultsDir), Logger: log}
 	if o.hostRoot != "" {
 		cfg.Exec = intercept.ChrootExec(o.hostRoot)
 	}

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -529,5 +530,207 @@ func TestGuardIPv6(t *testing.T) {
 	}
 	if got := n.ask(n.at, "fd99::6"); got != "token-for-fd99::6" {
 		t.Fatalf("attacker as itself over IPv6: %q", got)
+	}
+}
+
+// newRoutedNet is a node of a routed CNI (Calico-style) in network
+// namespaces: each pod has a veth whose host side has no address, proxy
+// ARP, and a /32 host route; pods route everything through 169.254.1.1 on
+// that link. The server listens on a node address. No bridge anywhere.
+func newRoutedNet(t *testing.T) (*spoofNet, string) {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	id := hex.EncodeToString(b)
+	n := &spoofNet{t: t, id: id, node: "podid-rn-" + id, victim: "podid-rv-" + id, at: "podid-ra-" + id, serverAddr: "10.97.255.1:8080"}
+	for _, ns := range []string{n.node, n.victim, n.at} {
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	}
+	n.in(n.node, "ip", "link", "set", "lo", "up")
+	n.in(n.node, "ip", "addr", "add", "10.97.255.1/32", "dev", "lo")
+	// Reverse-path filtering off: what drops a spoofed source must be the
+	// guard, not the kernel's heuristics (CNIs set it either way).
+	n.in(n.node, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.ip_forward=1")
+	// Proxy ARP answers for 169.254.1.1 only if the node routes it out of
+	// another interface: a default route, as a real node has.
+	n.in(n.node, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	n.in(n.node, "ip", "link", "set", "up1", "up")
+	n.in(n.node, "ip", "link", "set", "up0", "up")
+	n.in(n.node, "ip", "route", "add", "default", "dev", "up0")
+	pod := func(ns, hostIf, mac, ip string) Sandbox {
+		n.in(n.node, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		n.in(n.node, "sysctl", "-qw", "net.ipv4.conf."+hostIf+".proxy_arp=1", "net.ipv4.conf."+hostIf+".rp_filter=0")
+		n.in(n.node, "ip", "link", "set", hostIf, "up")
+		n.in(n.node, "ip", "route", "add", ip+"/32", "dev", hostIf)
+		n.in(ns, "ip", "link", "set", "eth0", "address", mac)
+		n.in(ns, "ip", "addr", "add", ip+"/32", "dev", "eth0")
+		n.in(ns, "ip", "link", "set", "eth0", "up")
+		n.in(ns, "ip", "link", "set", "lo", "up")
+		n.in(ns, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+		n.in(ns, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+		return Sandbox{ContainerID: ns, PodNamespace: "ns", PodName: ns, PodUID: "uid-" + ns, HostIf: hostIf,
+			MAC: mustMAC(mac), IPs: []netip.Addr{netip.MustParseAddr(ip)}}
+	}
+	n.victimSB = pod(n.victim, "caliv"+id, "02:00:00:00:97:05", "10.97.0.5")
+	n.atSB = pod(n.at, "calia"+id, "02:00:00:00:97:06", "10.97.0.6")
+	var ln net.Listener
+	inNetns(t, n.node, func() {
+		var err error
+		if ln, err = net.Listen("tcp", n.serverAddr); err != nil {
+			t.Error(err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			body := "token-for-" + host + "\n"
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+			_ = c.Close()
+		}
+	}()
+	// The node's routing table as the guard reads it: /proc/<pid>/net/route
+	// of a process in the node's namespace.
+	sleeper := exec.Command("ip", "netns", "exec", n.node, "sleep", "3600")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	routes := fmt.Sprintf("/proc/%d/net/route", sleeper.Process.Pid)
+	if err := wait(t, func() bool { // ip netns exec switches namespace, then execs sleep
+		b, err := os.ReadFile(routes)
+		return err == nil && strings.Contains(string(b), "caliv"+id)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n, routes
+}
+
+// wait polls cond every 10 ms for up to 5 s.
+func wait(t *testing.T, cond func() bool) error {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond) // polling an external process's state
+	}
+	return fmt.Errorf("condition not met in 5s")
+}
+
+// TestGuardRoutedCNI plays the attacker on a routed node: the host route
+// already sends answers for the victim's address to the victim's link;
+// the guard adds that nothing but the victim's link may send as it, and
+// refuses a pod the node does not route through its own interface (the
+// one case, shown by the control, in which the attacker is answered).
+func TestGuardRoutedCNI(t *testing.T) {
+	testenv.NeedRoot(t, "ip", "iptables", "iptables-restore")
+	bin := buildSpoofer(t)
+	n, routes := newRoutedNet(t)
+	const vip, victimTok = "10.97.0.5", "token-for-10.97.0.5"
+	if got := n.ask(n.victim, vip); got != victimTok {
+		t.Fatalf("victim before any rule: %q", got)
+	}
+	if got := n.ask(n.at, "10.97.0.6"); got != "token-for-10.97.0.6" {
+		t.Fatalf("attacker as itself: %q", got)
+	}
+	rawAsk := func() spooferResult {
+		out := n.in(n.at, bin, "get", "-timeout", "4s", "-src", vip, "-gw", "169.254.1.1", "-dst", n.serverAddr, "/token")
+		var r spooferResult
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("spoofer printed %q: %v", out, err)
+		}
+		return r
+	}
+	// Without the guard, routing alone keeps the answers on the victim's
+	// link: the raw attacker (ARP claim + hand-built TCP) gets nothing.
+	if r := rawAsk(); r.Status != "" || r.SynAck {
+		t.Fatalf("routed, no guard: the raw attacker got %+v", r)
+	}
+	// Control: a node that routes the victim's address to the attacker's
+	// link (a broken CNI) hands the attacker the victim's answer ...
+	n.in(n.node, "ip", "route", "replace", vip+"/32", "dev", n.atSB.HostIf)
+	n.in(n.at, "ip", "addr", "add", vip+"/32", "dev", "eth0")
+	if got := n.ask(n.at, vip); got != victimTok {
+		t.Fatalf("control: misrouted, the attacker got %q, want the victim's token (the harness cannot see a theft)", got)
+	}
+	// ... and that is what the guard refuses to vouch for.
+	ex := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
+	}
+	g, err := NewGuard(GuardConfig{Exec: ex, RoutesFile: routes, EBTables: "true", EBTablesRestore: "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Uninstall(context.Background()) })
+	err = g.Sync(t.Context(), []Sandbox{n.victimSB, n.atSB}, false)
+	if err == nil || !strings.Contains(err.Error(), "not through "+n.victimSB.HostIf+" alone") {
+		t.Fatalf("misrouted victim: %v, want it refused", err)
+	}
+	if _, ok := g.Owner(netip.MustParseAddr(vip)); ok {
+		t.Fatal("the guard vouches for a pod the node routes elsewhere")
+	}
+	n.in(n.node, "ip", "route", "replace", vip+"/32", "dev", n.victimSB.HostIf)
+
+	// Routed right: the guard vouches for both and drops the forgeries.
+	if err := g.Sync(t.Context(), []Sandbox{n.victimSB, n.atSB}, false); err != nil {
+		t.Fatal(err)
+	}
+	if sb, ok := g.Owner(netip.MustParseAddr(vip)); !ok || sb.PodUID != n.victimSB.PodUID {
+		t.Fatalf("victim not guarded: %+v %v", sb, ok)
+	}
+	before := droppedAs(t, n, vip)
+	if got := n.ask(n.at, vip); got != "" { // NET_ADMIN: the victim's address on its interface
+		t.Errorf("guarded: the attacker with the victim's address got %q", got)
+	}
+	n.in(n.at, "ip", "addr", "del", vip+"/32", "dev", "eth0")
+	if r := rawAsk(); r.Status != "" || r.SynAck || r.SYNs == 0 {
+		t.Errorf("guarded: the raw attacker got %+v", r)
+	}
+	if after := droppedAs(t, n, vip); after <= before {
+		t.Errorf("the guard's rule for %s dropped no packets (%d before the attacks, %d after): the forgeries did not reach it", vip, before, after)
+	}
+	if got := n.ask(n.victim, vip); got != victimTok {
+		t.Fatalf("victim with the guard: %q", got)
+	}
+	if got := n.ask(n.at, "10.97.0.6"); got != "token-for-10.97.0.6" {
+		t.Fatalf("attacker as itself with the guard: %q", got)
+	}
+	if err := g.Uninstall(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if out := n.in(n.node, "iptables-save", "-t", "raw"); strings.Contains(out, "PODID-GUARD") {
+		t.Fatalf("guard chain left after Uninstall:\n%s", out)
+	}
+}
+
+// droppedAs is how many packets the guard's rule for address a dropped.
+func droppedAs(t *testing.T, n *spoofNet, a string) int {
+	t.Helper()
+	for _, l := range strings.Split(n.in(n.node, "iptables", "-t", "raw", "-L", "PODID-GUARD-RAW", "-v", "-x", "-n"), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 8 && f[2] == "DROP" && f[7] == a {
+			c, err := strconv.Atoi(f[0])
+			must(t, err)
+			return c
+		}
+	}
+	t.Fatalf("no guard rule for %s", a)
+	return 0
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
