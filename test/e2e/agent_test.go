@@ -496,8 +496,8 @@ func TestAgent(t *testing.T) {
 			// token requests 10ms apart from its first instant. The time
 			// from its first request to its first 200 is the startup race
 			// the node's records close (the kubelet reports the pod's IP
-			// to the API server only later). 10 pods, one after another.
-			const n = 10
+			// to the API server only later). 20 pods, one after another.
+			const n = 20
 			var lat []time.Duration
 			first200 := 0
 			for i := range n {
@@ -530,8 +530,26 @@ func TestAgent(t *testing.T) {
 				t.Fatalf("%d of %d pods got a token", len(lat), n)
 			}
 			slices.Sort(lat)
-			t.Logf("container's first request -> first token, %d pods in sequence: p50 %s, max %s; answered 200 on the first request: %d of %d",
-				n, lat[n/2].Round(time.Millisecond), lat[n-1].Round(time.Millisecond), first200, n)
+			t.Logf("container's first request -> first token, %d pods in sequence: p50 %s, p90 %s, max %s (goal: p99 < 100ms); answered 200 on the first request: %d of %d",
+				n, lat[n/2].Round(time.Millisecond), lat[n*9/10].Round(time.Millisecond), lat[n-1].Round(time.Millisecond), first200, n)
+			if lat[n-1] > time.Second {
+				t.Errorf("a pod waited %s for its first token, want well under 1s", lat[n-1])
+			}
+			// The unmodified azidentity app, with the SDK's retries off: a
+			// 404 on its first request would fail its first GetToken.
+			const m = 5
+			firstTry := 0
+			for i := range m {
+				pod := c.CreatePod(ctx, t, miClientPod(ns, fmt.Sprintf("first-token-sdk-%d", i), v1.sa, map[string]string{podidv1.PodLabelKey: agentV1Selector}, "-max-retries=-1"))
+				logs := waitForLog(ctx, t, c, ns, pod.Name, "miclient: token acquired")
+				if first := firstLine(logs); strings.HasPrefix(first, "miclient: token acquired") {
+					firstTry++
+				} else {
+					t.Errorf("%s: the SDK's first GetToken failed: %s", pod.Name, first)
+				}
+				must(t, c.Client.Delete(ctx, pod))
+			}
+			t.Logf("unmodified azidentity (no SDK retries), %d pods: token on the first GetToken in %d of %d", m, firstTry, m)
 		}},
 		{"api-server-outage", func(t *testing.T) {
 			// Three pods ask every 500 ms from their own process (exec
