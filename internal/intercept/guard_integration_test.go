@@ -72,6 +72,11 @@ func newSpoofNet(t *testing.T) *spoofNet {
 		in(n.node, "ip", "link", "set", veth, "master", "br0", "up")
 		in(ns, "ip", "link", "set", "eth0", "address", mac)
 		in(ns, "sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1") // the tests take the victim down and up
+		// A new namespace may inherit the host's IPv4 forwarding; a pod
+		// that forwards hands the answers it steals on to their owner,
+		// whose reset can end the theft. Off, so that the unguarded
+		// controls are not a race.
+		in(ns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
 		in(ns, "ip", "addr", "add", ip+"/24", "dev", "eth0")
 		in(ns, "ip", "addr", "add", ip6+"/64", "dev", "eth0", "nodad")
 		in(ns, "ip", "link", "set", "eth0", "up")
@@ -562,6 +567,7 @@ func newRoutedNet(t *testing.T) (*spoofNet, string) {
 		n.in(n.node, "sysctl", "-qw", "net.ipv4.conf."+hostIf+".proxy_arp=1", "net.ipv4.conf."+hostIf+".rp_filter=0")
 		n.in(n.node, "ip", "link", "set", hostIf, "up")
 		n.in(n.node, "ip", "route", "add", ip+"/32", "dev", hostIf)
+		n.in(ns, "sysctl", "-qw", "net.ipv4.ip_forward=0") // as in newSpoofNet
 		n.in(ns, "ip", "link", "set", "eth0", "address", mac)
 		n.in(ns, "ip", "addr", "add", ip+"/32", "dev", "eth0")
 		n.in(ns, "ip", "link", "set", "eth0", "up")

@@ -359,6 +359,8 @@ func TestAgent(t *testing.T) {
 				if !capRaw || capAdmin {
 					t.Fatalf("%s/%s: NET_RAW=%v NET_ADMIN=%v, want the default capabilities (NET_RAW, no NET_ADMIN)", p.Namespace, p.Name, capRaw, capAdmin)
 				}
+				fwd, _, _ := c.Exec(ctx, p.Namespace, p.Name, "", "cat", "/proc/sys/net/ipv4/ip_forward")
+				t.Logf("%s/%s: default capabilities (NET_RAW, no NET_ADMIN); ip_forward=%s", p.Namespace, p.Name, strings.TrimSpace(fwd))
 			}
 			for _, v := range []*corev1.Pod{pods["raw-victim-v1"], pods["raw-victim-v2"]} {
 				if a := waitIMDSAnswer(ctx, t, c, ns, v.Name, ""); a.err != nil || a.status != http.StatusOK {

