@@ -7,8 +7,9 @@
 #   localhost/podid-testclient:dev    test/e2e/images/testclient + busybox (sh, wget, cat, ...)
 #   localhost/podid-wiclient:dev      test/e2e/images/wiclient (the unmodified Azure SDK), no shell
 #   localhost/podid-miclient:dev      test/e2e/images/miclient (the unmodified Azure SDK, IMDS), no shell
+#   localhost/podid-spoofer:dev       test/e2e/images/spoofer (hand-built TCP from a packet socket) + busybox
 #
-#   hack/image.sh [pause|podid|testclient|wiclient|miclient]...     (default: all)
+#   hack/image.sh [pause|podid|testclient|wiclient|miclient|spoofer]...     (default: all)
 #
 # Each image is a single-layer docker-archive built from a directory; the layer is
 # reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
@@ -47,6 +48,12 @@ busybox_bin() { # prints the path of a static busybox taken from Debian's busybo
     dpkg-deb -x "$d"/busybox-static_*.deb "$d/root"
   fi
   echo "$d/root/bin/busybox"
+}
+
+add_busybox() { # ROOTFS BUSYBOX: /bin/busybox and a link per applet
+  local a
+  mkdir -p "$1/bin"; cp "$2" "$1/bin/busybox"
+  for a in $("$2" --list); do [ "$a" = busybox ] || ln -s busybox "$1/bin/$a"; done
 }
 
 base_rootfs() { # DIR: /etc/passwd, /tmp and the CA bundle every image gets
@@ -101,7 +108,8 @@ build() { # NAME
     testclient) ref=localhost/podid-testclient:dev; pkg=./test/e2e/images/testclient; extra=("$(busybox_bin)") ;;
     wiclient) ref=localhost/podid-wiclient:dev; pkg=./test/e2e/images/wiclient ;;
     miclient) ref=localhost/podid-miclient:dev; pkg=./test/e2e/images/miclient ;;
-    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient)" ;;
+    spoofer) ref=localhost/podid-spoofer:dev; pkg=./test/e2e/images/spoofer; extra=("$(busybox_bin)") ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, spoofer)" ;;
   esac
   [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
   ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
@@ -122,12 +130,15 @@ build() { # NAME
     testclient)
       base_rootfs "$r"
       gobuild "$r/testclient" "$pkg"
-      local bb=${extra[0]} a
-      mkdir -p "$r/bin"; cp "$bb" "$r/bin/busybox"
-      for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"; done
+      add_busybox "$r" "${extra[0]}"
       # busybox 1.35 wget segfaults with -T; the testclient binary answers as wget.
       ln -sf /testclient "$r/bin/wget"
       set -- /testclient ;;
+    spoofer)
+      base_rootfs "$r"
+      gobuild "$r/spoofer" "$pkg"
+      add_busybox "$r" "${extra[0]}" # ip, cat: the e2e sets the control pod up with them
+      set -- /spoofer sleep ;;
     wiclient)
       base_rootfs "$r"
       gobuild "$r/wiclient" "$pkg"
@@ -143,5 +154,5 @@ build() { # NAME
   log "image $ref $what (${id:7:12}, $(since "$t"))"
 }
 
-[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient
+[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient spoofer
 for n in "$@"; do build "$n"; done

@@ -66,7 +66,7 @@ func (o *interceptOptions) addFlags(cmd *cobra.Command) {
 	f.StringSliceVar(&o.podCIDRs, "pod-cidr", nil, "this node's pod CIDR(s) whose traffic to 169.254.169.254:80 is redirected (repeatable)")
 	f.StringVar(&o.hostIP, "host-ip", os.Getenv("HOST_IP"), "the node address the redirected traffic goes to (default $HOST_IP)")
 	f.IntVar(&o.port, "port", 2579, "the agent's IMDS port (listener and redirect target)")
-	f.StringVar(&o.iptables, "iptables", "iptables", "iptables binary (iptables, iptables-nft or iptables-legacy; must match the node's backend)")
+	f.StringVar(&o.iptables, "iptables", "iptables", "iptables binary (iptables, iptables-nft or iptables-legacy; must match the node's backend); also for the anti-spoofing rules of routed pods")
 	f.StringVar(&o.ebtables, "ebtables", "ebtables", "ebtables binary for the per-pod anti-spoofing rules (ebtables or ebtables-nft)")
 	f.StringVar(&o.cniResultsDir, "cni-results-dir", intercept.DefaultCNIResultsDir, "the node's CNI results cache (libcni's), as seen on the node: it ties each pod's address to its interface")
 	f.StringVar(&o.hostRoot, "host-root", "", "run iptables chrooted into this directory (the node's / mounted into the container), so the node's own binary and backend are used")
@@ -96,10 +96,10 @@ func (o *interceptOptions) build(log *slog.Logger) (*intercept.Interceptor, erro
 }
 
 // buildGuard assembles the per-pod anti-spoofing guard; it runs the same
-// way as iptables (chrooted into --host-root) and reads the CNI records
-// under --host-root.
+// way as iptables (chrooted into --host-root; --ebtables for bridged pods,
+// --iptables for routed ones) and reads the CNI records under --host-root.
 func (o *interceptOptions) buildGuard(log *slog.Logger) (*intercept.Guard, error) {
-	cfg := intercept.GuardConfig{EBTables: o.ebtables, ResultsDir: filepath.Join("/", o.hostRoot, o.cniResultsDir), Logger: log}
+	cfg := intercept.GuardConfig{EBTables: o.ebtables, IPTables: o.iptables, ResultsDir: filepath.Join("/", o.hostRoot, o.cniResultsDir), Logger: log}
 	if o.hostRoot != "" {
 		cfg.Exec = intercept.ChrootExec(o.hostRoot)
 	}

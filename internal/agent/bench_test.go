@@ -211,7 +211,8 @@ func serveLoopback(t *testing.T, h http.Handler) string {
 // BenchmarkHandlerCachedToken is the server-side cost of one cached-token
 // request without the network; "guarded" adds the check that the node's
 // guard vouches for the caller (a real intercept.Guard holding 110 pods,
-// its rules applied through a no-op command runner).
+// its rules applied through a no-op command runner); "interleaved" gives
+// their ratio from one run on whatever load the machine has.
 func BenchmarkHandlerCachedToken(b *testing.B) {
 	index := NewPodIndex()
 	podIP := netip.MustParseAddr("10.1.3.7")
@@ -233,26 +234,51 @@ func BenchmarkHandlerCachedToken(b *testing.B) {
 	if err := guard.Sync(b.Context(), sbs, true); err != nil {
 		b.Fatal(err)
 	}
+	handler := func(g Guard) http.Handler {
+		return NewHandler(HandlerConfig{Resolver: &IndexResolver{Index: index, NodeName: "node1", Guard: g}, Decider: staticDecider{"uid-p": {{ClientID: "cid"}}}, Tokens: cache})
+	}
+	serve := func(b *testing.B, h http.Handler) {
+		r := httptest.NewRequest(http.MethodGet, tokenURL, nil)
+		r.RequestURI = tokenURL
+		r.RemoteAddr = "10.1.3.7:40000"
+		r.Header.Set("Metadata", "true")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 {
+			b.Fatal(w.Code, w.Body.String())
+		}
+	}
 	for _, bc := range []struct {
 		name  string
 		guard Guard
 	}{{"unguarded", nil}, {"guarded", guard}} {
 		b.Run(bc.name, func(b *testing.B) {
-			h := NewHandler(HandlerConfig{Resolver: &IndexResolver{Index: index, NodeName: "node1", Guard: bc.guard}, Decider: staticDecider{"uid-p": {{ClientID: "cid"}}}, Tokens: cache})
+			h := handler(bc.guard)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					r := httptest.NewRequest(http.MethodGet, tokenURL, nil)
-					r.RequestURI = tokenURL
-					r.RemoteAddr = "10.1.3.7:40000"
-					r.Header.Set("Metadata", "true")
-					w := httptest.NewRecorder()
-					h.ServeHTTP(w, r)
-					if w.Code != 200 {
-						b.Fatal(w.Code, w.Body.String())
-					}
+					serve(b, h)
 				}
 			})
 		})
 	}
+	// The ratio in one run: each iteration serves one request without and
+	// one with the guard (in alternating order), timed apart, so a busy
+	// machine slows both alike.
+	b.Run("interleaved", func(b *testing.B) {
+		hs := [2]http.Handler{handler(nil), handler(guard)}
+		var spent [2]time.Duration
+		for i := 0; b.Loop(); i++ {
+			for k := range 2 {
+				j := (i + k) % 2
+				t0 := time.Now()
+				serve(b, hs[j])
+				spent[j] += time.Since(t0)
+			}
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64(spent[0].Nanoseconds())/n, "unguarded-ns/req")
+		b.ReportMetric(float64(spent[1].Nanoseconds())/n, "guarded-ns/req")
+		b.ReportMetric(float64(spent[1])/float64(spent[0]), "guarded/unguarded")
+	})
 }

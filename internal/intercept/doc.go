@@ -1,8 +1,9 @@
 // Package intercept keeps pod traffic for the instance metadata service
 // (169.254.169.254:80) redirected to the node agent, with iptables, and
-// (Guard) keeps every pod's address and MAC tied to its own interface,
-// with ebtables rules built from the node's CNI records (ReadCNIResults),
-// so that the source address the agent sees is the pod's.
+// (Guard) keeps every pod's address tied to its own interface — ebtables
+// for bridged pods (address and MAC), iptables and the node's host routes
+// for routed ones — built from the node's CNI records (ReadCNIResults), so
+// that the source address the agent sees is the pod's.
 //
 // Rules (in chains owned by podid, jumped to from the top of the built-in
 // chains):
@@ -17,6 +18,7 @@
 // pods) goes through OUTPUT, which podid does not touch: it never reaches
 // the agent as pod traffic.
 //
-// Limits: IPv4 only (the metadata service has no IPv6 address); the
+// Limits: the interception is IPv4 only (the metadata service has no IPv6
+// address; the guard also ties a pod's IPv6 addresses to its port); the
 // iptables binary decides between the legacy and nf_tables backends.
 package intercept

@@ -2,11 +2,14 @@ package intercept
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +22,13 @@ type GuardConfig struct {
 	ChainPrefix string
 	// EBTables and EBTablesRestore are the binaries; default ebtables, ebtables-restore.
 	EBTables, EBTablesRestore string
+	// IPTables and IPTablesRestore guard pods of routed CNIs; default
+	// iptables, iptables-restore.
+	IPTables, IPTablesRestore string
+	// RoutesFile is the node's IPv4 routing table as the kernel lists it;
+	// default /proc/net/route (the agent runs in the node's network
+	// namespace).
+	RoutesFile string
 	// ResultsDir holds the node's CNI records as this process sees them;
 	// default DefaultCNIResultsDir.
 	ResultsDir string
@@ -30,12 +40,12 @@ type GuardConfig struct {
 	Logger *slog.Logger
 }
 
-// Guard keeps, for every bridged pod interface the node's CNI records
-// name, ebtables rules that tie the pod's addresses and MAC to the host
-// side of its veth, and tells which sandbox owns an address once — and
-// only once — its rules are in place.
+// Guard keeps, for every pod interface the node's CNI records name, rules
+// that tie the pod's addresses to the host side of its interface, and
+// tells which sandbox owns an address once — and only once — its rules are
+// in place.
 //
-// Rules per pod (address a, host interface v, pod MAC m):
+// Bridged pods (ebtables), per pod (address a, host interface v, pod MAC m):
 //
 //	nat PREROUTING -> <prefix>-IN (before the bridge learns source MACs):
 //	  -s m ! -i v -j DROP                 no other port sends with the pod's MAC
@@ -46,18 +56,36 @@ type GuardConfig struct {
 //	  -i v -p ARP ! --arp-ip-src a -j DROP ... claims only its own address ...
 //	  -i v -p ARP --arp-mac-src ! m -j DROP
 //	  -i v -p 802_1Q -j DROP               ... and sends no VLAN-tagged frames
+//	  -p IPv6 --ip6-src a6 ! -i v -j DROP  per IPv6 address a6 the records give the pod
 //	filter OUTPUT, FORWARD -> <prefix>-OUT:
 //	  -p IPv4 --ip-dst a ! -o v -j DROP    what is sent to the pod leaves only through v
+//	  -p IPv6 --ip6-dst a6 ! -o v -j DROP
 //
-// The last rule alone keeps a pod's token from reaching another port: a
-// forged connection from elsewhere never sees the agent's answer.
+// The OUT rules alone keep a pod's token from reaching another port: a
+// forged connection from elsewhere never sees the agent's answer. IPv6
+// neighbour discovery is not filtered (ebtables cannot match a neighbour
+// advertisement's target): another pod can move the node's neighbour
+// entry for a6, which then black-holes the node's IPv6 traffic to the pod
+// until the entry is resolved again, but never delivers it elsewhere.
+//
+// Routed pods (ptp, Calico-style: no bridge, a host route per pod), per
+// pod, in iptables:
+//
+//	raw PREROUTING -> <prefix>-RAW:
+//	  -s a/32 ! -i v -j DROP              no other interface sends as the pod's address
+//
+// and the node must route a/32 through v (checked in RoutesFile at every
+// sync; a pod without that route is not guarded): then whatever anyone
+// announces by ARP, answers to a leave only through v.
 type Guard struct {
 	cfg GuardConfig
 
-	mu      sync.Mutex // serialises Sync; protects applied
-	applied string     // restore input last applied successfully
-	owners  atomic.Pointer[map[netip.Addr]Sandbox]
-	ready   atomic.Bool
+	mu         sync.Mutex // serialises Sync; protects applied, appliedRaw, rawChain
+	applied    string     // ebtables restore input last applied successfully
+	appliedRaw string     // iptables restore input last applied successfully
+	rawChain   bool       // the iptables chain for routed pods may exist
+	owners     atomic.Pointer[map[netip.Addr]Sandbox]
+	ready      atomic.Bool
 
 	kick      chan struct{}
 	requested atomic.Uint64 // refreshes asked for
@@ -80,6 +108,15 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 	if cfg.EBTablesRestore == "" {
 		cfg.EBTablesRestore = cfg.EBTables + "-restore"
 	}
+	if cfg.IPTables == "" {
+		cfg.IPTables = "iptables"
+	}
+	if cfg.IPTablesRestore == "" {
+		cfg.IPTablesRestore = cfg.IPTables + "-restore"
+	}
+	if cfg.RoutesFile == "" {
+		cfg.RoutesFile = "/proc/net/route"
+	}
 	if cfg.Exec == nil {
 		cfg.Exec = Exec
 	}
@@ -97,8 +134,9 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 	return g, nil
 }
 
-func (g *Guard) inChain() string  { return g.cfg.ChainPrefix + "-IN" }
-func (g *Guard) outChain() string { return g.cfg.ChainPrefix + "-OUT" }
+func (g *Guard) inChain() string      { return g.cfg.ChainPrefix + "-IN" }
+func (g *Guard) outChain() string     { return g.cfg.ChainPrefix + "-OUT" }
+func (g *Guard) rawChainName() string { return g.cfg.ChainPrefix + "-RAW" }
 
 // Owner returns the sandbox that owns ip, if its rules are in place.
 func (g *Guard) Owner(ip netip.Addr) (Sandbox, bool) {
@@ -111,8 +149,10 @@ func (g *Guard) Guarded() int { return len(*g.owners.Load()) }
 
 // guardable splits sandboxes into those the guard can protect and the
 // reasons it cannot protect the rest. An address claimed by two sandboxes
-// protects neither (the records are inconsistent: no guess).
-func guardable(sbs []Sandbox) (ok []Sandbox, refused []error) {
+// protects neither (the records are inconsistent: no guess). A routed
+// sandbox is protected only if routes (the node's /32 routes: address ->
+// interfaces) send its IPv4 address through its own interface alone.
+func guardable(sbs []Sandbox, routes map[netip.Addr][]string) (ok []Sandbox, refused []error) {
 	claims := map[netip.Addr]int{}
 	for _, sb := range sbs {
 		for _, a := range sb.IPs {
@@ -122,22 +162,27 @@ func guardable(sbs []Sandbox) (ok []Sandbox, refused []error) {
 	for _, sb := range sbs {
 		var why string
 		switch {
-		case sb.Bridge == "":
-			why = "its interface is not on a bridge (routed CNI): only bridged interfaces are guarded"
-		case len(sb.MAC) != 6 || sb.HostIf == "":
-			why = "no host interface or MAC"
+		case sb.HostIf == "":
+			why = "no host interface"
+		case sb.Bridge != "" && len(sb.MAC) != 6:
+			why = "no MAC"
 		}
-		var v4 int
+		var v4 []netip.Addr
 		for _, a := range sb.IPs {
 			if claims[a] > 1 {
 				why = fmt.Sprintf("address %s is claimed by more than one sandbox", a)
 			}
 			if a.Is4() {
-				v4++
+				v4 = append(v4, a)
 			}
 		}
-		if why == "" && v4 != 1 {
-			why = fmt.Sprintf("%d IPv4 addresses (exactly one is guarded)", v4)
+		if why == "" && len(v4) != 1 {
+			why = fmt.Sprintf("%d IPv4 addresses (exactly one is guarded)", len(v4))
+		}
+		if why == "" && sb.Bridge == "" {
+			if via := routes[v4[0]]; len(via) != 1 || via[0] != sb.HostIf {
+				why = fmt.Sprintf("routed interface, but the node routes %s/32 through %v, not through %s alone: its answers could leave elsewhere", v4[0], via, sb.HostIf)
+			}
 		}
 		if why != "" {
 			refused = append(refused, fmt.Errorf("pod %s/%s (sandbox %.12s) not guarded: %s", sb.PodNamespace, sb.PodName, sb.ContainerID, why))
@@ -148,15 +193,22 @@ func guardable(sbs []Sandbox) (ok []Sandbox, refused []error) {
 	return ok, refused
 }
 
-// restoreInput declares (and so empties) podid's chains and fills them.
+// restoreInput declares (and so empties) podid's ebtables chains and
+// fills them for the bridged sandboxes.
 func (g *Guard) restoreInput(sbs []Sandbox) []byte {
 	var in, out strings.Builder
 	for _, sb := range sbs {
+		if sb.Bridge == "" {
+			continue
+		}
 		m, v := sb.MAC.String(), sb.HostIf
 		var a4 string
+		var a6 []string
 		for _, a := range sb.IPs {
 			if a.Is4() {
 				a4 = a.String()
+			} else {
+				a6 = append(a6, a.String())
 			}
 		}
 		for _, r := range []string{
@@ -172,9 +224,65 @@ func (g *Guard) restoreInput(sbs []Sandbox) []byte {
 			fmt.Fprintf(&in, "-A %s %s\n", g.inChain(), r)
 		}
 		fmt.Fprintf(&out, "-A %s -p IPv4 --ip-dst %s ! -o %s -j DROP\n", g.outChain(), a4, v)
+		for _, a := range a6 {
+			fmt.Fprintf(&in, "-A %s -p IPv6 --ip6-src %s ! -i %s -j DROP\n", g.inChain(), a, v)
+			fmt.Fprintf(&out, "-A %s -p IPv6 --ip6-dst %s ! -o %s -j DROP\n", g.outChain(), a, v)
+		}
 	}
 	return []byte("*nat\n:" + g.inChain() + " RETURN\n" + in.String() +
 		"*filter\n:" + g.outChain() + " RETURN\n" + out.String())
+}
+
+// rawRestoreInput declares (and so empties) podid's iptables chain and
+// fills it for the routed sandboxes.
+func (g *Guard) rawRestoreInput(sbs []Sandbox) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*raw\n:%s - [0:0]\n", g.rawChainName())
+	for _, sb := range sbs {
+		if sb.Bridge != "" {
+			continue
+		}
+		for _, a := range sb.IPs {
+			if a.Is4() {
+				fmt.Fprintf(&b, "-A %s -s %s/32 ! -i %s -j DROP\n", g.rawChainName(), a, sb.HostIf)
+			}
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return []byte(b.String())
+}
+
+func (g *Guard) rawJump() []string {
+	return []string{"-t", "raw", "PREROUTING", "-j", g.rawChainName()}
+}
+
+func (g *Guard) ipt(ctx context.Context, args ...string) ([]byte, error) {
+	return g.cfg.Exec(ctx, nil, g.cfg.IPTables, append([]string{"-w", "5"}, args...)...)
+}
+
+// readRoutes returns the node's host routes (/32) and the interfaces each
+// goes through, from the kernel's listing of the main table.
+func readRoutes(path string) (map[netip.Addr][]string, error) {
+	data, err := readBounded(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the node's routes: %w", err)
+	}
+	routes := map[netip.Addr][]string{}
+	for _, l := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) < 8 || f[7] != "FFFFFFFF" {
+			continue
+		}
+		d, err := strconv.ParseUint(f[1], 16, 32)
+		if err != nil {
+			continue
+		}
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], uint32(d)) // the kernel prints it in host order
+		a := netip.AddrFrom4(b)
+		routes[a] = append(routes[a], f[0])
+	}
+	return routes, nil
 }
 
 // jumps are the rules in built-in chains: table, chain, target.
@@ -199,7 +307,18 @@ func (g *Guard) ebt(ctx context.Context, args ...string) ([]byte, error) {
 func (g *Guard) Sync(ctx context.Context, sbs []Sandbox, force bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ok, refused := guardable(sbs)
+	var routes map[netip.Addr][]string
+	var rerr error
+	for _, sb := range sbs {
+		if sb.Bridge == "" {
+			routes, rerr = readRoutes(g.cfg.RoutesFile)
+			break
+		}
+	}
+	ok, refused := guardable(sbs, routes)
+	if rerr != nil {
+		refused = append(refused, rerr)
+	}
 	err := g.apply(ctx, ok, force)
 	next := map[netip.Addr]Sandbox{}
 	if err == nil {
@@ -228,6 +347,9 @@ func (g *Guard) Sync(ctx context.Context, sbs []Sandbox, force bool) error {
 
 func (g *Guard) apply(ctx context.Context, sbs []Sandbox, force bool) error {
 	sort.Slice(sbs, func(i, j int) bool { return sbs[i].ContainerID < sbs[j].ContainerID })
+	if err := g.applyRaw(ctx, sbs, force); err != nil {
+		return err
+	}
 	input := g.restoreInput(sbs)
 	if !force && string(input) == g.applied {
 		return nil
@@ -249,6 +371,38 @@ func (g *Guard) apply(ctx context.Context, sbs []Sandbox, force bool) error {
 		}
 	}
 	g.applied = string(input)
+	return nil
+}
+
+// applyRaw keeps the iptables chain of routed sandboxes. A node without
+// any has no such chain: it is created with the first routed sandbox, and
+// one left by an earlier run is emptied (stale addresses must not stay
+// tied to interfaces that may now be someone else's).
+func (g *Guard) applyRaw(ctx context.Context, sbs []Sandbox, force bool) error {
+	routed := slices.ContainsFunc(sbs, func(sb Sandbox) bool { return sb.Bridge == "" })
+	if !routed && !g.rawChain {
+		if !force {
+			return nil
+		}
+		if _, err := g.ipt(ctx, "-t", "raw", "-S", g.rawChainName()); err != nil {
+			return nil // no chain (or no iptables: then no routed pod is guarded either)
+		}
+	}
+	input := g.rawRestoreInput(sbs)
+	if !force && string(input) == g.appliedRaw {
+		return nil
+	}
+	g.appliedRaw, g.rawChain = "", true
+	if _, err := g.cfg.Exec(ctx, input, g.cfg.IPTablesRestore, "-w", "5", "--noflush"); err != nil {
+		return fmt.Errorf("install routed pod guard rules: %w", err)
+	}
+	j := g.rawJump()
+	if _, err := g.ipt(ctx, append([]string{j[0], j[1], "-C"}, j[2:]...)...); err != nil {
+		if _, err := g.ipt(ctx, append([]string{j[0], j[1], "-I", j[2], "1"}, j[3:]...)...); err != nil {
+			return fmt.Errorf("install jump to %s: %w", g.rawChainName(), err)
+		}
+	}
+	g.appliedRaw = string(input)
 	return nil
 }
 
@@ -359,8 +513,22 @@ func (g *Guard) Uninstall(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	j := g.rawJump()
+	for range 100 {
+		if _, err := g.ipt(ctx, append([]string{j[0], j[1], "-D"}, j[2:]...)...); err != nil {
+			break
+		}
+	}
+	if _, err := g.ipt(ctx, "-t", "raw", "-S", g.rawChainName()); err == nil {
+		if _, err := g.ipt(ctx, "-t", "raw", "-F", g.rawChainName()); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := g.ipt(ctx, "-t", "raw", "-X", g.rawChainName()); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	g.mu.Lock()
-	g.applied = ""
+	g.applied, g.appliedRaw, g.rawChain = "", "", false
 	g.mu.Unlock()
 	g.owners.Store(&map[netip.Addr]Sandbox{})
 	g.ready.Store(false)

@@ -88,6 +88,9 @@ type recorder struct {
 	stdin   []string
 	fail    string // a command line containing this fails
 	listing string // output of -L
+	// rawChain: the iptables chain for routed pods exists (else listing
+	// it fails, as iptables does).
+	rawChain bool
 }
 
 func (r *recorder) exec(_ context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
@@ -100,6 +103,9 @@ func (r *recorder) exec(_ context.Context, stdin []byte, name string, args ...st
 	}
 	if r.fail != "" && strings.Contains(line, r.fail) {
 		return nil, errors.New("injected failure")
+	}
+	if strings.Contains(line, "-t raw -S ") && !r.rawChain {
+		return nil, errors.New("iptables: No chain/target/match by that name")
 	}
 	if strings.Contains(line, " -L ") {
 		return []byte(r.listing), nil
@@ -114,6 +120,7 @@ func TestGuardRulesAndOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := sandbox("v", "vethv", "02:00:00:00:00:01", "10.244.0.5")
+	victim.IPs = append(victim.IPs, netip.MustParseAddr("fd00:10:244::5")) // dual stack
 	attacker := sandbox("a", "vetha", "02:00:00:00:00:02", "10.244.0.6")
 	if err := g.Sync(t.Context(), []Sandbox{victim, attacker}, false); err != nil {
 		t.Fatal(err)
@@ -130,6 +137,8 @@ func TestGuardRulesAndOwners(t *testing.T) {
 		"-A PODID-GUARD-IN -i vetha -p 802_1Q -j DROP\n",
 		"*filter\n:PODID-GUARD-OUT RETURN\n",
 		"-A PODID-GUARD-OUT -p IPv4 --ip-dst 10.244.0.5 ! -o vethv -j DROP\n",
+		"-A PODID-GUARD-IN -p IPv6 --ip6-src fd00:10:244::5 ! -i vethv -j DROP\n",
+		"-A PODID-GUARD-OUT -p IPv6 --ip6-dst fd00:10:244::5 ! -o vethv -j DROP\n",
 	} {
 		if !strings.Contains(in, want) {
 			t.Errorf("restore input lacks %q:\n%s", want, in)
@@ -186,7 +195,7 @@ func TestGuardRefusesWhatItCannotProtect(t *testing.T) {
 	v6 := sandbox("s", "veths", "02:00:00:00:00:04", "fd00::4")
 	ok := sandbox("o", "vetho", "02:00:00:00:00:05", "10.244.0.10")
 	err := g.Sync(t.Context(), []Sandbox{a, dup, routed, v6, ok}, false)
-	for _, want := range []string{"claimed by more than one sandbox", "routed CNI", "0 IPv4 addresses"} {
+	for _, want := range []string{"claimed by more than one sandbox", "the node routes 10.244.0.9/32 through [], not through cali1 alone", "0 IPv4 addresses"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
@@ -201,6 +210,85 @@ func TestGuardRefusesWhatItCannotProtect(t *testing.T) {
 	}
 	if strings.Contains(r.stdin[0], "vetha") || strings.Contains(r.stdin[0], "cali1") {
 		t.Errorf("rules for refused sandboxes:\n%s", r.stdin[0])
+	}
+}
+
+// Routed pods (no bridge): an iptables rule per pod, and only for a pod
+// the node routes through its own interface alone.
+func TestGuardRoutedPods(t *testing.T) {
+	routes := filepath.Join(t.TempDir(), "route")
+	// /proc/net/route as the kernel prints it: 10.244.0.9 and 10.244.0.10
+	// through their own interfaces, 10.244.0.11 through another's.
+	if err := os.WriteFile(routes, []byte("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"+
+		"eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"+
+		"cali1\t0900F40A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n"+
+		"cali2\t0A00F40A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n"+
+		"cali1\t0B00F40A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	g, _ := NewGuard(GuardConfig{Exec: r.exec, RoutesFile: routes})
+	routed := func(id, hostIf, ip string) Sandbox {
+		sb := sandbox(id, hostIf, "02:00:00:00:00:09", ip)
+		sb.Bridge, sb.MAC = "", nil
+		return sb
+	}
+	a, b, wrong := routed("a", "cali1", "10.244.0.9"), routed("b", "cali2", "10.244.0.10"), routed("w", "cali3", "10.244.0.11")
+	bridged := sandbox("o", "vetho", "02:00:00:00:00:05", "10.244.0.12")
+	err := g.Sync(t.Context(), []Sandbox{a, b, wrong, bridged}, false)
+	if err == nil || !strings.Contains(err.Error(), "routes 10.244.0.11/32 through [cali1], not through cali3 alone") {
+		t.Fatalf("error %v, want the misrouted pod refused", err)
+	}
+	for ip, want := range map[string]bool{"10.244.0.9": true, "10.244.0.10": true, "10.244.0.11": false, "10.244.0.12": true} {
+		if _, ok := g.Owner(netip.MustParseAddr(ip)); ok != want {
+			t.Errorf("%s guarded: %v, want %v", ip, ok, want)
+		}
+	}
+	var raw string
+	for _, in := range r.stdin {
+		if strings.HasPrefix(in, "*raw") {
+			raw = in
+		}
+	}
+	want := "*raw\n:PODID-GUARD-RAW - [0:0]\n-A PODID-GUARD-RAW -s 10.244.0.9/32 ! -i cali1 -j DROP\n-A PODID-GUARD-RAW -s 10.244.0.10/32 ! -i cali2 -j DROP\nCOMMIT\n"
+	if raw != want {
+		t.Fatalf("iptables input:\n%s\nwant:\n%s", raw, want)
+	}
+	if !strings.Contains(strings.Join(r.cmds, "\n"), "iptables -w 5 -t raw -C PREROUTING -j PODID-GUARD-RAW") {
+		t.Errorf("jump not checked: %q", r.cmds)
+	}
+	if strings.Contains(r.stdin[len(r.stdin)-1], "cali") {
+		t.Errorf("ebtables rules for routed pods:\n%s", r.stdin[len(r.stdin)-1])
+	}
+	r.fail = "-C PREROUTING" // the jump is missing: it is inserted
+	_ = g.Sync(t.Context(), []Sandbox{a, b, wrong, bridged}, true)
+	if !strings.Contains(strings.Join(r.cmds, "\n"), "iptables -w 5 -t raw -I PREROUTING 1 -j PODID-GUARD-RAW") {
+		t.Errorf("no jump installed: %q", r.cmds)
+	}
+	r.fail = ""
+
+	// The routed pods leave: the chain is emptied, not left with their
+	// addresses.
+	if err := g.Sync(t.Context(), []Sandbox{bridged}, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.stdin[len(r.stdin)-1]; got != "*raw\n:PODID-GUARD-RAW - [0:0]\nCOMMIT\n" {
+		t.Fatalf("after the routed pods left: %q", got)
+	}
+
+	// A bridge-only node never creates the chain, but empties one an
+	// earlier run left (at the first, forced, sync).
+	r2 := &recorder{}
+	g2, _ := NewGuard(GuardConfig{Exec: r2.exec, RoutesFile: routes})
+	_ = g2.Sync(t.Context(), []Sandbox{bridged}, true)
+	if strings.Contains(strings.Join(r2.stdin, ""), "*raw") {
+		t.Fatal("iptables chain created on a bridge-only node")
+	}
+	r3 := &recorder{rawChain: true}
+	g3, _ := NewGuard(GuardConfig{Exec: r3.exec, RoutesFile: routes})
+	_ = g3.Sync(t.Context(), []Sandbox{bridged}, true)
+	if !strings.Contains(strings.Join(r3.stdin, ""), "*raw\n:PODID-GUARD-RAW - [0:0]\nCOMMIT\n") {
+		t.Fatalf("a leftover chain was not emptied: %q", r3.stdin)
 	}
 }
 
