@@ -19,6 +19,7 @@ func newRootCommand() *cobra.Command {
 		newSTSCommand(),
 		newWebhookCommand(),
 		newAgentCommand(),
+		newCSIProviderCommand(),
 	)
 	root.AddCommand(cli.NewCommands()...)
 	return root
