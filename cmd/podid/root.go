@@ -20,6 +20,7 @@ func newRootCommand() *cobra.Command {
 		newWebhookCommand(),
 		newAgentCommand(),
 		newCSIProviderCommand(),
+		newCSIRegistrarCommand(),
 	)
 	root.AddCommand(cli.NewCommands()...)
 	return root
