@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -99,14 +100,20 @@ func (s *mgmt) adminHandler() http.Handler {
 }
 
 // adminAuth decides every /podid/v1 request before any route sees it:
-// authentication and the admin role, then the target tenant. A caller
+// authentication and the admin role (Config.AdminRole assigned at the
+// tenant root "/", an Azure role assignment like any other), then the
+// target tenant. A caller
 // administers its own tenant; only the system tenant's administrators
 // administer other tenants, which includes creating them.
 func (s *mgmt) adminAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, ae := s.authorize(r)
+		c, ae := s.authenticate(r)
 		if ae != nil {
 			writeARMError(w, *ae)
+			return
+		}
+		if role, _ := rbac.ByName(s.cfg.AdminRole); !s.holdsAtRoot(c.tenantID, c.objectID, role.ID) {
+			writeARMError(w, armError{403, "AuthorizationFailed", "The client '" + c.clientID + "' with object id '" + c.objectID + "' is not an administrator of its tenant: it needs the role '" + role.Name + "' at the tenant root scope '/'."})
 			return
 		}
 		segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/") // podid, v1, tenants, {tid}, …

@@ -14,7 +14,9 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/keyset"
+	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -62,6 +64,7 @@ type mgmt struct {
 	cfg     *Config
 	log     *slog.Logger
 	keys    *keyset.Set
+	vaults  *keyvault.Handler          // vault URIs of Microsoft.KeyVault answers
 	baseURL func(*http.Request) string // for ARM nextLinks
 }
 
@@ -69,12 +72,14 @@ type mgmt struct {
 type caller struct {
 	tenantID string
 	clientID string
+	objectID string
 }
 
-// authorize checks a bearer token the sts itself issued: signature by one of
-// our published keys, our issuer, the ARM audience, validity, and the admin
-// role. The management API is never open.
-func (s *mgmt) authorize(r *http.Request) (*caller, *armError) {
+// authenticate checks a bearer token the sts itself issued: signature by
+// one of our published keys, our issuer, the ARM audience, validity. The
+// management API is never open; what the caller may do is decided after,
+// by Azure RBAC (authorize) or, for /podid/v1, the admin role at the root.
+func (s *mgmt) authenticate(r *http.Request) (*caller, *armError) {
 	h := r.Header.Get("Authorization")
 	raw, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || raw == "" || len(raw) > MaxAssertionBytes {
@@ -90,10 +95,10 @@ func (s *mgmt) authorize(r *http.Request) (*caller, *armError) {
 	}
 	var c struct {
 		jwt.Claims
-		Tid   string   `json:"tid"`
-		AppID string   `json:"appid"`
-		Azp   string   `json:"azp"`
-		Roles []string `json:"roles"`
+		Tid   string `json:"tid"`
+		Oid   string `json:"oid"`
+		AppID string `json:"appid"`
+		Azp   string `json:"azp"`
 	}
 	if err := tok.Claims(pub, &c); err != nil {
 		return nil, &armError{401, "InvalidAuthenticationToken", "The access token signature is invalid."}
@@ -107,14 +112,29 @@ func (s *mgmt) authorize(r *http.Request) (*caller, *armError) {
 	if len(c.Audience) != 1 || normResource(c.Audience[0]) != ARMResource {
 		return nil, &armError{401, "InvalidAuthenticationTokenAudience", "The access token has been obtained for wrong audience or resource."}
 	}
+	if !guidRE.MatchString(c.Oid) {
+		return nil, &armError{401, "InvalidAuthenticationToken", "The access token has no object id."}
+	}
 	app := c.AppID
 	if app == "" {
 		app = c.Azp
 	}
-	if !slices.Contains(c.Roles, s.cfg.AdminRole) {
-		return nil, &armError{403, "AuthorizationFailed", "The client '" + app + "' does not have authorization to perform this action."}
+	return &caller{tenantID: c.Tid, clientID: app, objectID: strings.ToLower(c.Oid)}, nil
+}
+
+// authorize decides an ARM call by Azure RBAC: the caller must hold action
+// at scope through a role assignment there or above (HasAction). It is the
+// one authorization of every ARM route.
+func (s *mgmt) authorize(c *caller, action string, scope rbac.Scope) *armError {
+	ok, err := s.permits(c.tenantID, c.objectID, action, scope, false)
+	if err != nil {
+		s.log.Error("authorization failed to evaluate", "err", err)
+		return &armError{500, "InternalServerError", "internal error"}
 	}
-	return &caller{tenantID: c.Tid, clientID: app}, nil
+	if !ok {
+		return &armError{403, "AuthorizationFailed", "The client '" + c.clientID + "' with object id '" + c.objectID + "' does not have authorization to perform action '" + action + "' over scope '" + scope.String() + "' or the scope is invalid. If access was recently granted, please refresh your credentials."}
+	}
+	return nil
 }
 
 func readBody(r *http.Request, v any) error {
@@ -181,7 +201,9 @@ func ficJSON(p *store.Principal, f store.FederatedCredential) map[string]any {
 	}
 }
 
-// serveARM handles the Microsoft.ManagedIdentity subset of ARM:
+// serveARM handles the ARM subset the sts serves: Microsoft.Authorization
+// role definitions and assignments at any scope (serveAuthorization), and
+// Microsoft.ManagedIdentity:
 //
 //	/subscriptions/{s}/providers/Microsoft.ManagedIdentity/userAssignedIdentities                    GET (list)
 //	/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities GET (list)
@@ -189,9 +211,10 @@ func ficJSON(p *store.Principal, f store.FederatedCredential) map[string]any {
 //	  …/userAssignedIdentities/{name}/federatedIdentityCredentials        GET (list)
 //	  …/userAssignedIdentities/{name}/federatedIdentityCredentials/{fic}  PUT GET DELETE
 //
-// Literal segments match case-insensitively, as in ARM.
+// Literal segments match case-insensitively, as in ARM. Every route is
+// authorized by Azure RBAC at its scope (authorize).
 func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
-	c, ae := s.authorize(r)
+	c, ae := s.authenticate(r)
 	if ae != nil {
 		writeARMError(w, *ae)
 		return
@@ -207,38 +230,45 @@ func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 			return
 		}
 	}
-	apiVersion := q.Get("api-version")
-	if apiVersion == "" {
-		writeARMError(w, armError{400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."})
-		return
-	}
-	if !slices.Contains(armAPIVersions, apiVersion) {
-		writeARMError(w, armError{400, "NoRegisteredProviderFound", "No registered resource provider found for api version '" + apiVersion + "'. The supported api-versions are '" + strings.Join(armAPIVersions, ", ") + "'."})
-		return
-	}
 	eq := strings.EqualFold
 	notFound := func() { writeARMError(w, armError{404, "NotFound", "The requested resource was not found."}) }
+	if i := authorizationIndex(segs); i >= 0 {
+		s.serveAuthorization(w, r, c, q, segs[:i], segs[i+2:])
+		return
+	}
+	if !eq(segs[0], "subscriptions") {
+		notFound()
+		return
+	}
+	versions := armAPIVersions
+	if isVaultPath(segs) {
+		versions = vaultAPIVersions
+	}
+	if !checkAPIVersion(w, q, versions) {
+		return
+	}
 	// segs[0] == "subscriptions"
 	if len(segs) < 2 || !guidRE.MatchString(segs[1]) {
 		writeARMError(w, armError{400, "InvalidSubscriptionId", "The provided subscription identifier is malformed or invalid."})
 		return
 	}
 	sub := strings.ToLower(segs[1])
-	// A subscription another tenant owns does not exist for this caller
-	// (ARM's answer for a subscription outside the caller's tenant).
-	switch owner, err := s.SubscriptionTenant(sub); {
-	case err != nil:
-		writeARMError(w, armErrorFor(err))
-		return
-	case owner != "" && owner != c.tenantID:
-		writeARMError(w, armError{404, "SubscriptionNotFound", "The subscription '" + sub + "' could not be found."})
+	if !s.checkSubscription(w, c, sub) {
 		return
 	}
 	rest := segs[2:]
+	if isVaultPath(segs) {
+		s.serveVaultARM(w, r, c, sub, rest, q)
+		return
+	}
 	// Subscription-wide list.
 	if len(rest) == 3 && eq(rest[0], "providers") && eq(rest[1], "Microsoft.ManagedIdentity") && eq(rest[2], "userAssignedIdentities") {
 		if r.Method != http.MethodGet {
 			writeARMError(w, armError{405, "MethodNotAllowed", "method not allowed"})
+			return
+		}
+		if ae := s.authorize(c, identityType+"/read", rbac.MustParseScope("/subscriptions/"+sub)); ae != nil {
+			writeARMError(w, *ae)
 			return
 		}
 		s.listIdentities(w, r, c, "/subscriptions/"+sub+"/resourcegroups/", q)
@@ -249,7 +279,43 @@ func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 		return
 	}
 	rg := rest[1]
+	rgScope, err := rbac.ParseScope("/subscriptions/" + sub + "/resourceGroups/" + rg)
+	if err != nil {
+		writeARMError(w, armError{400, "InvalidResourceGroup", "The provided resource group name '" + truncate(rg, 100) + "' is invalid."})
+		return
+	}
 	rest = rest[5:]
+	// The scope the route acts on, for authorization: the resource group
+	// (list), the identity, or the credential.
+	scope, action := rgScope.String(), identityType
+	if len(rest) >= 1 {
+		scope += "/providers/" + identityType + "/" + rest[0]
+	}
+	if len(rest) >= 2 {
+		action = ficType
+	}
+	if len(rest) == 3 {
+		scope += "/federatedIdentityCredentials/" + rest[2]
+	}
+	switch r.Method {
+	case http.MethodGet:
+		action += "/read"
+	case http.MethodPut, http.MethodPatch:
+		action += "/write"
+	case http.MethodDelete:
+		action += "/delete"
+	}
+	if len(rest) <= 3 && (len(rest) < 2 || eq(rest[1], "federatedIdentityCredentials")) {
+		sc, err := rbac.ParseScope(scope)
+		if err != nil {
+			writeARMError(w, armError{400, "InvalidResourceName", "The resource name is invalid: " + err.Error()})
+			return
+		}
+		if ae := s.authorize(c, action, sc); ae != nil {
+			writeARMError(w, *ae)
+			return
+		}
+	}
 	switch {
 	case len(rest) == 0:
 		if r.Method != http.MethodGet {
@@ -277,6 +343,36 @@ func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
 	default:
 		notFound()
 	}
+}
+
+// checkAPIVersion answers a request whose api-version is missing or not
+// one of accepted, as ARM does, and reports whether it may go on.
+func checkAPIVersion(w http.ResponseWriter, q url.Values, accepted []string) bool {
+	v := q.Get("api-version")
+	if v == "" {
+		writeARMError(w, armError{400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."})
+		return false
+	}
+	if !slices.Contains(accepted, v) {
+		writeARMError(w, armError{400, "NoRegisteredProviderFound", "No registered resource provider found for api version '" + truncate(v, 40) + "'. The supported api-versions are '" + strings.Join(accepted, ", ") + "'."})
+		return false
+	}
+	return true
+}
+
+// checkSubscription answers for a subscription another tenant owns: it
+// does not exist for this caller (ARM's answer for a subscription outside
+// the caller's tenant). It reports whether the request may go on.
+func (s *mgmt) checkSubscription(w http.ResponseWriter, c *caller, sub string) bool {
+	switch owner, err := s.SubscriptionTenant(sub); {
+	case err != nil:
+		writeARMError(w, armErrorFor(err))
+		return false
+	case owner != "" && owner != c.tenantID:
+		writeARMError(w, armError{404, "SubscriptionNotFound", "The subscription '" + sub + "' could not be found."})
+		return false
+	}
+	return true
 }
 
 func (s *mgmt) serveIdentity(w http.ResponseWriter, r *http.Request, c *caller, sub, rg, name string) {

@@ -112,6 +112,18 @@ func TestAuthorizationMatrix(t *testing.T) {
 	const subB = "5a0b1c2d-0000-4000-8000-0000000000cc"
 	armB := "/subscriptions/" + subB + "/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-b"
 	armBOther := "/subscriptions/" + subB + "/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-a"
+	const rav, raPath, raName = "?api-version=2022-04-01", "/providers/Microsoft.Authorization/roleAssignments/", "3f1e9a52-0000-4000-8000-000000000001"
+	oid := func(client string) string {
+		p, err := srv.Principal(client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.ObjectID
+	}
+	bAdminOID, bReaderOID, victimOID := oid(bAdminClient), oid(bReaderClient), oid(victimApp)
+	raBody := func(principal string) string {
+		return `{"properties":{"roleDefinitionId":"/subscriptions/` + subB + `/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635","principalId":"` + principal + `"}}`
+	}
 	fic := `{"issuer":"https://attacker.example","subject":"x"}`
 	armFIC := `{"properties":{"issuer":"https://attacker.example","subject":"x","audiences":["api://AzureADTokenExchange"]}}`
 	for _, tt := range []struct {
@@ -167,8 +179,25 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"B-owner", "PUT", armB + av, `{"location":"westeurope"}`, 201},
 		{"A-system-owner", "PUT", armBOther + av, `{"location":"westeurope"}`, 404},
 		{"A-system-owner", "GET", armB + av, "", 404},
-		{"B-no-role", "GET", armID + av, "", 403},
+		{"B-no-role", "GET", armID + av, "", 404},
+		{"B-no-role", "GET", armB + av, "", 403},
+		{"B-no-role", "PUT", armB + "x" + av, `{"location":"westeurope"}`, 403},
 		{"none", "GET", armID + av, "", 401},
+		// Azure RBAC: B's Owner cannot grant in A's subscription, nor read
+		// its assignments; B's principal without a role cannot grant in B's.
+		{"B-owner", "PUT", "/subscriptions/" + ststest.SubscriptionID + raPath + raName + rav, raBody(bAdminOID), 404},
+		{"B-owner", "PUT", "/subscriptions/" + ststest.SubscriptionID + "/resourceGroups/" + victimRG + raPath + raName + rav, raBody(bAdminOID), 404},
+		{"B-owner", "GET", "/subscriptions/" + ststest.SubscriptionID + raPath + rav, "", 404},
+		{"B-owner", "GET", "/subscriptions/" + ststest.SubscriptionID + "/providers/Microsoft.Authorization/roleDefinitions" + rav, "", 404},
+		{"B-no-role", "PUT", "/subscriptions/" + subB + raPath + raName + rav, raBody(bReaderOID), 403},
+		{"B-no-role", "GET", "/subscriptions/" + subB + raPath + rav, "", 403},
+		{"B-no-role", "PUT", raPath + raName + rav, raBody(bReaderOID), 403},
+		// B's Owner grants in its own subscription, but only to its own principals.
+		{"B-owner", "PUT", "/subscriptions/" + subB + raPath + raName + rav, raBody(victimOID), 400},
+		{"B-owner", "PUT", "/subscriptions/" + subB + raPath + raName + rav, raBody(bReaderOID), 201},
+		{"A-system-owner", "GET", "/subscriptions/" + subB + raPath + raName + rav, "", 404},
+		{"A-system-owner", "DELETE", "/subscriptions/" + subB + raPath + raName + rav, "", 404},
+		{"none", "GET", raPath + rav, "", 401},
 		{"A-system-owner", "GET", armID + av, "", 200},
 	} {
 		t.Run(tt.caller+" "+tt.method+" "+tt.path, func(t *testing.T) {

@@ -14,7 +14,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podid/podid/internal/pki"
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/jwks"
+	"github.com/podid/podid/internal/sts/keyvault"
 )
 
 // Config configures a Server. Zero values get the documented defaults.
@@ -72,9 +74,19 @@ type Config struct {
 	// tenants (the bootstrap file still can).
 	SystemTenantID string
 
-	// AdminRole is the app role (on resource https://management.azure.com)
-	// that the management API requires. Default "Owner".
+	// AdminRole is the Azure built-in role which, assigned at the tenant
+	// root "/", makes a principal an administrator of its tenant's
+	// directory (/podid/v1). ARM calls are authorized by Azure RBAC at
+	// their scope, where a root assignment applies everywhere in the
+	// tenant. Default "Owner".
 	AdminRole string
+
+	// VaultDNSSuffix is the DNS suffix of the Key Vaults the sts serves:
+	// vault v is https://v.{suffix}/ and its tokens are for
+	// https://{suffix}. The serving certificate names *.{suffix}. Default
+	// vault.azure.net (what the unmodified SDKs expect; point that name at
+	// the sts with DNS).
+	VaultDNSSuffix string
 
 	// Metrics, if set, receives the sts's Prometheus collectors.
 	Metrics prometheus.Registerer
@@ -148,8 +160,18 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("sts: system tenant id %q is not a GUID", c.SystemTenantID)
 	}
 	c.SystemTenantID = strings.ToLower(c.SystemTenantID)
+	if c.VaultDNSSuffix == "" {
+		c.VaultDNSSuffix = keyvault.DefaultDNSSuffix
+	}
+	if err := keyvault.ValidDNSSuffix(c.VaultDNSSuffix); err != nil {
+		return fmt.Errorf("sts: %w", err)
+	}
+	c.VaultDNSSuffix = strings.ToLower(c.VaultDNSSuffix)
 	if c.AdminRole == "" {
-		c.AdminRole = "Owner"
+		c.AdminRole = rbac.Owner
+	}
+	if _, ok := rbac.ByName(c.AdminRole); !ok {
+		return fmt.Errorf("sts: admin role %q is not an Azure built-in role", c.AdminRole)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -220,11 +242,16 @@ type BootstrapFederatedIdentity struct {
 	Audiences []string `json:"audiences,omitempty"`
 }
 
-// BootstrapRoleAssignment grants Role on Resource to the principal with
-// client id Principal.
+// BootstrapRoleAssignment grants Role to the principal with client id
+// Principal: with Scope, the Azure built-in role at that ARM scope (Azure
+// RBAC); with Resource, the app role on that application (the roles claim
+// of its tokens), except that a Resource of https://management.azure.com
+// means the built-in role at the tenant root "/" (ARM has no app roles).
+// Exactly one of Resource and Scope.
 type BootstrapRoleAssignment struct {
 	Principal string `json:"principal"`
-	Resource  string `json:"resource"`
+	Resource  string `json:"resource,omitempty"`
+	Scope     string `json:"scope,omitempty"`
 	Role      string `json:"role"`
 }
 

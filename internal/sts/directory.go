@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/store"
 	"github.com/podid/podid/internal/workloadidentity"
 )
@@ -583,9 +584,18 @@ func (d *Directory) DeleteFederatedCredential(ctx context.Context, clientID, nam
 	return err
 }
 
-// PutRoleAssignment grants role on resource to the principal (client id).
-// With an empty id, the id is derived from the content, so repeating the
-// call is idempotent.
+// PutRoleAssignment makes an app-role assignment (Entra): role on the
+// application resource to the principal (client id); the role then appears
+// in the roles claim of the principal's tokens for that resource. With an
+// empty id, the id is derived from the content, so repeating the call is
+// idempotent.
+//
+// Azure Resource Manager has no app roles: its access is Azure RBAC. An
+// assignment on the ARM resource (the bootstrap file's way to name the
+// administrator, kept for the files users have) is therefore made as the
+// Azure role assignment it means: the built-in role of that name at the
+// tenant root "/" (PutAzureRoleAssignment), and returned with the Azure
+// assignment's name as its id.
 func (d *Directory) PutRoleAssignment(ctx context.Context, ra store.RoleAssignment) (store.RoleAssignment, error) {
 	if err := ctx.Err(); err != nil {
 		return ra, err
@@ -604,6 +614,17 @@ func (d *Directory) PutRoleAssignment(ctx context.Context, ra store.RoleAssignme
 		return ra, invalid("resource and role are required and bounded")
 	}
 	ra.Principal = p.ClientID
+	if normResource(ra.Resource) == ARMResource {
+		if _, ok := rbac.ByName(ra.Role); !ok {
+			return ra, invalid("role %q on %s is not an Azure built-in role: access to Azure Resource Manager is Azure RBAC (podid role-assignment create --role NAME --scope /subscriptions/…)", truncate(ra.Role, 120), ARMResource)
+		}
+		a, _, err := d.PutAzureRoleAssignment(ctx, AzureRoleAssignment{TenantID: ra.TenantID, Scope: "/", Role: ra.Role, PrincipalID: p.ObjectID})
+		if err != nil && !errors.Is(err, ErrAssignmentExists) { // the same grant under another name is the same grant
+			return ra, err
+		}
+		ra.ID = a.Name
+		return ra, nil
+	}
 	if ra.ID == "" {
 		sum := sha256.Sum256([]byte(ra.TenantID + "|" + ra.Principal + "|" + normResource(ra.Resource) + "|" + ra.Role))
 		ra.ID = hex.EncodeToString(sum[:16])
@@ -612,6 +633,35 @@ func (d *Directory) PutRoleAssignment(ctx context.Context, ra store.RoleAssignme
 		return ra, err
 	}
 	return ra, d.reindex()
+}
+
+// migrateARMAppRoles turns app-role assignments on the ARM resource, which
+// older versions stored and authorized ARM with, into the Azure role
+// assignments they mean (see PutRoleAssignment). Idempotent: the Azure
+// assignment's name is derived from its content, so a crash between the
+// two writes is finished by the next start.
+func (d *Directory) migrateARMAppRoles(ctx context.Context) error {
+	ras, err := d.store.RoleAssignments("")
+	if err != nil {
+		return err
+	}
+	for _, ra := range ras {
+		if normResource(ra.Resource) != ARMResource {
+			continue
+		}
+		if _, ok := rbac.ByName(ra.Role); ok {
+			if _, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: ra.TenantID, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
+				return fmt.Errorf("migrate role assignment %s: %w", ra.ID, err)
+			}
+			d.log.Info("app-role assignment on ARM migrated to an Azure role assignment at /", "principal", ra.Principal, "role", ra.Role)
+		} else {
+			d.log.Warn("app-role assignment on ARM removed: ARM access is Azure RBAC and the role is not a built-in one", "principal", ra.Principal, "role", truncate(ra.Role, 120))
+		}
+		if err := d.store.DeleteRoleAssignment(ra.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("migrate role assignment %s: %w", ra.ID, err)
+		}
+	}
+	return d.reindex()
 }
 
 // DeleteRoleAssignment removes a role assignment.
@@ -706,12 +756,31 @@ func (d *Directory) Apply(ctx context.Context, b *Bootstrap) error {
 			}
 		}
 		for _, ra := range t.RoleAssignments {
-			if _, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: tid, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
+			if err := d.applyRoleAssignment(ctx, tid, ra); err != nil {
 				return fmt.Errorf("bootstrap role assignment %s/%s: %w", ra.Principal, ra.Role, err)
 			}
 		}
 	}
 	return d.reindex()
+}
+
+func (d *Directory) applyRoleAssignment(ctx context.Context, tid string, ra BootstrapRoleAssignment) error {
+	if (ra.Scope == "") == (ra.Resource == "") {
+		return invalid("give exactly one of resource (an app role) and scope (an Azure role)")
+	}
+	if ra.Resource != "" {
+		_, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: tid, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role})
+		return err
+	}
+	p, err := d.Principal(ra.Principal)
+	if err != nil || p.TenantID != tid {
+		return fmt.Errorf("principal %s: %w", ra.Principal, ErrNotFound)
+	}
+	_, _, err = d.PutAzureRoleAssignment(ctx, AzureRoleAssignment{TenantID: tid, Scope: ra.Scope, Role: ra.Role, PrincipalID: p.ObjectID})
+	if errors.Is(err, ErrAssignmentExists) { // the same grant, made under another name
+		return nil
+	}
+	return err
 }
 
 func (d *Directory) applyFICs(ctx context.Context, clientID string, fics []BootstrapFederatedIdentity) error {

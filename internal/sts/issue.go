@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -21,8 +22,9 @@ const ARMResource = "https://management.azure.com"
 // besides the client itself: resource apps and role assignments. It is
 // rebuilt after every write so the hot path takes no locks and no scans.
 type directory struct {
-	resources map[string]*store.Principal // tenant|normalized resource → app
-	roles     map[string][]string         // tenant|client|normalized resource → roles
+	resources map[string]*store.Principal  // tenant|normalized resource → app
+	roles     map[string][]string          // tenant|client|normalized resource → roles
+	rbac      map[string][]rbac.Assignment // tenant|object id → Azure role assignments
 }
 
 type dirHolder struct{ p atomic.Pointer[directory] }
@@ -46,7 +48,11 @@ func (s *Directory) reindex() error {
 	if err != nil {
 		return fmt.Errorf("index role assignments: %w", err)
 	}
-	d := &directory{resources: map[string]*store.Principal{}, roles: map[string][]string{}}
+	azure, err := s.store.RBACAssignments("")
+	if err != nil {
+		return fmt.Errorf("index Azure role assignments: %w", err)
+	}
+	d := &directory{resources: map[string]*store.Principal{}, roles: map[string][]string{}, rbac: s.rbacIndex(azure)}
 	for i := range ps {
 		p := &ps[i]
 		if p.Kind != store.KindApplication {

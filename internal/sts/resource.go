@@ -87,7 +87,7 @@ var wellKnown = func() map[string]bool {
 // tenant — never another tenant's.
 func (s *Server) knownResource(tenantID, resource string) bool {
 	norm := normResource(resource)
-	return wellKnown[norm] || accountResource(resource) || s.dir.p.Load().resources[tenantID+"|"+norm] != nil
+	return wellKnown[norm] || norm == "https://"+s.cfg.VaultDNSSuffix || accountResource(resource) || s.dir.p.Load().resources[tenantID+"|"+norm] != nil
 }
 
 func errResourceNotFound(resource, tenant string) *OAuthError {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/podid/podid/internal/pki"
 	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/keyset"
+	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -38,6 +40,7 @@ type Server struct {
 	keys     *keyset.Set
 	material *pki.Material
 	ext      *jwks.Cache
+	vaults   *keyvault.Handler
 	metrics  *metrics
 	registry *prometheus.Registry // served on cfg.MetricsAddr; nil when off
 
@@ -92,7 +95,9 @@ func (s *Server) Open(ctx context.Context) error {
 
 func (s *Server) open(ctx context.Context, st *store.Store) error {
 	now := s.cfg.Now()
-	mat, err := pki.EnsureWithCA(st, func(err error) bool { return errors.Is(err, store.ErrNotFound) }, s.cfg.Hosts, now, s.cfg.CA)
+	// The serving certificate also names every vault host.
+	certHosts := append(slices.Clone(s.cfg.Hosts), "*."+s.cfg.VaultDNSSuffix)
+	mat, err := pki.EnsureWithCA(st, func(err error) bool { return errors.Is(err, store.ErrNotFound) }, certHosts, now, s.cfg.CA)
 	if err != nil {
 		return err
 	}
@@ -107,6 +112,13 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 	}
 	s.store, s.keys, s.material = st, keys, mat
 	s.Directory = newDirectory(st, s.log)
+	s.vaults, err = keyvault.New(keyvault.Config{
+		Store: st, Keys: keys, Authorizer: vaultRBAC{s.Directory}, DNSSuffix: s.cfg.VaultDNSSuffix,
+		Authority: s.PublicURL, V2Issuer: s.v2Issuer, Now: s.cfg.Now, Log: s.log,
+	})
+	if err != nil {
+		return err
+	}
 	trust := s.cfg.ExternalTrust
 	if len(s.cfg.ClusterIssuers) > 0 {
 		// Hosted cluster issuers are fetched from ourselves: trust our CA.
@@ -122,6 +134,9 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	if err := s.reindex(); err != nil {
+		return err
+	}
+	if err := s.migrateARMAppRoles(ctx); err != nil {
 		return err
 	}
 	if s.cfg.Bootstrap != nil {
@@ -277,18 +292,24 @@ func (s *Server) Handler() http.Handler {
 	clusters.HandleFunc("GET /clusters/{name}/.well-known/openid-configuration", s.serveClusterDiscovery)
 	clusters.HandleFunc("GET /clusters/{name}/openid/v1/jwks", s.serveClusterJWKS)
 
-	m := &mgmt{Directory: s.Directory, cfg: &s.cfg, log: s.log, keys: s.keys, baseURL: s.baseURL}
-	return &router{mgmt: m, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters), admin: m.adminHandler()}
+	m := &mgmt{Directory: s.Directory, cfg: &s.cfg, log: s.log, keys: s.keys, vaults: s.vaults, baseURL: s.baseURL}
+	return &router{mgmt: m, vaults: s.vaults, tenant: jsonErrors(tenant), clusters: jsonErrors(clusters), admin: m.adminHandler()}
 }
 
 type router struct {
 	mgmt     *mgmt
+	vaults   *keyvault.Handler
 	tenant   http.Handler
 	clusters http.Handler
 	admin    http.Handler
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A vault host ({vault}.{VaultDNSSuffix}) is Key Vault, whatever the path.
+	if _, ok := rt.vaults.VaultName(r.Host); ok {
+		rt.vaults.ServeHTTP(w, r)
+		return
+	}
 	// Work on the raw path so an encoded separator cannot alias a route.
 	// Dot segments are refused too: the muxes would redirect them, and the
 	// admin API authorizes on the tenant segment as sent.
@@ -300,7 +321,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case len(segs) == 1 && segs[0] == "healthz":
 		writeJSON(w, 200, map[string]string{"status": "ok"})
-	case strings.EqualFold(segs[0], "subscriptions"):
+	case strings.EqualFold(segs[0], "subscriptions"), strings.EqualFold(segs[0], "providers"), authorizationIndex(segs) >= 0:
+		// providers/…: ARM at the tenant root scope "/"; any other path
+		// ending in Microsoft.Authorization is ARM with a malformed scope,
+		// which ARM answers as such.
 		rt.mgmt.serveARM(w, r, segs)
 	case segs[0] == "clusters":
 		rt.clusters.ServeHTTP(w, r)
@@ -391,5 +415,22 @@ func writeHTTPError(w http.ResponseWriter, status int, code, desc string) {
 	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
+// VaultDNSSuffix is the DNS suffix of the vaults the sts serves.
+func (s *Server) VaultDNSSuffix() string { return s.cfg.VaultDNSSuffix }
+
+// VaultURI is a vault's base URL, https://{name}.{VaultDNSSuffix}/.
+func (s *Server) VaultURI(name string) string { return s.vaults.VaultURI(name) }
+
 // PublicKeys returns the published JWKS (current key first).
 func (s *Server) PublicKeys() jose.JSONWebKeySet { return s.keys.Public() }
+
+// vaultRBAC answers the vaults' data-action questions from the
+// directory's Azure role assignments.
+type vaultRBAC struct{ d *Directory }
+
+func (a vaultRBAC) HasDataAction(ctx context.Context, tenantID, principalID, scope, dataAction string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return a.d.HasDataAction(tenantID, principalID, dataAction, scope)
+}

@@ -25,6 +25,7 @@ var (
 	bucketARMIndex   = []byte("armindex")
 	bucketSubs       = []byte("subscriptions") // subscription id → tenant id
 	bucketRoles      = []byte("roles")
+	bucketRBAC       = []byte("rbac") // Azure role assignments by name
 	bucketKeys       = []byte("signingkeys")
 	bucketBlobs      = []byte("blobs")
 )
@@ -87,7 +88,9 @@ type Principal struct {
 	Tags       map[string]string `json:"tags,omitempty"`
 }
 
-// RoleAssignment grants an app role on a resource to a principal.
+// RoleAssignment is an app-role assignment (Entra): it grants Role on the
+// application Resource to a principal, and the role appears in the roles
+// claim of that resource's tokens. Azure RBAC is RBACAssignment.
 type RoleAssignment struct {
 	ID        string `json:"id"`
 	TenantID  string `json:"tenantId"`
@@ -95,6 +98,33 @@ type RoleAssignment struct {
 	Resource  string `json:"resource"`
 	Role      string `json:"role"`
 }
+
+// RBACAssignment is an Azure role assignment
+// (Microsoft.Authorization/roleAssignments): the role definition RoleID
+// granted to the principal with object id PrincipalID at Scope.
+type RBACAssignment struct {
+	Name          string    `json:"name"` // a GUID, lower case; unique in the store
+	TenantID      string    `json:"tenantId"`
+	Scope         string    `json:"scope"`            // canonical ARM scope (rbac.Scope.String)
+	RoleID        string    `json:"roleDefinitionId"` // role definition GUID
+	PrincipalID   string    `json:"principalId"`      // object id
+	PrincipalType string    `json:"principalType"`
+	Description   string    `json:"description,omitempty"`
+	CreatedOn     time.Time `json:"createdOn"`
+	CreatedBy     string    `json:"createdBy,omitempty"` // object id of the caller
+}
+
+// Errors of role assignment writes.
+var (
+	// ErrPrincipalNotFound: no principal with the object id in the tenant.
+	ErrPrincipalNotFound = errors.New("principal not found")
+	// ErrAssignmentExists: the same role is already assigned to the same
+	// principal at the same scope, under another name.
+	ErrAssignmentExists = errors.New("role assignment exists")
+	// ErrAssignmentImmutable: an assignment of that name exists with
+	// another tenant, scope, role or principal (assignments never change).
+	ErrAssignmentImmutable = errors.New("role assignment cannot be changed")
+)
 
 // SigningKey is a token signing key. A key is published from Created,
 // signs from SignsFrom (zero: from Created) and, once retired, stays
@@ -120,12 +150,12 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTenants, bucketPrincipals, bucketARMIndex, bucketSubs, bucketRoles, bucketKeys, bucketBlobs} {
+		for _, b := range [][]byte{bucketTenants, bucketPrincipals, bucketARMIndex, bucketSubs, bucketRoles, bucketRBAC, bucketKeys, bucketBlobs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return vaultBuckets(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -329,6 +359,17 @@ func (s *Store) DeletePrincipal(clientID string) error {
 				}
 			}
 		}
+		rbac, err := list[RBACAssignment](tx, bucketRBAC)
+		if err != nil {
+			return err
+		}
+		for _, a := range rbac {
+			if a.PrincipalID == cur.ObjectID && a.TenantID == cur.TenantID {
+				if err := tx.Bucket(bucketRBAC).Delete([]byte(a.Name)); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
 	})
 }
@@ -464,6 +505,94 @@ func (s *Store) RoleAssignments(tenantID string) ([]RoleAssignment, error) {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// PutRBACAssignment stores a new role assignment, checked in the same
+// transaction: the principal (object id) exists in a.TenantID
+// (ErrPrincipalNotFound); the scope's subscription, if any, belongs to the
+// tenant (binding it when no tenant has it yet; ErrConflict otherwise); no
+// other assignment gives the same role to the same principal at the same
+// scope (ErrAssignmentExists). An assignment of the same name that is
+// identical is returned with created false; one that differs is
+// ErrAssignmentImmutable.
+func (s *Store) PutRBACAssignment(a RBACAssignment) (RBACAssignment, bool, error) {
+	created := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		ps, err := list[Principal](tx, bucketPrincipals)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(ps, func(p Principal) bool { return p.ObjectID == a.PrincipalID && p.TenantID == a.TenantID }) {
+			return ErrPrincipalNotFound
+		}
+		if sub := subscriptionOf(a.Scope); sub != "" {
+			if err := bindSubscription(tx, sub, a.TenantID); err != nil {
+				return err
+			}
+		}
+		same := func(o RBACAssignment) bool {
+			return o.TenantID == a.TenantID && o.PrincipalID == a.PrincipalID && o.RoleID == a.RoleID && strings.EqualFold(o.Scope, a.Scope)
+		}
+		if cur, err := get[RBACAssignment](tx, bucketRBAC, a.Name); err == nil {
+			if !same(*cur) {
+				return ErrAssignmentImmutable
+			}
+			a = *cur
+			return nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		all, err := list[RBACAssignment](tx, bucketRBAC)
+		if err != nil {
+			return err
+		}
+		if i := slices.IndexFunc(all, same); i >= 0 {
+			return fmt.Errorf("%w: %s", ErrAssignmentExists, all[i].Name)
+		}
+		created = true
+		return put(tx, bucketRBAC, a.Name, a)
+	})
+	return a, created, err
+}
+
+// RBACAssignment returns the role assignment with the name.
+func (s *Store) RBACAssignment(name string) (*RBACAssignment, error) {
+	var a *RBACAssignment
+	err := s.db.View(func(tx *bolt.Tx) (err error) { a, err = get[RBACAssignment](tx, bucketRBAC, name); return })
+	return a, err
+}
+
+// DeleteRBACAssignment removes a role assignment (ErrNotFound if absent).
+func (s *Store) DeleteRBACAssignment(name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketRBAC).Get([]byte(name)) == nil {
+			return ErrNotFound
+		}
+		return tx.Bucket(bucketRBAC).Delete([]byte(name))
+	})
+}
+
+// RBACAssignments lists the role assignments of a tenant ("" for all),
+// sorted by scope, then name.
+func (s *Store) RBACAssignments(tenantID string) ([]RBACAssignment, error) {
+	var all []RBACAssignment
+	err := s.db.View(func(tx *bolt.Tx) (err error) { all, err = list[RBACAssignment](tx, bucketRBAC); return })
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, a := range all {
+		if tenantID == "" || a.TenantID == tenantID {
+			out = append(out, a)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if ki, kj := strings.ToLower(out[i].Scope), strings.ToLower(out[j].Scope); ki != kj {
+			return ki < kj
+		}
+		return out[i].Name < out[j].Name
+	})
 	return out, nil
 }
 

@@ -13,11 +13,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/podid/podid/internal/sts"
+	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/store"
 )
 
@@ -169,6 +171,16 @@ func (s *Server) Transport() *http.Transport {
 // Client returns an HTTP client trusting the sts CA.
 func (s *Server) Client() *http.Client {
 	return &http.Client{Transport: s.Transport(), Timeout: 30 * time.Second}
+}
+
+// VaultClient returns an HTTP client for the sts's vaults: it trusts the
+// sts CA and dials every {vault}.{VaultDNSSuffix}:443 at the sts's
+// loopback listener, as cluster DNS does for pods. The SDK above it is
+// unmodified and still sees https://{vault}.vault.azure.net/.
+func (s *Server) VaultClient() *http.Client {
+	tr := s.Transport()
+	tr.DialContext = keyvault.Dialer(s.Server.VaultDNSSuffix(), strings.TrimPrefix(s.URL, "https://"))
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
 // JWKSURL is where the signing keys are published.
