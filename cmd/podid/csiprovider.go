@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/podid/podid/internal/csiprovider"
 	"github.com/podid/podid/internal/daemon"
+	"github.com/podid/podid/internal/sts/keyvault"
 )
 
 // csiProviderOptions are the flags of `podid csi-provider`.
@@ -80,16 +80,7 @@ func (o *csiProviderOptions) transport() (*http.Client, error) {
 	if o.vaultAddress == "" {
 		return hc, nil
 	}
-	t := hc.Transport.(*http.Transport)
-	dial := (&net.Dialer{}).DialContext
-	suffix := "." + strings.ToLower(o.vaultDNSSuffix)
-	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
-		if err == nil && strings.HasSuffix(strings.ToLower(host), suffix) {
-			addr = o.vaultAddress
-		}
-		return dial(ctx, network, addr)
-	}
+	hc.Transport.(*http.Transport).DialContext = keyvault.Dialer(o.vaultDNSSuffix, o.vaultAddress)
 	return hc, nil
 }
 

@@ -100,14 +100,15 @@ func (g *grantHint) GetToken(ctx context.Context, o policy.TokenRequestOptions) 
 		return t, err
 	}
 	sa := g.m.Pod.Namespace + "/" + g.m.Pod.ServiceAccount
+	answer := ie.Code + ": " + ie.Msg
 	switch g.m.Mode {
 	case ModeVMManagedIdentity:
 		ie.Code = "NoSecretMountGrant"
-		ie.Msg = fmt.Sprintf("no grant lets ServiceAccount %s mount secrets with this identity (an administrator grants it: podid fic create --identity %s --service-account %s); the identity provider answered: %s",
-			sa, g.m.IdentityClientID, sa, ie.Msg)
+		ie.Msg = fmt.Sprintf("no grant lets ServiceAccount %s mount secrets with this identity (an administrator grants it: podid fic create --identity %s --service-account %s); the identity provider answered %s",
+			sa, g.m.IdentityClientID, sa, answer)
 	case ModeWorkloadIdentity:
-		ie.Msg = fmt.Sprintf("ServiceAccount %s is not allowed this identity (no federated credential names it: podid fic create --identity %s --service-account %s): %s",
-			sa, g.m.IdentityClientID, sa, ie.Msg)
+		ie.Msg = fmt.Sprintf("ServiceAccount %s is not allowed this identity (no federated credential names it: podid fic create --identity %s --service-account %s); the identity provider answered %s",
+			sa, g.m.IdentityClientID, sa, answer)
 	}
 	return t, ie
 }

@@ -274,6 +274,17 @@ func (f fetcher) expand(ctx context.Context, o Object) ([]entry, error) {
 		}
 	}
 	slices.SortStableFunc(all, func(a, b ver) int { return b.created.Compare(a.created) })
+	// Creation times are whole seconds: the current version goes first
+	// even when an older one was created in the same second.
+	if cur, err := f.client.GetSecret(ctx, o.Name, "", nil); err == nil && cur.ID != nil {
+		if i := slices.IndexFunc(all, func(v ver) bool { return v.id == cur.ID.Version() }); i > 0 {
+			v := all[i]
+			copy(all[1:i+1], all[:i])
+			all[0] = v
+		}
+	} else if err != nil {
+		return nil, f.objectError(o, err)
+	}
 	var out []entry
 	found := o.latest()
 	for _, v := range all {
