@@ -104,11 +104,14 @@ func (g *grantHint) GetToken(ctx context.Context, o policy.TokenRequestOptions) 
 	switch g.m.Mode {
 	case ModeVMManagedIdentity:
 		ie.Code = "NoSecretMountGrant"
-		ie.Msg = fmt.Sprintf("no grant lets ServiceAccount %s mount secrets with this identity (an administrator grants it: podid fic create --identity %s --service-account %s); the identity provider answered %s",
-			sa, g.m.IdentityClientID, sa, answer)
+		ie.Msg = fmt.Sprintf("no grant lets ServiceAccount %s mount secrets with this identity (an administrator grants it with a federated credential for %s on identity %s: podid fic create --identity <its name> --service-account %s); the identity provider answered %s",
+			sa, subject(g.m.Pod), g.m.IdentityClientID, sa, answer)
 	case ModeWorkloadIdentity:
-		ie.Msg = fmt.Sprintf("ServiceAccount %s is not allowed this identity (no federated credential names it: podid fic create --identity %s --service-account %s); the identity provider answered %s",
-			sa, g.m.IdentityClientID, sa, answer)
+		ie.Msg = fmt.Sprintf("ServiceAccount %s is not allowed this identity (no federated credential for %s: podid fic create --identity <its name> --service-account %s); the identity provider answered %s",
+			sa, subject(g.m.Pod), sa, answer)
 	}
 	return t, ie
 }
+
+// subject is the pod's ServiceAccount as a federated credential names it.
+func subject(p Pod) string { return "system:serviceaccount:" + p.Namespace + ":" + p.ServiceAccount }

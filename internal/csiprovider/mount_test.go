@@ -322,7 +322,7 @@ func TestMountRefused(t *testing.T) {
 		contains []string
 	}{
 		{"no grant for the mounting pod's ServiceAccount", "default", "default", with(noGrant), codes.PermissionDenied,
-			[]string{"NoSecretMountGrant", "ServiceAccount default/default", noGrant, "podid fic create --identity " + noGrant + " --service-account default/default", "AADSTS70021"}},
+			[]string{"NoSecretMountGrant", "ServiceAccount default/default", "system:serviceaccount:default:default on identity " + noGrant, "podid fic create --identity <its name> --service-account default/default", "AADSTS70021"}},
 		{"a pod of another namespace uses the granted identity", "other", "default", with(granted), codes.PermissionDenied,
 			[]string{"NoSecretMountGrant", "ServiceAccount other/default"}},
 		{"another ServiceAccount of the namespace", "default", "builder", with(granted), codes.PermissionDenied,
