@@ -10,7 +10,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 want=v$CSI_DRIVER_VERSION
 mod=sigs.k8s.io/secrets-store-csi-driver
-have=$(cd "$REPO_ROOT" && go list -m -f '{{.Version}}' $mod 2>/dev/null || true)
+have=$( (cd "$REPO_ROOT" && go list -m -f "{{.Version}}" $mod) 2>/dev/null) || have=""
 [ "$have" = "$want" ] || die "go.mod requires $mod $have but hack/versions.sh pins $want: keep them equal"
 if [ -x "$CSI_DRIVER" ] && "$CSI_DRIVER" --version 2>/dev/null | grep -q "\"BuildVersion\":\"$want\""; then
   echo "secrets-store-csi-driver $want present at $CSI_DRIVER"; exit 0
