@@ -31,6 +31,7 @@ func newSTSCommand() *cobra.Command {
 type stsServeOptions struct {
 	serverOptions
 	state, caFile, publicURL, bootstrap string
+	vaultDNSSuffix                      string
 	caCert, caKey                       string
 	hosts                               []string
 	tokenLifetime, rotation, overlap    time.Duration
@@ -73,6 +74,7 @@ func newSTSServeCommand() *cobra.Command {
 	f.StringSliceVar(&o.hosts, "host", []string{"localhost", "127.0.0.1"}, "DNS names and IPs of the serving certificate (repeatable)")
 	f.StringVar(&o.publicURL, "public-url", "", "base URL for requests whose Host is not a --host (default https://<first host>:<port>)")
 	f.StringVar(&o.bootstrap, "bootstrap", "", "bootstrap YAML applied idempotently at start")
+	f.StringVar(&o.vaultDNSSuffix, "vault-dns-suffix", "vault.azure.net", "DNS suffix of the Key Vaults served: vault V is https://V.<suffix>/, tokens are for https://<suffix>, the certificate names *.<suffix>")
 	f.DurationVar(&o.tokenLifetime, "token-lifetime", time.Hour, "access token lifetime for app registrations")
 	f.DurationVar(&o.identityTokenLifetime, "identity-token-lifetime", 24*time.Hour, "access token lifetime for managed identities")
 	f.DurationVar(&o.rotation, "key-rotation-interval", 24*time.Hour, "how long a signing key signs before it is replaced")
@@ -94,7 +96,8 @@ func newSTSServeCommand() *cobra.Command {
 func (o *stsServeOptions) config() (sts.Config, error) {
 	cfg := sts.Config{
 		ListenAddr: o.listenAddr, StatePath: o.state, CAFile: o.caFile, Hosts: o.hosts, PublicURL: strings.TrimRight(o.publicURL, "/"),
-		TokenLifetime: o.tokenLifetime, IdentityTokenLifetime: o.identityTokenLifetime,
+		VaultDNSSuffix: o.vaultDNSSuffix,
+		TokenLifetime:  o.tokenLifetime, IdentityTokenLifetime: o.identityTokenLifetime,
 		KeyRotationInterval: o.rotation, KeyPublishLead: o.publishLead, KeyOverlap: o.overlap,
 		MetricsAddr: o.metricsAddr, HealthAddr: o.healthAddr, DebugAddr: o.debugAddr,
 		Logger: o.logger(),

@@ -49,6 +49,7 @@ func NewCommands() []*cobra.Command {
 		newFICCommand(g),
 		newServiceAccountCommand(g),
 		newRoleAssignmentCommand(g),
+		newKeyVaultCommand(g),
 		newDoctorCommand(g),
 		newMigrateCommand(g),
 	}
@@ -131,7 +132,8 @@ func newConfigCommand(g *globals) *cobra.Command {
 	f.StringVar(&c.ClientSecretFile, "client-secret-file", "", "file holding the admin secret (local; or $"+EnvClientSecret+")")
 	f.StringVar(&c.Subscription, "subscription", "", "default subscription id")
 	f.StringVarP(&c.ResourceGroup, "resource-group", "g", "", "default resource group")
-	f.StringVar(&c.Location, "location", "", "default location for new identities")
+	f.StringVar(&c.Location, "location", "", "default location for new identities and vaults")
+	f.StringVar(&c.VaultDNSSuffix, "vault-dns-suffix", "", "the local sts's vault DNS suffix (local; default vault.azure.net)")
 	view := &cobra.Command{
 		Use:   "view",
 		Short: "Print the recorded config",
@@ -144,7 +146,7 @@ func newConfigCommand(g *globals) *cobra.Command {
 			t := table{header: []string{"KEY", "VALUE"}}
 			for _, kv := range [][2]string{{"cloud", c.Cloud}, {"authority", c.Authority}, {"caFile", c.CAFile}, {"tenantId", c.TenantID},
 				{"clientId", c.ClientID}, {"clientSecretFile", c.ClientSecretFile}, {"subscription", c.Subscription},
-				{"resourceGroup", c.ResourceGroup}, {"location", c.Location}} {
+				{"resourceGroup", c.ResourceGroup}, {"location", c.Location}, {"vaultDnsSuffix", c.VaultDNSSuffix}} {
 				if kv[1] != "" {
 					t.rows = append(t.rows, kv[:])
 				}

@@ -11,6 +11,8 @@ import (
 	"regexp"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/podid/podid/internal/sts/keyvault"
 )
 
 // Clouds the CLI talks to.
@@ -42,6 +44,9 @@ type Config struct {
 	Subscription     string `json:"subscription,omitempty"`
 	ResourceGroup    string `json:"resourceGroup,omitempty"`
 	Location         string `json:"location,omitempty"`
+	// VaultDNSSuffix is the local sts's vault DNS suffix (its
+	// --vault-dns-suffix); empty means vault.azure.net.
+	VaultDNSSuffix string `json:"vaultDnsSuffix,omitempty"`
 }
 
 // ConfigError is a config file that cannot be used as written.
@@ -91,6 +96,14 @@ func (c *Config) Validate() error {
 	}
 	if c.ResourceGroup != "" {
 		if err := validResourceGroup(c.ResourceGroup); err != nil {
+			return err
+		}
+	}
+	if c.VaultDNSSuffix != "" {
+		if c.Cloud == CloudAzure {
+			return errors.New("vaultDnsSuffix is for cloud local (Azure's is vault.azure.net)")
+		}
+		if err := keyvault.ValidDNSSuffix(c.VaultDNSSuffix); err != nil {
 			return err
 		}
 	}

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +43,7 @@ type principal struct {
 	cred                       *azidentity.ClientSecretCredential
 }
 
-func startVault(t *testing.T, opts ststest.Options) *vaultEnv {
+func startVault(t testing.TB, opts ststest.Options) *vaultEnv {
 	t.Helper()
 	srv := ststest.Start(t, opts)
 	cred, armOpts := armOptions(srv)
@@ -68,7 +70,7 @@ func startVault(t *testing.T, opts ststest.Options) *vaultEnv {
 	return &vaultEnv{srv: srv, vault: res.Vault, uri: *res.Properties.VaultURI}
 }
 
-func (e *vaultEnv) principal(t *testing.T, name string) principal {
+func (e *vaultEnv) principal(t testing.TB, name string) principal {
 	t.Helper()
 	ctx := context.Background()
 	p, _, err := e.srv.PutApplication(ctx, e.srv.TenantID, sts.Application{DisplayName: name})
@@ -91,7 +93,7 @@ func (e *vaultEnv) principal(t *testing.T, name string) principal {
 // the transport that dials *.vault.azure.net at the test sts (a
 // transport setting, not an SDK modification: the challenge's resource
 // is still checked against the vault's host).
-func (e *vaultEnv) secrets(t *testing.T, p principal) *azsecrets.Client {
+func (e *vaultEnv) secrets(t testing.TB, p principal) *azsecrets.Client {
 	t.Helper()
 	c, err := azsecrets.NewClient(e.uri, p.cred, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.srv.VaultClient()}})
 	if err != nil {
@@ -104,7 +106,7 @@ func (e *vaultEnv) scope() string { return *e.vault.ID }
 
 // assign gives p a built-in role (by its Azure role definition id) at
 // scope, through the sts's Azure RBAC.
-func (e *vaultEnv) assign(t *testing.T, p principal, role, scope string) {
+func (e *vaultEnv) assign(t testing.TB, p principal, role, scope string) {
 	t.Helper()
 	if _, _, err := e.srv.PutAzureRoleAssignment(context.Background(), sts.AzureRoleAssignment{TenantID: e.srv.TenantID, Scope: scope, Role: role, PrincipalID: p.objectID}); err != nil {
 		t.Fatalf("role assignment %s at %s: %v", role, scope, err)
@@ -527,5 +529,115 @@ func TestKeyVaultUnknownVault(t *testing.T) {
 	_, err = c.GetSecret(context.Background(), "s", "", nil)
 	if st, code, _ := kvCode(err); st != 404 || code != "VaultNotFound" {
 		t.Fatalf("unknown vault: %v", err)
+	}
+}
+
+// TestKeyVaultCustomSuffix: with --vault-dns-suffix the vaults live under
+// that name, the challenge names https://{suffix} and the unmodified SDK's
+// resource check passes against it; a client that addresses the vault
+// under another suffix is refused by the SDK itself.
+func TestKeyVaultCustomSuffix(t *testing.T) {
+	e := startVault(t, ststest.Options{Configure: func(c *sts.Config) { c.VaultDNSSuffix = "vault.podid.test" }})
+	if e.uri != "https://kv-test.vault.podid.test/" {
+		t.Fatalf("vaultUri = %q", e.uri)
+	}
+	p := e.principal(t, "p")
+	e.assign(t, p, keyvault.RoleSecretsOfficer, e.scope())
+	ctx := context.Background()
+	c := e.secrets(t, p)
+	if _, err := c.SetSecret(ctx, "s", azsecrets.SetSecretParameters{Value: to.Ptr("v")}, nil); err != nil {
+		t.Fatalf("SetSecret: %v", err)
+	}
+	if got, err := c.GetSecret(ctx, "s", "", nil); err != nil || *got.Value != "v" || !strings.HasPrefix(string(*got.ID), e.uri) {
+		t.Fatalf("GetSecret: %v", err)
+	}
+	tok := getToken(t, p.cred, "https://vault.podid.test/.default")
+	if c := verify(t, e.srv, tok, "https://vault.podid.test", time.Now); c.ObjectID != p.objectID {
+		t.Errorf("token oid %s", c.ObjectID)
+	}
+	// The default suffix is not served here, so nothing answers for it.
+	other, _ := azsecrets.NewClient("https://kv-test.vault.azure.net/", p.cred, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.srv.VaultClient(), Retry: policy.RetryOptions{MaxRetries: -1}}})
+	if _, err := other.GetSecret(ctx, "s", "", nil); err == nil {
+		t.Fatal("a vault under the default suffix answered")
+	}
+}
+
+// TestKeyVaultNoValueInLogs: the sts's log at debug level, across set,
+// get, update, list, delete and refusals, never contains a value.
+func TestKeyVaultNoValueInLogs(t *testing.T) {
+	var buf syncBuffer
+	e := startVault(t, ststest.Options{Configure: func(c *sts.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}})
+	const value = "s3cr3t-value-that-must-never-be-logged"
+	p, reader := e.principal(t, "p"), e.principal(t, "reader")
+	e.assign(t, p, keyvault.RoleSecretsOfficer, e.scope())
+	e.assign(t, reader, keyvault.RoleReader, e.scope())
+	ctx := context.Background()
+	c, rc := e.secrets(t, p), e.secrets(t, reader)
+	if _, err := c.SetSecret(ctx, "s", azsecrets.SetSecretParameters{Value: to.Ptr(value)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetSecret(ctx, "s", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = rc.GetSecret(ctx, "s", "", nil) // refused
+	_, _ = c.SetSecret(ctx, "bad_name", azsecrets.SetSecretParameters{Value: to.Ptr(value)}, nil)
+	_, _ = c.SetSecret(ctx, "big", azsecrets.SetSecretParameters{Value: to.Ptr(value + strings.Repeat("x", keyvault.MaxValueBytes))}, nil)
+	if _, err := c.UpdateSecretProperties(ctx, "s", "", azsecrets.UpdateSecretPropertiesParameters{ContentType: to.Ptr("x")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteSecret(ctx, "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := buf.String()
+	if !strings.Contains(logs, "secret set") {
+		t.Fatalf("the test logged nothing of interest: %s", logs)
+	}
+	if strings.Contains(logs, value) {
+		t.Fatal("a secret value is in the sts log")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestKeyVaultARMAuthorization: vault management is Azure RBAC's control
+// plane: a principal without a role cannot create, read or delete vaults;
+// a Key Vault data role gives no control-plane write.
+func TestKeyVaultARMAuthorization(t *testing.T) {
+	e := startVault(t, ststest.Options{})
+	p := e.principal(t, "p")
+	e.assign(t, p, keyvault.RoleSecretsOfficer, e.scope())
+	opts := clientOptions(e.srv)
+	cred, _ := azidentity.NewClientSecretCredential(e.srv.TenantID, p.clientID, p.secret, &azidentity.ClientSecretCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: true})
+	_, armOpts := armOptions(e.srv)
+	vaults, err := armkeyvault.NewVaultsClient(ststest.SubscriptionID, cred, armOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err = vaults.BeginCreateOrUpdate(ctx, "rg-kv", "kv-mine", armkeyvault.VaultCreateOrUpdateParameters{Location: to.Ptr("westeurope"), Properties: &armkeyvault.VaultProperties{
+		TenantID: to.Ptr(e.srv.TenantID), SKU: &armkeyvault.SKU{Family: to.Ptr(armkeyvault.SKUFamilyA), Name: to.Ptr(armkeyvault.SKUNameStandard)},
+	}}, nil)
+	if st, code := respCode(err); st != 403 || code != "AuthorizationFailed" {
+		t.Errorf("create without a role: %v", err)
+	}
+	if _, err := vaults.Delete(ctx, "rg-kv", "kv-test", nil); func() int { s, _ := respCode(err); return s }() != 403 {
+		t.Errorf("delete by a secrets officer: %v", err)
 	}
 }
