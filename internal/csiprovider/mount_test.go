@@ -47,7 +47,7 @@ type env struct {
 
 const localCloud = "PodidLocalCloud"
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	is := ststest.NewIssuer(t)
 	srv := ststest.Start(t, ststest.Options{Configure: func(c *sts.Config) { c.ExternalTransport = is.Transport() }})
@@ -130,7 +130,7 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func (e *env) assign(t *testing.T, objectID, role string) {
+func (e *env) assign(t testing.TB, objectID, role string) {
 	t.Helper()
 	if _, _, err := e.srv.PutAzureRoleAssignment(t.Context(), sts.AzureRoleAssignment{TenantID: e.srv.TenantID, Scope: e.scope, Role: role, PrincipalID: objectID}); err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func (e *env) assign(t *testing.T, objectID, role string) {
 
 // identity makes a user-assigned identity; grantSA ("ns/name", or "")
 // gets a federated credential (the grant); role ("" for none) on the vault.
-func (e *env) identity(t *testing.T, name, grantSA, role string) string {
+func (e *env) identity(t testing.TB, name, grantSA, role string) string {
 	t.Helper()
 	p, _, err := e.srv.PutIdentity(t.Context(), sts.Identity{TenantID: e.srv.TenantID, Subscription: ststest.SubscriptionID, ResourceGroup: "rg", Name: name, Location: "westeurope"})
 	if err != nil {
@@ -157,7 +157,7 @@ func (e *env) identity(t *testing.T, name, grantSA, role string) string {
 	return p.ClientID
 }
 
-func (e *env) set(t *testing.T, name, value string) string {
+func (e *env) set(t testing.TB, name, value string) string {
 	t.Helper()
 	r, err := e.writer.SetSecret(t.Context(), name, azsecrets.SetSecretParameters{Value: to.Ptr(value)}, nil)
 	if err != nil {
@@ -168,7 +168,7 @@ func (e *env) set(t *testing.T, name, value string) string {
 
 // attrs is what the driver sends for a pod of ServiceAccount ns/sa: the
 // class's parameters, the pod's attributes and its token bound to the pod.
-func (e *env) attrs(t *testing.T, ns, sa string, params map[string]string) string {
+func (e *env) attrs(t testing.TB, ns, sa string, params map[string]string) string {
 	t.Helper()
 	now := time.Now()
 	tok := e.is.Token(t, "system:serviceaccount:"+ns+":"+sa, workloadidentity.TokenAudience, now, time.Hour, map[string]any{
@@ -200,9 +200,9 @@ func seed003(clientID string) map[string]string {
 	return map[string]string{"usePodIdentity": "false", "useVMManagedIdentity": "true", "userAssignedIdentityID": clientID, "objects": objects("demosecret")}
 }
 
-func (e *env) mount(t *testing.T, attrs string) (*v1alpha1.MountResponse, error) {
+func (e *env) mount(t testing.TB, attrs string) (*v1alpha1.MountResponse, error) {
 	t.Helper()
-	return e.client.Mount(t.Context(), &v1alpha1.MountRequest{Attributes: attrs, Secrets: "{}", Permission: "420", TargetPath: t.TempDir()})
+	return e.client.Mount(t.Context(), &v1alpha1.MountRequest{Attributes: attrs, Secrets: "{}", Permission: "420", TargetPath: "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/secret-store/mount"})
 }
 
 // write writes the response as the driver does (its own atomic writer).
