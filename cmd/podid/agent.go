@@ -35,6 +35,7 @@ type agentOptions struct {
 	serveSecrets       bool
 	confirmTTL         time.Duration
 	maxCachedTokens    int
+	podTokenSocket     string
 
 	interceptOptions
 }
@@ -136,6 +137,7 @@ the node. See docs/agent.md.`,
 	f.BoolVar(&o.serveSecrets, "serve-secret-identities", false, "serve type 1/2 identities (needs the opt-in RBAC to read Secrets)")
 	f.DurationVar(&o.confirmTTL, "confirm-ttl", time.Second, "how long a live API-server confirmation that a pod still owns its IP stays valid (bounds the IP-reuse window)")
 	f.IntVar(&o.maxCachedTokens, "max-cached-tokens", 10000, "bound on cached tokens")
+	f.StringVar(&o.podTokenSocket, "pod-token-socket", "", "serve podid csi-provider's usePodIdentity mounts on this unix socket (mounted only into the provider; empty disables)")
 	f.BoolVar(&o.enabled, "intercept", true, "install and keep the iptables rules redirecting pod traffic for 169.254.169.254:80 to the agent")
 	f.DurationVar(&o.interval, "intercept-interval", 30*time.Second, "how often the interception rules are re-checked")
 	o.interceptOptions.addFlags(cmd)
@@ -186,7 +188,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		NodeName: o.nodeName, RESTConfig: rc, ListenAddr: listen, HealthAddr: o.healthAddr, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		Authority: o.authority, AllowedAuthorities: o.allowedAuthorities, ProviderHTTPClient: hc,
 		DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets,
-		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, Logger: log,
+		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, PodTokenSocket: o.podTokenSocket, Logger: log,
 	}
 	if o.enabled {
 		ic, err := o.interceptOptions.build(log)

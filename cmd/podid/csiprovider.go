@@ -28,6 +28,7 @@ type csiProviderOptions struct {
 	vaultDNSSuffix  string
 	vaultAddress    string
 	concurrency     int
+	podIdentitySock string
 }
 
 func (o *csiProviderOptions) validate(cmd *cobra.Command) error {
@@ -109,11 +110,15 @@ administrator's grant). See docs/csi.md.`,
 			if err != nil {
 				return err
 			}
+			creds := &csiprovider.PodCredentials{Transport: hc}
+			if o.podIdentitySock != "" {
+				creds.PodIdentity = &csiprovider.AgentPodIdentities{Socket: o.podIdentitySock}
+			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			srv, err := csiprovider.New(csiprovider.Config{
 				Clouds: o.clouds(), DefaultCloud: o.defaultCloud,
-				Credentials: &csiprovider.PodCredentials{Transport: hc},
+				Credentials: creds,
 				Transport:   hc, Concurrency: o.concurrency,
 				Logger: log, Registerer: reg,
 			})
@@ -137,5 +142,6 @@ administrator's grant). See docs/csi.md.`,
 	f.StringVar(&o.vaultDNSSuffix, "vault-dns-suffix", "", "the local cloud's vault DNS suffix: a vault's URL is https://<keyvaultName>.<suffix>/ (empty: no local cloud)")
 	f.StringVar(&o.vaultAddress, "vault-address", "", "host:port every name under --vault-dns-suffix connects to (empty: DNS)")
 	f.IntVar(&o.concurrency, "concurrency", 4, "objects of one mount fetched at once")
+	f.StringVar(&o.podIdentitySock, "pod-identity-socket", "", "podid agent's pod-token socket (its --pod-token-socket) for usePodIdentity mounts (empty: usePodIdentity is refused)")
 	return cmd
 }
