@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,6 +134,7 @@ func TestUsageErrors(t *testing.T) {
 		{"controller workers", []string{"controller", "--workers", "0"}, []string{"--workers must be between 1 and 256"}},
 		{"controller leases", []string{"controller", "--leader-elect-lease-duration", "5s"}, []string{"--leader-elect-lease-duration must exceed --leader-elect-renew-deadline"}},
 		{"sts state", []string{"sts", "serve"}, []string{"--state is required"}},
+		{"sts vault suffix", []string{"sts", "serve", "--state", "s.db", "--vault-dns-suffix", "vault"}, []string{`--vault-dns-suffix: vault DNS suffix "vault" must be a DNS name of at least two labels`}},
 		{"sts verify inputs", []string{"sts", "verify", "x.y.z"}, []string{"--jwks-url, --issuer and --audience are required"}},
 		{"sts verify arguments", []string{"sts", "verify", "a", "b"}, []string{"accepts at most 1 arg"}},
 	}
@@ -267,5 +271,61 @@ func TestSTSServesAndStops(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("no exit within 15s of SIGTERM")
+	}
+}
+
+// The binary serves Key Vault hosts under --vault-dns-suffix: the serving
+// certificate names *.<suffix> (the TLS handshake below checks it against
+// the CA file it wrote) and such a host is Key Vault, not the token
+// endpoints (an unknown vault is Key Vault's 404).
+func TestSTSServesVaultHosts(t *testing.T) {
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	cmd := exec.Command(podid, "sts", "serve", "--state", filepath.Join(dir, "state.db"), "--ca-file", caFile,
+		"--listen-addr", "127.0.0.1:0", "--health-addr", "", "--vault-dns-suffix", "vault.podid.test")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var addr string
+	lines := bufio.NewScanner(stderr)
+	for addr == "" && lines.Scan() {
+		var rec struct{ Msg, Server, Addr string }
+		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec.Msg == "serving" && strings.Contains(rec.Server, "sts") {
+			addr = rec.Addr
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no serving address (stderr ended: %v)", lines.Err())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	res, err := hc.Get("https://kv-nope.vault.podid.test/secrets?api-version=7.6")
+	if err != nil {
+		t.Fatalf("TLS to a vault host: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 404 || !bytes.Contains(body, []byte(`"VaultNotFound"`)) {
+		t.Fatalf("unknown vault: %d %s", res.StatusCode, body)
+	}
+	if _, err := hc.Get("https://kv-nope.vault.azure.net/secrets"); err == nil {
+		t.Fatal("the certificate names the default suffix too")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/podid/podid/internal/pki"
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/jwks"
+	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/tokenverify"
 )
 
@@ -54,6 +55,9 @@ func newSTSServeCommand() *cobra.Command {
 			}
 			if (o.caCert == "") != (o.caKey == "") {
 				errs = append(errs, errors.New("--ca-cert and --ca-key go together"))
+			}
+			if err := keyvault.ValidDNSSuffix(o.vaultDNSSuffix); err != nil {
+				errs = append(errs, fmt.Errorf("--vault-dns-suffix: %w", err))
 			}
 			return usage(errs...)
 		},

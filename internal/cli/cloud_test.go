@@ -1,16 +1,20 @@
 package cli_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/podid/podid/internal/cli"
+	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/ststest"
 )
 
@@ -219,34 +223,138 @@ func TestFederatedCredentialLimit(t *testing.T) {
 	}
 }
 
+// TestRoleAssignment runs the binary's role-assignment verbs against the
+// local sts (through the real armauthorization client, as against Azure).
 func TestRoleAssignment(t *testing.T) {
 	c := newCLI(t, "", nil)
 	var id cli.Identity
 	_ = json.Unmarshal([]byte(c.ok("identity", "create", "kv-reader", "-o", "json")), &id)
+	rg := "/subscriptions/" + ststest.SubscriptionID + "/resourceGroups/rg"
+	vault := rg + "/providers/Microsoft.KeyVault/vaults/kv1"
+	// Seed 003: az role assignment create --role "Key Vault Administrator" --scope <vault>.
 	var ra cli.RoleAssignment
-	out := c.ok("role-assignment", "create", "--assignee", "kv-reader", "--role", "Key Vault Administrator", "--scope", "https://vault.azure.net", "-o", "json")
-	if err := json.Unmarshal([]byte(out), &ra); err != nil || ra.Principal != id.ClientID || ra.ID == "" {
-		t.Fatalf("create: %v %+v", err, ra)
+	r := c.podid("role-assignment", "create", "--assignee", "kv-reader", "--role", "Key Vault Administrator", "--scope", vault, "-o", "json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ra) != nil {
+		t.Fatalf("create: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	var ras []cli.RoleAssignment
-	_ = json.Unmarshal([]byte(c.ok("role-assignment", "list", "--assignee", id.ClientID, "-o", "json")), &ras)
-	if len(ras) != 1 || ras[0].Role != "Key Vault Administrator" || ras[0].Scope != "https://vault.azure.net" {
-		t.Fatalf("list = %+v", ras)
+	if ra.PrincipalID != id.PrincipalID || ra.Scope != vault || ra.RoleDefinitionName != "Key Vault Administrator" ||
+		!strings.HasSuffix(ra.RoleDefinitionID, "/roleDefinitions/00482a5a-887f-4fb3-b363-3b7fe8e74483") || ra.ID != vault+"/providers/Microsoft.Authorization/roleAssignments/"+ra.Name {
+		t.Fatalf("create = %+v", ra)
 	}
-	c.ok("role-assignment", "delete", ra.ID)
-	ras = nil
-	_ = json.Unmarshal([]byte(c.ok("role-assignment", "list", "--assignee", "kv-reader", "-o", "json")), &ras)
-	if len(ras) != 0 {
-		t.Fatalf("after delete: %+v", ras)
+	// What the sts's data planes will ask now says yes.
+	if ok, err := c.sts.HasDataAction(c.sts.TenantID, id.PrincipalID, "Microsoft.KeyVault/vaults/secrets/getSecret/action", vault); !ok || err != nil {
+		t.Errorf("HasDataAction = %v, %v", ok, err)
 	}
-	if r := c.podid("role-assignment", "create", "--assignee", "kv-reader", "--role", "Reader"); r.code == 0 || !strings.Contains(r.stderr, "--scope are required") {
-		t.Errorf("missing scope: %d %q", r.code, r.stderr)
+	// Idempotent: the same grant again is reported, not duplicated; by client id and by GUID role too.
+	for _, args := range [][]string{
+		{"--assignee", "kv-reader", "--role", "Key Vault Administrator"},
+		{"--assignee", id.ClientID, "--role", "key vault administrator"},
+		{"--assignee-object-id", id.PrincipalID, "--role", "00482a5a-887f-4fb3-b363-3b7fe8e74483"},
+	} {
+		r := c.podid(append([]string{"role-assignment", "create", "--scope", vault, "-o", "json"}, args...)...)
+		var again cli.RoleAssignment
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &again) != nil || again.Name != ra.Name || !strings.Contains(r.stderr, "already grants") {
+			t.Errorf("create %v again: exit %d, %s, %q", args, r.code, r.stdout, r.stderr)
+		}
 	}
-	// Against Azure the CLI says what to use instead (and contacts nothing).
-	c.ok("config", "set-cloud", "azure", "--subscription", ststest.SubscriptionID)
-	r := c.podid("role-assignment", "create", "--assignee", id.ClientID, "--role", "Reader", "--scope", "/subscriptions/x")
-	if r.code != 1 || !strings.Contains(r.stderr, "az role assignment create") {
-		t.Errorf("azure: %d %q", r.code, r.stderr)
+	// Default scope: the configured resource group.
+	out := c.ok("role-assignment", "create", "--assignee", "kv-reader", "--role", "Storage Queue Data Contributor")
+	if !strings.Contains(out, "Storage Queue Data Contributor") || !strings.Contains(out, rg+"\n") || !strings.Contains(out, "PRINCIPAL-ID") {
+		t.Errorf("create at the resource group:\n%s", out)
+	}
+	list := func(args ...string) []cli.RoleAssignment {
+		t.Helper()
+		var ras []cli.RoleAssignment
+		out := c.ok(append([]string{"role-assignment", "list", "-o", "json"}, args...)...)
+		if err := json.Unmarshal([]byte(out), &ras); err != nil {
+			t.Fatalf("list %v: %v\n%s", args, err, out)
+		}
+		return ras
+	}
+	if ras := list("--assignee", "kv-reader"); len(ras) != 2 {
+		t.Errorf("list at the resource group (and below) = %+v", ras)
+	}
+	if ras := list("--assignee", "kv-reader", "--scope", vault); len(ras) != 2 {
+		t.Errorf("list at the vault (and inherited) = %+v", ras)
+	}
+	if ras := list("--assignee", "kv-reader", "--role", "Key Vault Administrator"); len(ras) != 1 || ras[0].Name != ra.Name {
+		t.Errorf("list --role = %+v", ras)
+	}
+	// The admin's Owner at the tenant root is inherited everywhere.
+	if ras := list("--role", "Owner"); len(ras) != 1 || ras[0].Scope != "/" {
+		t.Errorf("list --role Owner = %+v", ras)
+	}
+	if out := c.ok("role-assignment", "list", "-o", "yaml"); !strings.Contains(out, "roleDefinitionName: Key Vault Administrator") {
+		t.Errorf("list -o yaml:\n%s", out)
+	}
+	// Delete by name at a scope, by id, by assignee; deleting again says so.
+	if out := c.ok("role-assignment", "delete", ra.Name, "--scope", vault); !strings.Contains(out, "deleted") {
+		t.Errorf("delete by name: %s", out)
+	}
+	if out := c.ok("role-assignment", "delete", ra.ID); !strings.Contains(out, "does not exist") {
+		t.Errorf("delete again by id: %s", out)
+	}
+	if out := c.ok("role-assignment", "delete", "--assignee", "kv-reader", "--role", "Storage Queue Data Contributor"); !strings.Contains(out, "deleted") {
+		t.Errorf("delete by assignee: %s", out)
+	}
+	if ras := list("--assignee", "kv-reader"); len(ras) != 0 {
+		t.Errorf("after delete: %+v", ras)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"URL scope", []string{"create", "--assignee", "kv-reader", "--role", "Reader", "--scope", "https://storage.azure.com"}, `--scope "https://storage.azure.com" is a URL, not an ARM scope: an ARM scope is /subscriptions/`},
+		{"malformed scope", []string{"create", "--assignee", "kv-reader", "--role", "Reader", "--scope", "/subscriptions/nope"}, "--scope: invalid scope"},
+		{"no role", []string{"create", "--assignee", "kv-reader"}, "--role and --assignee (or --assignee-object-id) are required"},
+		{"unknown role", []string{"create", "--assignee", "kv-reader", "--role", "Key Vault Janitor"}, `role "Key Vault Janitor" not found at ` + rg},
+		{"unknown role GUID", []string{"create", "--assignee", "kv-reader", "--role", "0b1f6471-0000-4000-8000-000000000000"}, "role definition 0b1f6471-0000-4000-8000-000000000000 not found"},
+		{"unknown identity", []string{"create", "--assignee", "nobody", "--role", "Reader"}, "identity nobody in resource group rg not found"},
+		{"unknown principal", []string{"create", "--assignee-object-id", "0b1f6471-0000-4000-8000-00000000dead", "--role", "Reader"}, "PrincipalNotFound"},
+		{"bad name", []string{"create", "--assignee", "kv-reader", "--role", "Reader", "--name", "x"}, `--name "x" is not a GUID`},
+		{"both assignees", []string{"create", "--assignee", "kv-reader", "--assignee-object-id", id.PrincipalID, "--role", "Reader"}, "exclude each other"},
+		{"delete nothing named", []string{"delete"}, "give the assignment's name or id, or --assignee"},
+		{"delete bad ref", []string{"delete", "kv-reader"}, "neither a role assignment name"},
+		{"quote in role", []string{"list", "--role", "x' or 1 eq '1"}, "is not a role name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.podid(append([]string{"role-assignment"}, tc.args...)...)
+			if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", r.code, r.stderr, tc.want)
+			}
+			if strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || strings.Contains(r.stderr, "goroutine") {
+				t.Errorf("stderr is not one line: %q", r.stderr)
+			}
+		})
+	}
+}
+
+// TestRoleAssignmentAuthorization: a principal that is not Owner or User
+// Access Administrator gets ARM's AuthorizationFailed from the binary.
+func TestRoleAssignmentAuthorization(t *testing.T) {
+	c := newCLI(t, "", nil)
+	c.ok("identity", "create", "web")
+	app, _, err := c.sts.PutApplication(t.Context(), c.sts.TenantID, sts.Application{DisplayName: "contributor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := c.sts.GenerateSecret(t.Context(), app.ClientID, "test", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg := "/subscriptions/" + ststest.SubscriptionID + "/resourceGroups/rg"
+	if _, _, err := c.sts.PutAzureRoleAssignment(t.Context(), sts.AzureRoleAssignment{TenantID: c.sts.TenantID, Scope: rg, Role: "Contributor", PrincipalID: app.ObjectID}); err != nil {
+		t.Fatal(err)
+	}
+	c.ok("config", "set-cloud", "local", "--authority", c.sts.URL, "--ca-file", c.sts.CAFile, "--tenant-id", c.sts.TenantID,
+		"--client-id", app.ClientID, "--client-secret-file", ststest.WriteFile(t, "contributor", []byte(secret)), "--subscription", ststest.SubscriptionID, "-g", "rg")
+	// A Contributor manages identities but cannot grant roles.
+	c.ok("identity", "show", "web")
+	r := c.podid("role-assignment", "create", "--assignee", "web", "--role", "Key Vault Secrets User")
+	if r.code != 1 || !strings.Contains(r.stderr, "AuthorizationFailed") || !strings.Contains(r.stderr, "Microsoft.Authorization/roleAssignments/write") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 }
 
@@ -280,8 +388,9 @@ func TestOnlyLocalTraffic(t *testing.T) {
 	c.ok("identity", "list", "--all")
 	c.ok("fic", "create", "--identity", "web", "--issuer", "https://issuer.podid.test", "--service-account", "shop/web")
 	c.ok("fic", "list", "--identity", "web")
-	c.ok("role-assignment", "create", "--assignee", "web", "--role", "Reader", "--scope", "https://vault.azure.net")
+	c.ok("role-assignment", "create", "--assignee", "web", "--role", "Reader")
 	c.ok("role-assignment", "list")
+	c.ok("role-assignment", "delete", "--assignee", "web", "--role", "Reader")
 	c.ok("identity", "delete", "web")
 	c.ok("keyvault", "create", "kv-local")
 	// The admin holds no Key Vault role: refused (403), but by the local sts.
@@ -297,5 +406,57 @@ func TestOnlyLocalTraffic(t *testing.T) {
 	c.extraEnv = append(c.extraEnv, cli.EnvClientSecret+"=x")
 	if r := c.podid("identity", "list"); r.code == 0 || conns.Load() == 0 {
 		t.Fatalf("a non-loopback authority did not go through the proxy: exit %d, %d connections, %q", r.code, conns.Load(), r.stderr)
+	}
+}
+
+// TestRoleAssignmentOnAzure: configured for Azure, role-assignment takes
+// the same path as against the sts — sign in with azidentity, then the
+// authorization API — instead of refusing. A proxy that records where
+// each connection was headed (and answers none) stands in for the
+// internet, so nothing leaves the machine or resolves a public name.
+func TestRoleAssignmentOnAzure(t *testing.T) {
+	c := newCLI(t, "", nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := make(chan string, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			line, _ := bufio.NewReader(conn).ReadString('\n')
+			select {
+			case targets <- strings.TrimSpace(line):
+			default:
+			}
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	proxy := "http://" + ln.Addr().String()
+	c.extraEnv = []string{"HTTPS_PROXY=" + proxy, "HTTP_PROXY=" + proxy, "https_proxy=" + proxy, "http_proxy=" + proxy,
+		"AZURE_TENANT_ID=" + ststest.TenantID, "AZURE_CLIENT_ID=" + ststest.AdminClientID, "AZURE_CLIENT_SECRET=not-a-real-secret"}
+	c.ok("config", "set-cloud", "azure", "--subscription", ststest.SubscriptionID, "-g", "rg")
+	r := c.podid("role-assignment", "create", "--assignee-object-id", "6d7a8300-0000-4000-8000-000000000001",
+		"--role", "00482a5a-887f-4fb3-b363-3b7fe8e74483", "--scope", "/subscriptions/"+ststest.SubscriptionID+"/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv")
+	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || strings.Contains(r.stderr, "az role assignment") {
+		t.Fatalf("exit %d, stderr %q; want 1 and one line from the sign-in", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "role definition 00482a5a-887f-4fb3-b363-3b7fe8e74483") {
+		t.Errorf("stderr %q does not say which call failed", r.stderr)
+	}
+	ln.Close()
+	<-done // the recorder has stopped: targets is complete
+	var seen []string
+	for len(targets) > 0 {
+		seen = append(seen, <-targets)
+	}
+	if !slices.ContainsFunc(seen, func(l string) bool { return strings.HasPrefix(l, "CONNECT login.microsoftonline.com:443 ") }) {
+		t.Errorf("connections went to %q; want Entra's login.microsoftonline.com", seen)
 	}
 }

@@ -209,7 +209,7 @@ func newKeyVaultCommand(g *globals) *cobra.Command {
 	cf.StringVarP(&location, "location", "l", "", "location (default: from the config)")
 	cf.BoolVar(&rbacAuth, "enable-rbac-authorization", true, "authorize data actions by Azure RBAC (the only model podid supports)")
 	cf.IntVar(&retention, "retention-days", 90, "days a deleted secret stays recoverable (7-90)")
-	cf.StringArrayVar(&tags, "tags", nil, "tag key=value (repeatable)")
+	cf.StringArrayVar(&tags, "tag", nil, "tag key=value (repeatable)")
 	show := &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a vault",
@@ -266,7 +266,7 @@ func parseTags(kvs []string) (map[string]*string, error) {
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--tags %q: want key=value", kv)
+			return nil, fmt.Errorf("--tag %q: want key=value", kv)
 		}
 		tm[k] = to.Ptr(v)
 	}
@@ -405,7 +405,7 @@ func newSecretCommand(g *globals, s *scope) *cobra.Command {
 	for _, c := range []*cobra.Command{set, show, list, del} {
 		c.Flags().StringVar(&vault, "vault-name", "", "the vault")
 		if c != list {
-			c.Flags().StringVarP(&name, "name", "n", "", "the secret")
+			c.Flags().StringVar(&name, "name", "", "the secret")
 		}
 	}
 	cmd.AddCommand(set, show, list, del)

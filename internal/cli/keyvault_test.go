@@ -1,12 +1,10 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/keyvault"
 	"github.com/podid/podid/internal/sts/ststest"
 )
@@ -33,6 +31,12 @@ func TestKeyVault(t *testing.T) {
 	if out := c.ok("keyvault", "show", "kv-cli"); !strings.Contains(out, "https://kv-cli.vault.azure.net/") {
 		t.Errorf("show: %s", out)
 	}
+	if out := c.ok("keyvault", "create", "kv-tagged", "--tag", "team=a", "--retention-days", "7", "-o", "yaml"); !strings.Contains(out, "team: a") || !strings.Contains(out, "softDeleteRetentionInDays: 7") {
+		t.Errorf("create with a tag and retention: %s", out)
+	}
+	if out := c.ok("keyvault", "delete", "kv-tagged"); !strings.Contains(out, "vault kv-tagged deleted") {
+		t.Errorf("delete: %s", out)
+	}
 
 	// No Key Vault role yet: the data plane refuses, in one line.
 	r := c.podid("keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "demosecret", "--value", "demovalue")
@@ -44,11 +48,8 @@ func TestKeyVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.sts.PutAzureRoleAssignment(context.Background(), sts.AzureRoleAssignment{
-		TenantID: c.sts.TenantID, Scope: v.ID, Role: keyvault.RoleAdministrator, PrincipalID: admin.ObjectID,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// Seed 003: az role assignment create --role "Key Vault Administrator" --scope <vault>.
+	c.ok("role-assignment", "create", "--assignee-object-id", admin.ObjectID, "--role", "Key Vault Administrator", "--scope", v.ID)
 	c.ok("keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "demosecret", "--value", "demovalue")
 	file := ststest.WriteFile(t, "value", []byte("from-a-file"))
 	c.ok("keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "filesecret", "--file", file, "--content-type", "text/plain")
@@ -97,6 +98,7 @@ func TestKeyVault(t *testing.T) {
 		{"oversized file", []string{"keyvault", "secret", "set", "--vault-name", "kv-cli", "--name", "s", "--file", big}, "larger than"},
 		{"no vault", []string{"keyvault", "secret", "list"}, "--vault-name is required"},
 		{"unknown vault", []string{"keyvault", "secret", "list", "--vault-name", "kv-nope"}, "not found"},
+		{"bad tag", []string{"keyvault", "create", "kv-tag", "--tag", "novalue"}, "--tag"},
 		{"bad output", []string{"keyvault", "secret", "list", "--vault-name", "kv-cli", "-o", "xml"}, "--output"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

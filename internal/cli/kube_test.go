@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podid/podid/internal/cli"
+	"github.com/podid/podid/internal/sts/ststest"
 	"github.com/podid/podid/internal/workloadidentity"
 )
 
@@ -29,13 +30,14 @@ func TestServiceAccount(t *testing.T) {
 	ns := env.Namespace(t)
 	var id cli.Identity
 	_ = json.Unmarshal([]byte(c.ok("identity", "create", "orders", "-o", "json")), &id)
+	vault := "/subscriptions/" + ststest.SubscriptionID + "/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/orders"
 	args := []string{"serviceaccount", "create", "-n", ns, "--name", "orders", "--identity", "orders",
-		"--role", "Key Vault Administrator", "--role-scope", "https://vault.azure.net", "--service-account-token-expiration", "7200"}
+		"--role", "Key Vault Administrator", "--role-scope", vault, "--service-account-token-expiration", "7200"}
 	out := c.ok(args...)
 	for _, want := range []string{
 		"[serviceaccount] created ServiceAccount " + ns + "/orders",
 		"[federated-identity-credential] created kubernetes-" + ns + "-orders on identity orders (issuer " + c.issuer,
-		`[role-assignment] "Key Vault Administrator" on https://vault.azure.net granted to orders`,
+		`[role-assignment] "Key Vault Administrator" at ` + vault + ` granted to orders`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -51,7 +53,8 @@ func TestServiceAccount(t *testing.T) {
 	}
 	// Idempotent: a second run changes nothing.
 	out = c.ok(args...)
-	if !strings.Contains(out, "ServiceAccount "+ns+"/orders unchanged") || !strings.Contains(out, "already trusts system:serviceaccount:"+ns+":orders") {
+	if !strings.Contains(out, "ServiceAccount "+ns+"/orders unchanged") || !strings.Contains(out, "already trusts system:serviceaccount:"+ns+":orders") ||
+		!strings.Contains(out, `[role-assignment] "Key Vault Administrator" at `+vault+` already granted to orders`) {
 		t.Errorf("second run:\n%s", out)
 	}
 	var fs []cli.FederatedCredential
@@ -89,7 +92,8 @@ func TestServiceAccount(t *testing.T) {
 		{"bad name", []string{"sa", "create", "-n", ns, "--name", "Bad_Name", "--identity", "orders"}, "name"},
 		{"unknown identity", []string{"sa", "create", "-n", ns, "--name", "x", "--identity", "nobody"}, "identity nobody in resource group rg not found"},
 		{"bad expiration", []string{"sa", "create", "-n", ns, "--name", "x", "--identity", "orders", "--service-account-token-expiration", "60"}, "must be an integer number of seconds in [3600, 86400]"},
-		{"role without scope", []string{"sa", "create", "-n", ns, "--name", "x", "--identity", "orders", "--role", "Reader"}, "--role and --role-scope go together"},
+		{"scope without role", []string{"sa", "create", "-n", ns, "--name", "x", "--identity", "orders", "--role-scope", vault}, "--role-scope needs --role"},
+		{"URL role scope", []string{"sa", "create", "-n", ns, "--name", "x", "--identity", "orders", "--role", "Reader", "--role-scope", "https://vault.azure.net"}, "is a URL, not an ARM scope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := c.podid(tc.args...)
@@ -99,7 +103,7 @@ func TestServiceAccount(t *testing.T) {
 		})
 	}
 
-	out = c.ok("sa", "delete", "-n", ns, "--name", "orders", "--identity", "orders", "--role", "Key Vault Administrator", "--role-scope", "https://vault.azure.net")
+	out = c.ok("sa", "delete", "-n", ns, "--name", "orders", "--identity", "orders", "--role", "Key Vault Administrator", "--role-scope", vault)
 	for _, want := range []string{"[role-assignment] deleted 1 role assignment(s)", "[federated-identity-credential] deleted", "[serviceaccount] deleted ServiceAccount"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("delete output lacks %q:\n%s", want, out)

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/webhook"
 	"github.com/podid/podid/internal/workloadidentity"
 )
@@ -58,8 +59,13 @@ func (o *saOptions) check() error {
 	if o.tenantID != "" && !guidRE.MatchString(o.tenantID) {
 		return fmt.Errorf("--tenant-id %q is not a GUID", o.tenantID)
 	}
-	if (o.role == "") != (o.roleScope == "") {
-		return errors.New("--role and --role-scope go together")
+	if o.roleScope != "" {
+		if o.role == "" {
+			return errors.New("--role-scope needs --role")
+		}
+		if _, err := parseScopeFlag(o.roleScope); err != nil {
+			return fmt.Errorf("--role-scope: %w", err)
+		}
 	}
 	return nil
 }
@@ -74,7 +80,7 @@ func newServiceAccountCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.identity, "identity", "", "identity name in the resource group (its client id and tenant are read)")
 	f.StringVar(&o.ficName, "federated-credential-name", "", "federated credential name (default: kubernetes-<ns>-<name>)")
 	f.StringVar(&o.role, "role", "", "role to grant the identity (role-assignment phase; optional)")
-	f.StringVar(&o.roleScope, "role-scope", "", "resource the role applies to")
+	f.StringVar(&o.roleScope, "role-scope", "", "ARM scope of the role (default: the resource group)")
 	f.StringSliceVar(&o.skip, "skip-phases", nil, "phases to skip: "+strings.Join(phases, ", "))
 	create := &cobra.Command{
 		Use:   "create --name NAME --identity ID",
@@ -139,18 +145,13 @@ func (o *saOptions) run(ctx context.Context, g *globals, out io.Writer, create b
 	phase := func(p, msg string) { fmt.Fprintf(out, "[%s] %s\n", p, msg) }
 	if !create {
 		if o.role != "" && !o.skipped(PhaseRoleAssignment) {
-			ras, err := a.listRoleAssignments(ctx)
+			sc, err := o.roleScopeOf(a)
 			if err != nil {
 				return err
 			}
-			n := 0
-			for _, r := range ras {
-				if r.Principal == id.ClientID && r.Role == o.role && strings.EqualFold(strings.TrimRight(r.Scope, "/"), strings.TrimRight(o.roleScope, "/")) {
-					if err := a.deleteRoleAssignment(ctx, r.ID); err != nil {
-						return err
-					}
-					n++
-				}
+			n, err := a.deleteRoleAssignments(ctx, io.Discard, raFlags{assigneeObjectID: id.PrincipalID, role: o.role}, sc)
+			if err != nil {
+				return err
 			}
 			phase(PhaseRoleAssignment, fmt.Sprintf("deleted %d role assignment(s)", n))
 		}
@@ -198,13 +199,29 @@ func (o *saOptions) run(ctx context.Context, g *globals, out io.Writer, create b
 		}
 	}
 	if o.role != "" && !o.skipped(PhaseRoleAssignment) {
-		ra, err := a.createRoleAssignment(ctx, id.ClientID, o.role, o.roleScope)
+		sc, err := o.roleScopeOf(a)
 		if err != nil {
 			return err
 		}
-		phase(PhaseRoleAssignment, fmt.Sprintf("%q on %s granted to %s (%s)", ra.Role, ra.Scope, o.identity, ra.ID))
+		ra, created, err := a.createRoleAssignment(ctx, raFlags{assigneeObjectID: id.PrincipalID, role: o.role}, sc)
+		if err != nil {
+			return err
+		}
+		if created {
+			phase(PhaseRoleAssignment, fmt.Sprintf("%q at %s granted to %s (%s)", ra.RoleDefinitionName, ra.Scope, o.identity, ra.Name))
+		} else {
+			phase(PhaseRoleAssignment, fmt.Sprintf("%q at %s already granted to %s (%s)", ra.RoleDefinitionName, ra.Scope, o.identity, ra.Name))
+		}
 	}
 	return nil
+}
+
+// roleScopeOf is --role-scope, or the identity's resource group.
+func (o *saOptions) roleScopeOf(a *azure) (rbac.Scope, error) {
+	if o.roleScope != "" {
+		return parseScopeFlag(o.roleScope)
+	}
+	return rbac.ParseScope("/subscriptions/" + a.sub + "/resourceGroups/" + a.rg)
 }
 
 // ensureServiceAccount creates the ServiceAccount or merges the annotations

@@ -584,8 +584,9 @@ func (d *Directory) DeleteFederatedCredential(ctx context.Context, clientID, nam
 	return err
 }
 
-// PutRoleAssignment makes an app-role assignment (Entra): role on the
-// application resource to the principal (client id); the role then appears
+// PutRoleAssignment makes an app-role assignment (Entra): role on an
+// application registered in the tenant (resource: one of its names) to the
+// principal (client id); the role then appears
 // in the roles claim of the principal's tokens for that resource. With an
 // empty id, the id is derived from the content, so repeating the call is
 // idempotent.
@@ -625,6 +626,9 @@ func (d *Directory) PutRoleAssignment(ctx context.Context, ra store.RoleAssignme
 		ra.ID = a.Name
 		return ra, nil
 	}
+	if !d.isApplication(ra.TenantID, ra.Resource) {
+		return ra, invalid("%s is not an application registered in tenant %s: app roles exist only on applications. Azure resources (Storage, Key Vault, …) are authorized by Azure role assignments at an ARM scope (podid role-assignment create --role NAME --scope /subscriptions/…)", truncate(ra.Resource, 200), ra.TenantID)
+	}
 	if ra.ID == "" {
 		sum := sha256.Sum256([]byte(ra.TenantID + "|" + ra.Principal + "|" + normResource(ra.Resource) + "|" + ra.Role))
 		ra.ID = hex.EncodeToString(sum[:16])
@@ -635,27 +639,41 @@ func (d *Directory) PutRoleAssignment(ctx context.Context, ra store.RoleAssignme
 	return ra, d.reindex()
 }
 
-// migrateARMAppRoles turns app-role assignments on the ARM resource, which
-// older versions stored and authorized ARM with, into the Azure role
-// assignments they mean (see PutRoleAssignment). Idempotent: the Azure
-// assignment's name is derived from its content, so a crash between the
-// two writes is finished by the next start.
-func (d *Directory) migrateARMAppRoles(ctx context.Context) error {
+// isApplication reports whether resource names an application registered
+// in the tenant (an identifier URI or its client id).
+func (d *Directory) isApplication(tenantID, resource string) bool {
+	return d.dir.p.Load().resources[tenantID+"|"+normResource(resource)] != nil
+}
+
+// migrateAppRoles brings app-role assignments stored by older versions in
+// line with what app roles are. One on the ARM resource, which ARM used to
+// be authorized with, becomes the Azure role assignment it means (see
+// PutRoleAssignment). One on a resource that is not an application of the
+// tenant (such as https://storage.azure.com, which has no app roles in
+// Entra) is removed with a warning: it only ever put a roles claim in
+// tokens no Azure service reads; Azure RBAC is what grants access there.
+// Idempotent: the Azure assignment's name is derived from its content, so
+// a crash between the two writes is finished by the next start.
+func (d *Directory) migrateAppRoles(ctx context.Context) error {
 	ras, err := d.store.RoleAssignments("")
 	if err != nil {
 		return err
 	}
 	for _, ra := range ras {
-		if normResource(ra.Resource) != ARMResource {
-			continue
-		}
-		if _, ok := rbac.ByName(ra.Role); ok {
-			if _, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: ra.TenantID, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
-				return fmt.Errorf("migrate role assignment %s: %w", ra.ID, err)
+		switch {
+		case normResource(ra.Resource) == ARMResource:
+			if _, ok := rbac.ByName(ra.Role); ok {
+				if _, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: ra.TenantID, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role}); err != nil {
+					return fmt.Errorf("migrate role assignment %s: %w", ra.ID, err)
+				}
+				d.log.Info("app-role assignment on ARM migrated to an Azure role assignment at /", "principal", ra.Principal, "role", ra.Role)
+			} else {
+				d.log.Warn("app-role assignment on ARM removed: ARM access is Azure RBAC and the role is not a built-in one", "principal", ra.Principal, "role", truncate(ra.Role, 120))
 			}
-			d.log.Info("app-role assignment on ARM migrated to an Azure role assignment at /", "principal", ra.Principal, "role", ra.Role)
-		} else {
-			d.log.Warn("app-role assignment on ARM removed: ARM access is Azure RBAC and the role is not a built-in one", "principal", ra.Principal, "role", truncate(ra.Role, 120))
+		case !d.isApplication(ra.TenantID, ra.Resource):
+			d.log.Warn("app-role assignment removed: its resource is not an application of the tenant (use an Azure role assignment)", "principal", ra.Principal, "resource", truncate(ra.Resource, 200), "role", truncate(ra.Role, 120))
+		default:
+			continue
 		}
 		if err := d.store.DeleteRoleAssignment(ra.ID); err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("migrate role assignment %s: %w", ra.ID, err)
@@ -769,6 +787,13 @@ func (d *Directory) applyRoleAssignment(ctx context.Context, tid string, ra Boot
 		return invalid("give exactly one of resource (an app role) and scope (an Azure role)")
 	}
 	if ra.Resource != "" {
+		if normResource(ra.Resource) != ARMResource && !d.isApplication(tid, ra.Resource) {
+			// Files written when any resource took app roles keep starting:
+			// the entry is skipped, loudly, as migrateAppRoles drops stored ones.
+			d.log.Warn("bootstrap role assignment skipped: its resource is not an application of the tenant; for Azure resources give an ARM scope instead (scope: /subscriptions/…)",
+				"principal", ra.Principal, "resource", truncate(ra.Resource, 200), "role", truncate(ra.Role, 120))
+			return nil
+		}
 		_, err := d.PutRoleAssignment(ctx, store.RoleAssignment{TenantID: tid, Principal: ra.Principal, Resource: ra.Resource, Role: ra.Role})
 		return err
 	}

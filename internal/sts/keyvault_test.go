@@ -24,6 +24,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/keyvault"
@@ -201,6 +202,49 @@ func TestKeyVaultARM(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "kv-test,kv-two" {
 		t.Errorf("list = %v", names)
+	}
+	n := 0
+	for pg := vaults.NewListBySubscriptionPager(nil); pg.More(); {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(page.Value)
+	}
+	if n != 2 {
+		t.Errorf("subscription list has %d vaults, want 2", n)
+	}
+	// PATCH: tags and purge protection, which cannot be turned off again.
+	upd, err := vaults.Update(ctx, "rg-kv", "kv-two", armkeyvault.VaultPatchParameters{Tags: map[string]*string{"team": to.Ptr("a")},
+		Properties: &armkeyvault.VaultPatchProperties{EnablePurgeProtection: to.Ptr(true)}}, nil)
+	if err != nil || *upd.Tags["team"] != "a" || !*upd.Properties.EnablePurgeProtection || *upd.Properties.VaultURI != "https://kv-two.vault.azure.net/" {
+		t.Fatalf("Update: %+v %v", upd, err)
+	}
+	// Purge protection holds on the data plane.
+	officer := e.principal(t, "officer")
+	e.assign(t, officer, keyvault.RoleSecretsOfficer, *upd.ID)
+	two, err := azsecrets.NewClient(*upd.Properties.VaultURI, officer.cred, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.srv.VaultClient()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := two.SetSecret(ctx, "s", azsecrets.SetSecretParameters{Value: to.Ptr("v")}, nil)
+	if err != nil || *set.Attributes.RecoveryLevel != "Recoverable" {
+		t.Fatalf("set in a purge-protected vault: %v", err)
+	}
+	if _, err := two.DeleteSecret(ctx, "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = two.PurgeDeletedSecret(ctx, "s", nil)
+	if st, _, inner := kvCode(err); st != 403 || inner != "PurgeProtectionEnabled" {
+		t.Errorf("purge under purge protection: %v", err)
+	}
+	_, err = vaults.Update(ctx, "rg-kv", "kv-two", armkeyvault.VaultPatchParameters{Properties: &armkeyvault.VaultPatchProperties{EnablePurgeProtection: to.Ptr(false)}}, nil)
+	if st, _ := respCode(err); st != 400 {
+		t.Errorf("turning purge protection off: %v", err)
+	}
+	_, err = vaults.Update(ctx, "rg-kv", "kv-nope", armkeyvault.VaultPatchParameters{Tags: map[string]*string{}}, nil)
+	if st, _ := respCode(err); st != 404 {
+		t.Errorf("PATCH of a missing vault: %v", err)
 	}
 	avail, err := vaults.CheckNameAvailability(ctx, armkeyvault.VaultCheckNameAvailabilityParameters{Name: to.Ptr("kv-test"), Type: to.Ptr("Microsoft.KeyVault/vaults")}, nil)
 	if err != nil || *avail.NameAvailable {
@@ -566,8 +610,10 @@ func TestKeyVaultCustomSuffix(t *testing.T) {
 // get, update, list, delete and refusals, never contains a value.
 func TestKeyVaultNoValueInLogs(t *testing.T) {
 	var buf syncBuffer
+	reg := prometheus.NewRegistry()
 	e := startVault(t, ststest.Options{Configure: func(c *sts.Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Metrics = reg
 	}})
 	const value = "s3cr3t-value-that-must-never-be-logged"
 	p, reader := e.principal(t, "p"), e.principal(t, "reader")
@@ -596,6 +642,33 @@ func TestKeyVaultNoValueInLogs(t *testing.T) {
 	}
 	if strings.Contains(logs, value) {
 		t.Fatal("a secret value is in the sts log")
+	}
+	// The metrics count by operation and Key Vault's result code only.
+	vaultReqs := func(op, result string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "podid_sts_keyvault_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["operation"] == op && labels["result"] == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+	for _, tc := range []struct{ op, result string }{{"get", "ok"}, {"get", "Forbidden"}, {"set", "ok"}, {"set", "BadParameter"}, {"delete", "ok"}, {"other", "Unauthorized"}} {
+		if vaultReqs(tc.op, tc.result) < 1 {
+			t.Errorf("no podid_sts_keyvault_requests_total{operation=%q,result=%q}", tc.op, tc.result)
+		}
 	}
 }
 

@@ -293,14 +293,20 @@ func TestAdminAPI(t *testing.T) {
 	if strings.Contains(fmt.Sprint(got), secret) {
 		t.Fatalf("secret value returned by GET")
 	}
-	call("POST", "/roleAssignments", `{"principal":"`+cid+`","resource":"https://storage.azure.com","role":"Storage.Reader"}`, 201)
+	// App roles exist on applications registered in the tenant; Storage has none (Azure RBAC grants there).
+	call("POST", "/roleAssignments", `{"principal":"`+cid+`","resource":"https://storage.azure.com","role":"Storage.Reader"}`, 400)
+	call("PUT", "/applications/5e7a1c2d-0000-4000-8000-0000000000e1", `{"displayName":"svc-api","identifierUris":["api://svc-api"]}`, 201)
+	call("POST", "/roleAssignments", `{"principal":"`+cid+`","resource":"api://svc-api","role":"Data.Read"}`, 201)
 	call("PUT", "/applications/"+cid+"/federatedIdentityCredentials/github", `{"issuer":"https://token.actions.githubusercontent.com","subject":"repo:o/r:ref:refs/heads/main"}`, 201)
 	call("PUT", "/applications/"+cid+"/federatedIdentityCredentials/github2", `{"issuer":"https://token.actions.githubusercontent.com","subject":"repo:o/r:ref:refs/heads/main"}`, 400)
 	cred, _ := azidentity.NewClientSecretCredential(srv.TenantID, cid, secret,
 		&azidentity.ClientSecretCredentialOptions{ClientOptions: clientOptions(srv), DisableInstanceDiscovery: true})
-	c := verify(t, srv, getToken(t, cred, storage+"/.default"), storage, nil)
-	if len(c.Roles) != 1 || c.Roles[0] != "Storage.Reader" {
+	c := verify(t, srv, getToken(t, cred, "api://svc-api/.default"), "api://svc-api", nil)
+	if len(c.Roles) != 1 || c.Roles[0] != "Data.Read" {
 		t.Errorf("roles = %v", c.Roles)
+	}
+	if c := verify(t, srv, getToken(t, cred, storage+"/.default"), storage, nil); len(c.Roles) != 0 {
+		t.Errorf("storage token roles = %v, want none", c.Roles)
 	}
 	call("DELETE", "/applications/"+cid+"/secrets/"+sec["id"].(string), "", 200)
 	r := postForm(t, srv, "/"+srv.TenantID+"/oauth2/v2.0/token", "application/x-www-form-urlencoded",

@@ -2,9 +2,11 @@ package sts_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
@@ -320,6 +322,23 @@ func TestARMRoleAssignments(t *testing.T) {
 		t.Error("deleted assignment still grants")
 	}
 
+	// A tenant-root assignment reaches every subscription of the tenant,
+	// never one no tenant owns (nor, above, another tenant's).
+	if _, err := admin.Create(ctx, "/", raX, createParams(secretsUser, webPrincipal), nil); err != nil {
+		t.Fatalf("Create at /: %v", err)
+	}
+	for scope, want := range map[string]bool{
+		rgB + "/providers/Microsoft.KeyVault/vaults/kv9":                                                               true,
+		"/subscriptions/0b1f6471-0000-4000-8000-0000000000ff/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv": false,
+	} {
+		if got, err := srv.HasDataAction(ststest.TenantID, webPrincipal, "Microsoft.KeyVault/vaults/secrets/getSecret/action", scope); got != want || err != nil {
+			t.Errorf("root grant at %s = %v, %v; want %v", scope, got, err, want)
+		}
+	}
+	if _, err := srv.HasDataAction(ststest.TenantID, webPrincipal, "x", "https://vault.azure.net"); err == nil {
+		t.Error("HasDataAction accepted a URL as a scope")
+	}
+
 	// Durable: a restart on the same state keeps the vault assignment.
 	srv.Stop()
 	srv2 := rbacServer(t, statePath)
@@ -347,4 +366,150 @@ func oidOf(t *testing.T, srv *ststest.Server, client string) string {
 func hasCode(err error, status int, code string) bool {
 	st, c := respCode(err)
 	return st == status && strings.EqualFold(c, code)
+}
+
+// TestARMAppRoleMigration: state written when ARM was authorized by an
+// app role on https://management.azure.com becomes the Azure role
+// assignment it meant, at the tenant root, at the next start; the app
+// role (and the roles claim in ARM tokens) is gone, and so is an app role
+// on a resource that is not an application (Storage has no app roles).
+func TestARMAppRoleMigration(t *testing.T) {
+	statePath := t.TempDir() + "/state.db"
+	srv := rbacServer(t, statePath)
+	operatorOID := oidOf(t, srv, operatorClient)
+	srv.Stop()
+	st, err := store.Open(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ra := range []store.RoleAssignment{
+		{ID: "legacy-contributor", TenantID: ststest.TenantID, Principal: operatorClient, Resource: "https://management.core.windows.net/", Role: "Contributor"},
+		{ID: "legacy-custom", TenantID: ststest.TenantID, Principal: operatorClient, Resource: sts.ARMResource, Role: "SuperUser"},
+		{ID: "app-role", TenantID: ststest.TenantID, Principal: operatorClient, Resource: readerClient, Role: "Orders.Read"},
+		{ID: "storage-app-role", TenantID: ststest.TenantID, Principal: operatorClient, Resource: "https://storage.azure.com", Role: "Storage Queue Data Contributor"},
+	} {
+		if err := st.PutRoleAssignment(ra); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+
+	srv = rbacServer(t, statePath)
+	legacy, _ := srv.RoleAssignments(ststest.TenantID)
+	if len(legacy) != 1 || legacy[0].ID != "app-role" {
+		t.Errorf("app-role assignments after migration = %+v, want only the one on a registered application", legacy)
+	}
+	az, _ := srv.AzureRoleAssignments(ststest.TenantID)
+	if !slices.ContainsFunc(az, func(a store.RBACAssignment) bool {
+		return a.PrincipalID == operatorOID && a.Scope == "/" && a.RoleID == roleID(t, rbac.Contributor)
+	}) {
+		t.Errorf("no Contributor at / for the operator: %+v", az)
+	}
+	for _, tt := range []struct {
+		action string
+		want   bool
+	}{
+		{"Microsoft.ManagedIdentity/userAssignedIdentities/write", true},
+		{"Microsoft.Authorization/roleAssignments/write", false}, // Contributor, at the root too
+	} {
+		if got, err := srv.HasAction(ststest.TenantID, operatorOID, tt.action, "/subscriptions/"+ststest.SubscriptionID+"/resourceGroups/rg-z"); got != tt.want || err != nil {
+			t.Errorf("HasAction(%s) = %v, %v; want %v", tt.action, got, err, tt.want)
+		}
+	}
+}
+
+// TestBootstrapRoleAssignments: a bootstrap role assignment names exactly
+// one of resource (an app role) and scope (an Azure role), and an ARM
+// "app role" must be a built-in role.
+func TestBootstrapRoleAssignments(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		ra   sts.BootstrapRoleAssignment
+		want string
+	}{
+		{"both", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Resource: "api://x", Scope: "/", Role: "Owner"}, "exactly one of resource"},
+		{"neither", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Role: "Owner"}, "exactly one of resource"},
+		{"ARM role not built in", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Resource: sts.ARMResource, Role: "Admin"}, "not an Azure built-in role"},
+		{"URL scope", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Scope: "https://storage.azure.com", Role: "Reader"}, "invalid scope"},
+		{"unknown role", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Scope: "/", Role: "Janitor"}, "role definition does not exist"},
+		{"valid", sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Scope: "/subscriptions/" + ststest.SubscriptionID, Role: "Reader"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := ststest.DefaultBootstrap()
+			// An app role on Storage (which has none) is skipped, not fatal: files written before keep starting.
+			b.Tenants[0].RoleAssignments = append(b.Tenants[0].RoleAssignments,
+				sts.BootstrapRoleAssignment{Principal: ststest.AdminClientID, Resource: "https://storage.azure.com", Role: "Storage Queue Data Contributor"}, tt.ra)
+			s, err := sts.New(sts.Config{StatePath: t.TempDir() + "/state.db", Bootstrap: b})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = s.Open(context.Background())
+			defer s.Close()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Open = %v", err)
+				}
+				if ras, _ := s.RoleAssignments(ststest.TenantID); len(ras) != 0 {
+					t.Errorf("app-role assignments = %+v, want none (Storage has no app roles)", ras)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Open = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkHasDataAction measures the data planes' authorization query
+// (500 assignments in the tenant, the answer inherited from the resource
+// group, with a wildcard) against a baseline in the same run: reading one
+// principal from the store, which every token request does. Run:
+//
+//	go test ./internal/sts -run '^$' -bench BenchmarkHasDataAction
+func BenchmarkHasDataAction(b *testing.B) {
+	srv := ststest.Start(b, ststest.Options{})
+	ctx := context.Background()
+	sub := "/subscriptions/" + ststest.SubscriptionID
+	var oids []string
+	for i := range 50 {
+		p, _, err := srv.PutIdentity(ctx, sts.Identity{TenantID: ststest.TenantID, Subscription: ststest.SubscriptionID, ResourceGroup: "rg", Name: fmt.Sprintf("id-%03d", i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		oids = append(oids, p.ObjectID)
+		for j := range 10 {
+			scope := fmt.Sprintf("%s/resourceGroups/rg-%d/providers/Microsoft.KeyVault/vaults/kv%d", sub, j, i)
+			if j == 9 {
+				scope = fmt.Sprintf("%s/resourceGroups/rg-%d", sub, i)
+			}
+			if _, _, err := srv.PutAzureRoleAssignment(ctx, sts.AzureRoleAssignment{TenantID: ststest.TenantID, Scope: scope, Role: "Key Vault Secrets Officer", PrincipalID: p.ObjectID}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	target := fmt.Sprintf("%s/resourceGroups/rg-%d/providers/Microsoft.KeyVault/vaults/kv/secrets/db", sub, 25)
+	var base float64
+	b.Run("baseline-principal-read", func(b *testing.B) {
+		start := time.Now()
+		for b.Loop() {
+			if _, err := srv.Principal(ststest.AdminClientID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		base = float64(time.Since(start).Nanoseconds()) / float64(b.N)
+	})
+	b.Run("has-data-action", func(b *testing.B) {
+		start := time.Now()
+		for b.Loop() {
+			ok, err := srv.HasDataAction(ststest.TenantID, oids[25], "Microsoft.KeyVault/vaults/secrets/getSecret/action", target)
+			if err != nil || !ok {
+				b.Fatalf("HasDataAction = %v, %v", ok, err)
+			}
+		}
+		ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
+		if base > 0 {
+			b.ReportMetric(ns/base, "x-principal-read")
+		}
+	})
 }

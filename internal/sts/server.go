@@ -114,7 +114,7 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 	s.Directory = newDirectory(st, s.log)
 	s.vaults, err = keyvault.New(keyvault.Config{
 		Store: st, Keys: keys, Authorizer: vaultRBAC{s.Directory}, DNSSuffix: s.cfg.VaultDNSSuffix,
-		Authority: s.PublicURL, V2Issuer: s.v2Issuer, Now: s.cfg.Now, Log: s.log,
+		Authority: s.PublicURL, V2Issuer: s.v2Issuer, Observe: s.metrics.observeVault, Now: s.cfg.Now, Log: s.log,
 	})
 	if err != nil {
 		return err
@@ -136,7 +136,7 @@ func (s *Server) open(ctx context.Context, st *store.Store) error {
 	if err := s.reindex(); err != nil {
 		return err
 	}
-	if err := s.migrateARMAppRoles(ctx); err != nil {
+	if err := s.migrateAppRoles(ctx); err != nil {
 		return err
 	}
 	if s.cfg.Bootstrap != nil {

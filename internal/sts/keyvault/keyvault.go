@@ -85,8 +85,13 @@ type Config struct {
 	// V2Issuer returns the v2 issuer of a tenant (tokens of registered v2
 	// apps); v1 tokens carry https://sts.windows.net/{tid}/.
 	V2Issuer func(tid string) string
-	Now      func() time.Time
-	Log      *slog.Logger
+	// Observe, if set, is told of every request: the operation (a bounded
+	// set: set, get, update, delete, list, versions, list-deleted,
+	// get-deleted, purge, recover, other), the result ("ok" or Key Vault's
+	// error code) and the handling time. Never names, values or tokens.
+	Observe func(operation, result string, d time.Duration)
+	Now     func() time.Time
+	Log     *slog.Logger
 }
 
 // Handler serves the vault hosts. Safe for concurrent use.
@@ -196,6 +201,9 @@ func errDeletedNotFound(name string) *kvError {
 }
 
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, vault *store.Vault, e *kvError) {
+	if ow, ok := w.(*observed); ok {
+		ow.result = e.code
+	}
 	if e.status == http.StatusUnauthorized && vault != nil {
 		// The SDKs' challenge policy reads the tenant from the last path
 		// segment of authorization and the token scope from resource.
@@ -274,6 +282,12 @@ func (h *Handler) authorize(ctx context.Context, c *caller, v *store.Vault, scop
 // ServeHTTP serves one vault host. The caller routed here because
 // VaultName(r.Host) matched.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Observe != nil {
+		ow := &observed{ResponseWriter: w, op: "other", result: "ok"}
+		start := time.Now()
+		defer func() { h.cfg.Observe(ow.op, ow.result, time.Since(start)) }()
+		w = ow
+	}
 	name, ok := h.VaultName(r.Host)
 	if !ok {
 		h.writeError(w, r, nil, &kvError{http.StatusNotFound, "NotFound", "Not a vault host.", ""})
@@ -351,5 +365,18 @@ func Dialer(suffix, target string) DialContext {
 			addr = target
 		}
 		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// observed carries what Observe reports through one request.
+type observed struct {
+	http.ResponseWriter
+	op, result string
+}
+
+// named records the operation of a request (for Observe).
+func named(w http.ResponseWriter, op string) {
+	if ow, ok := w.(*observed); ok {
+		ow.op = op
 	}
 }

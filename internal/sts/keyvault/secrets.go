@@ -227,6 +227,7 @@ func applyAttributes(sv *store.SecretVersion, a *attributesIn) {
 }
 
 func (o *operation) set(name string) {
+	named(o.w, "set")
 	if !o.allowed(name, ActionSetSecret) {
 		return
 	}
@@ -286,6 +287,7 @@ func (o *operation) internal(what string, err error) {
 }
 
 func (o *operation) get(name, version string) {
+	named(o.w, "get")
 	if !o.allowed(name, ActionGetSecret) {
 		return
 	}
@@ -306,6 +308,7 @@ func (o *operation) get(name, version string) {
 }
 
 func (o *operation) update(name, version string) {
+	named(o.w, "update")
 	if !o.allowed(name, ActionUpdate) {
 		return
 	}
@@ -350,6 +353,7 @@ func (o *operation) update(name, version string) {
 }
 
 func (o *operation) delete(name string) {
+	named(o.w, "delete")
 	if !o.allowed(name, ActionDelete) {
 		return
 	}
@@ -373,6 +377,7 @@ func (o *operation) deleted(name string, rest []string) {
 	now := o.now()
 	switch {
 	case len(rest) == 0 && m == http.MethodGet:
+		named(o.w, "get-deleted")
 		if !o.allowed(name, ActionReadMetadata) {
 			return
 		}
@@ -383,6 +388,7 @@ func (o *operation) deleted(name string, rest []string) {
 		}
 		writeJSON(o.w, http.StatusOK, o.deletedBundle(h, sv))
 	case len(rest) == 0 && m == http.MethodDelete:
+		named(o.w, "purge")
 		if !o.allowed(name, ActionPurge) {
 			return
 		}
@@ -397,6 +403,7 @@ func (o *operation) deleted(name string, rest []string) {
 		o.h.cfg.Log.Info("secret purged", "vault", o.v.Name, "secret", name, "oid", o.c.objectID)
 		o.w.WriteHeader(http.StatusNoContent)
 	case len(rest) == 1 && rest[0] == "recover" && m == http.MethodPost:
+		named(o.w, "recover")
 		if !o.allowed(name, ActionRecover) {
 			return
 		}
@@ -459,6 +466,7 @@ func (o *operation) writePage(items []map[string]any, size, off int) {
 }
 
 func (o *operation) list(deleted bool) {
+	named(o.w, map[bool]string{false: "list", true: "list-deleted"}[deleted])
 	if !o.allowed("", ActionReadMetadata) {
 		return
 	}
@@ -487,6 +495,7 @@ func (o *operation) list(deleted bool) {
 }
 
 func (o *operation) versions(name string) {
+	named(o.w, "versions")
 	if !o.allowed(name, ActionReadMetadata) {
 		return
 	}
