@@ -8,8 +8,10 @@
 #   localhost/podid-wiclient:dev      test/e2e/images/wiclient (the unmodified Azure SDK), no shell
 #   localhost/podid-miclient:dev      test/e2e/images/miclient (the unmodified Azure SDK, IMDS), no shell
 #   localhost/podid-spoofer:dev       test/e2e/images/spoofer (hand-built TCP from a packet socket) + busybox
+#   localhost/secrets-store-csi-driver:vX  the Secrets Store CSI driver built by
+#                                     hack/install-csi-driver.sh + busybox's mount and umount
 #
-#   hack/image.sh [pause|podid|testclient|wiclient|miclient|spoofer]...     (default: all)
+#   hack/image.sh [pause|podid|testclient|wiclient|miclient|spoofer|csidriver]...     (default: all)
 #
 # Each image is a single-layer docker-archive built from a directory; the layer is
 # reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
@@ -109,11 +111,19 @@ build() { # NAME
     wiclient) ref=localhost/podid-wiclient:dev; pkg=./test/e2e/images/wiclient ;;
     miclient) ref=localhost/podid-miclient:dev; pkg=./test/e2e/images/miclient ;;
     spoofer) ref=localhost/podid-spoofer:dev; pkg=./test/e2e/images/spoofer; extra=("$(busybox_bin)") ;;
-    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, spoofer)" ;;
+    csidriver) ref=localhost/secrets-store-csi-driver:v$CSI_DRIVER_VERSION; pkg=""
+      [ -x "$CSI_DRIVER" ] || "$REPO_ROOT/hack/install-csi-driver.sh" >&2
+      extra=("$CSI_DRIVER" "$(busybox_bin)") ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, spoofer, csidriver)" ;;
   esac
   [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
   ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
-  local key; key=$(inputs_key "$pkg" "${extra[@]}") || die "cannot list the inputs of $pkg"
+  local key
+  if [ -n "$pkg" ]; then
+    key=$(inputs_key "$pkg" "${extra[@]}") || die "cannot list the inputs of $pkg"
+  else # a prebuilt binary: the files and this script
+    key=$(sha256sum "${extra[@]}" "$REPO_ROOT/hack/image.sh" | sha256sum | cut -d' ' -f1)
+  fi
   if [ "$(cat "$d/inputs.key" 2>/dev/null)" = "$key" ] && [ -n "$(ctr_ images ls -q "name==$ref" 2>/dev/null)" ]; then
     log "image $ref unchanged ($(since "$t"))"; return 0
   fi
@@ -147,6 +157,14 @@ build() { # NAME
       base_rootfs "$r"
       gobuild "$r/miclient" "$pkg"
       set -- /miclient ;;
+    csidriver)
+      # The driver mounts each volume's tmpfs with mount(8) and unmounts it
+      # with umount(8) (k8s.io/mount-utils): busybox's.
+      base_rootfs "$r"
+      cp "${extra[0]}" "$r/secrets-store-csi"
+      mkdir -p "$r/bin"; cp "${extra[1]}" "$r/bin/busybox"
+      ln -s busybox "$r/bin/mount"; ln -s busybox "$r/bin/umount"
+      set -- /secrets-store-csi ;;
   esac
   local id; id=$(archive "$ref" "$r" "$d/image.tar" "$@")
   local what; what=$(import "$ref" "$d/image.tar" "$id")
@@ -154,5 +172,5 @@ build() { # NAME
   log "image $ref $what (${id:7:12}, $(since "$t"))"
 }
 
-[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient spoofer
+[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient spoofer csidriver
 for n in "$@"; do build "$n"; done

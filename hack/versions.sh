@@ -15,3 +15,8 @@ K8S_BIN=${K8S_BIN:-$PODID_CACHE/k8s-v$K8S_VERSION/bin}
 # so podid's go.mod keeps its Kubernetes client versions).
 HELM_VERSION=3.21.4
 HELM=${HELM:-$PODID_CACHE/bin/helm}
+# The Secrets Store CSI driver (sigs.k8s.io/secrets-store-csi-driver), built from the Go
+# module proxy by hack/install-csi-driver.sh in its own module graph. podid's go.mod
+# requires the same version (the provider API, provider/v1alpha1, and the CRDs come from it).
+CSI_DRIVER_VERSION=1.6.0
+CSI_DRIVER=${CSI_DRIVER:-$PODID_CACHE/bin/secrets-store-csi-driver-v$CSI_DRIVER_VERSION}

@@ -43,6 +43,7 @@ type agentOptions struct {
 	brokerCAFile       string
 	brokerClientIDs    []string
 	brokerSecrets      bool
+	podTokenSocket     string
 
 	interceptOptions
 }
@@ -148,6 +149,7 @@ the node. See docs/agent.md.`,
 	f.StringVar(&o.brokerCAFile, "broker-ca-file", "", "PEM CA bundle trusted for the broker")
 	f.StringSliceVar(&o.brokerClientIDs, "broker-client-id", nil, "identity (client id) obtained through the broker instead of per-pod federation (repeatable); pods annotated "+workloadidentity.UseIdentityBindingAnnotation+"=true use it for their service account's identity too")
 	f.BoolVar(&o.brokerSecrets, "broker-secret-identities", false, "obtain type 1/2 identities (client secret, certificate) through the broker, which reads their Secrets: the agent then needs no Secret access")
+	f.StringVar(&o.podTokenSocket, "pod-token-socket", "", "serve podid csi-provider's usePodIdentity mounts on this unix socket (mounted only into the provider; empty disables)")
 	f.BoolVar(&o.enabled, "intercept", true, "install and keep the iptables rules redirecting pod traffic for 169.254.169.254:80 to the agent")
 	f.DurationVar(&o.interval, "intercept-interval", 30*time.Second, "how often the interception rules are re-checked")
 	o.interceptOptions.addFlags(cmd)
@@ -207,7 +209,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		NodeName: o.nodeName, RESTConfig: rc, ListenAddr: listen, HealthAddr: o.healthAddr, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		Authority: o.authority, AllowedAuthorities: o.allowedAuthorities, ProviderHTTPClient: hc,
 		DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets,
-		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, Logger: log,
+		ConfirmTTL: o.confirmTTL, MaxCachedTokens: o.maxCachedTokens, PodTokenSocket: o.podTokenSocket, Logger: log,
 	}
 	if o.brokerURL != "" {
 		bhc, err := caClient("broker-ca-file", o.brokerCAFile)

@@ -20,6 +20,8 @@ func newRootCommand() *cobra.Command {
 		newWebhookCommand(),
 		newAgentCommand(),
 		newBrokerCommand(),
+		newCSIProviderCommand(),
+		newCSIRegistrarCommand(),
 	)
 	root.AddCommand(cli.NewCommands()...)
 	return root

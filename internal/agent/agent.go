@@ -90,6 +90,10 @@ type Config struct {
 	// BrokerSecretIdentities: types 1/2 are obtained through the broker.
 	BrokerSecretIdentities bool
 
+	// PodTokenSocket, if set, serves podid csi-provider's usePodIdentity
+	// mounts (PodTokens) on this unix socket.
+	PodTokenSocket string
+
 	Interceptor Interceptor // nil: the agent does not manage interception
 	// Guard ties pod addresses to pod interfaces on the node; with it, a
 	// caller is served only once its address is guarded. nil: the source
@@ -228,6 +232,10 @@ func Run(ctx context.Context, cfg Config) error {
 		tokens.Run,
 		func(ctx context.Context) error { return refreshHostAddrs(ctx, index, 30*time.Second) },
 		func(ctx context.Context) error { return daemon.Serve(ctx, log, "imds", cfg.ListenAddr, imds) },
+	}
+	if cfg.PodTokenSocket != "" {
+		pt := &PodTokens{Pod: index.byUID, Decider: decider, Tokens: tokens, Logger: log}
+		tasks = append(tasks, func(ctx context.Context) error { return ServePodTokens(ctx, log, cfg.PodTokenSocket, pt) })
 	}
 	if cfg.Interceptor != nil {
 		tasks = append(tasks, cfg.Interceptor.Run)
