@@ -19,6 +19,8 @@ func newRootCommand() *cobra.Command {
 		newSTSCommand(),
 		newWebhookCommand(),
 		newAgentCommand(),
+		newUpCommand(),
+		newDownCommand(),
 	)
 	root.AddCommand(cli.NewCommands()...)
 	return root
