@@ -30,8 +30,10 @@ type Result struct {
 	Oid   string    `json:"oid"`
 	Exp   time.Time `json:"exp"`
 	Roles []string  `json:"roles,omitempty"`
-	// TokenAt is when the program got its first token; podid's figures
-	// compare it with the pod's creation.
+	// AskedAt is when the program first asked for a token, TokenAt when it
+	// got one (retries in between); the figures compare them with the
+	// pod's creation.
+	AskedAt time.Time `json:"askedAt"`
 	TokenAt time.Time `json:"tokenAt"`
 	// Resource is what the resource call returned, in a few words (e.g. the
 	// message read back from a queue); empty when the demo makes none.

@@ -91,6 +91,7 @@ func run(ctx context.Context, name string, p Program, args []string) error {
 	}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
+	asked := time.Now().UTC()
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		start := time.Now()
@@ -103,6 +104,7 @@ func run(ctx context.Context, name string, p Program, args []string) error {
 			fmt.Printf("%s: token acquired expires_on=%s claims=%s\n", name, tk.ExpiresOn.UTC().Format(time.RFC3339), claims(tk.Token))
 			fmt.Printf("%s: key claims %s\n", name, keyClaims(tk.Token))
 			r := result(name, tk.Token)
+			r.AskedAt = asked
 			if call != nil {
 				cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 				r.Resource, err = call(cctx, cred)
