@@ -147,7 +147,6 @@ type workload struct {
 	kind, name  string
 	ready, want int32
 	done        bool
-	waitingFor  string // a container's waiting reason, when one says why
 }
 
 // rollouts reports every Deployment and DaemonSet in ns.
