@@ -42,6 +42,18 @@ type Demo struct {
 	Resource bool
 }
 
+// Backend is a service the demos call (a storage emulator, a vault):
+// its manifests are applied after podid's rollout and before the demos,
+// and every Deployment and DaemonSet in Namespace must roll out.
+type Backend struct {
+	Name      string
+	Namespace string
+	Manifests []Manifest
+}
+
+// Backends the demos need; none yet (the resource calls plug in here).
+var Backends = []Backend{}
+
 // Identities the demos use.
 var Identities = []IdentitySpec{
 	{

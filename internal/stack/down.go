@@ -34,11 +34,11 @@ func Down(ctx context.Context, o Options) error {
 	s := &session{o: o, p: p}
 	p.say("podid down (log: %s)", p.logPath)
 	if _, err := os.Stat(filepath.Join(o.Cache, "cluster", "cluster.env")); err == nil {
-		if err := p.step(ctx, "uninstall podid (helm uninstall, interception rules)", s.uninstall); err != nil {
+		if err := p.step(ctx, "uninstall", "uninstall podid (helm uninstall, interception rules)", s.uninstall); err != nil {
 			p.say("  %v; stopping the cluster anyway", err)
 		}
 	}
-	if err := p.step(ctx, "stop the cluster and remove every trace (hack/cluster.sh down)", s.script("hack/cluster.sh", "down")); err != nil {
+	if err := p.step(ctx, "cluster", "stop the cluster and remove every trace (hack/cluster.sh down)", s.script("hack/cluster.sh", "down")); err != nil {
 		return fmt.Errorf("%w\n  log: %s", err, p.logPath)
 	}
 	if err := s.forgetLocalCloud(); err != nil {

@@ -35,8 +35,8 @@ type progress struct {
 }
 
 type stepTime struct {
-	name string
-	took time.Duration
+	short string
+	took  time.Duration
 }
 
 // newProgress opens a new log file named after the command and the time.
@@ -143,8 +143,9 @@ func (w *lineWriter) Close() error {
 }
 
 // step runs fn as the named phase: "▸ name", a heartbeat every 10 s of
-// silence, then "✓ name  4.2s" or "✗ name  4.2s".
-func (p *progress) step(ctx context.Context, name string, fn func(ctx context.Context) error) error {
+// silence, then "✓ name  4.2s" or "✗ name  4.2s". short names it in the
+// summary's timing line.
+func (p *progress) step(ctx context.Context, short, name string, fn func(ctx context.Context) error) error {
 	t := time.Now()
 	p.mu.Lock()
 	p.status = ""
@@ -180,7 +181,7 @@ func (p *progress) step(ctx context.Context, name string, fn func(ctx context.Co
 	wg.Wait()
 	took := time.Since(t)
 	p.mu.Lock()
-	p.steps = append(p.steps, stepTime{name, took})
+	p.steps = append(p.steps, stepTime{short, took})
 	p.mu.Unlock()
 	if err != nil {
 		p.say("✗ %s  %s", name, round(took))

@@ -112,6 +112,12 @@ func TestDemosAndManifestsAgree(t *testing.T) {
 		}
 		files = append(files, d.Manifests...)
 	}
+	for _, b := range Backends {
+		if b.Name == "" || b.Namespace == "" || len(b.Manifests) == 0 {
+			t.Errorf("backend %+v: name, namespace and manifests are required", b)
+		}
+		files = append(files, b.Manifests...)
+	}
 	for _, m := range files {
 		raw, err := os.ReadFile(filepath.Join(dir, m.File))
 		if err != nil {

@@ -53,7 +53,7 @@ func (s *session) printSummary() {
 
 	var st []string
 	for _, t := range s.p.steps {
-		st = append(st, fmt.Sprintf("%s %s", shortStep(t.name), round(t.took)))
+		st = append(st, fmt.Sprintf("%s %s", t.short, round(t.took)))
 	}
 	fmt.Fprintf(w, "\nsteps: %s\n", strings.Join(st, " · "))
 	doctor := "POD"
@@ -69,24 +69,4 @@ func (s *session) printSummary() {
 	fmt.Fprintf(w, "  podid identity list                      # the identities, from the sts's ARM API\n")
 	fmt.Fprintf(w, "  podid down                               # remove everything (or ./hack/up.sh down)\n")
 	fmt.Fprintf(w, "  log: %s\n", s.p.logPath)
-}
-
-// shortStep is a step's first words, for the timing line.
-func shortStep(name string) string {
-	short := map[string]string{
-		"install": "install", "start": "cluster", "build": "images", "install podid's": "chart",
-		"wait": "rollout", "identities": "identities", "apply": "manifests", "demo": "demos",
-	}
-	f := strings.Fields(name)
-	if len(f) >= 2 {
-		if v, ok := short[f[0]+" "+f[1]]; ok {
-			return v
-		}
-	}
-	if len(f) > 0 {
-		if v, ok := short[f[0]]; ok {
-			return v
-		}
-	}
-	return name
 }

@@ -71,20 +71,21 @@ func Up(ctx context.Context, o Options) error {
 	s := &session{o: o, p: p, created: map[string]identity{}}
 	p.say("podid up: the local cluster, podid, identities and demos (log: %s)", p.logPath)
 	steps := []struct {
-		name string
-		fn   func(context.Context) error
+		short, name string
+		fn          func(context.Context) error
 	}{
-		{"install what is missing (hack/install.sh: apt, Kubernetes, helm)", s.script("hack/install.sh")},
-		{"start the local cluster (hack/cluster.sh up)", s.script("hack/cluster.sh", "up")},
-		{"build and import podid's images (hack/image.sh)", s.script("hack/image.sh")},
-		{"install podid's Helm chart (values-local.yaml)", s.installChart},
-		{"wait for podid's rollout", s.waitReady},
-		{"identities through podid's CLI and the sts's ARM API", s.setupIdentities},
-		{"apply the seed manifests (deploy/examples/up)", s.applyManifests},
-		{"demo pods get their tokens", s.runDemos},
+		{"install", "install what is missing (hack/install.sh: apt, Kubernetes, helm)", s.script("hack/install.sh")},
+		{"cluster", "start the local cluster (hack/cluster.sh up)", s.script("hack/cluster.sh", "up")},
+		{"images", "build and import podid's images (hack/image.sh)", s.script("hack/image.sh")},
+		{"chart", "install podid's Helm chart (values-local.yaml)", s.installChart},
+		{"rollout", "wait for podid's rollout", s.waitReady},
+		{"identities", "identities through podid's CLI and the sts's ARM API", s.setupIdentities},
+		{"backends", "demo backends", s.startBackends},
+		{"manifests", "apply the seed manifests (deploy/examples/up)", s.applyManifests},
+		{"demos", "demo pods get their tokens", s.runDemos},
 	}
 	for _, st := range steps {
-		if err := p.step(ctx, st.name, st.fn); err != nil {
+		if err := p.step(ctx, st.short, st.name, st.fn); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 				err = fmt.Errorf("%w (--timeout %s)", err, o.Timeout)
 			}
@@ -293,14 +294,11 @@ func (s *session) waitReady(ctx context.Context) error {
 	return err
 }
 
-// applyManifests applies the namespaces, the sts's CA for the demo pods,
+// applyManifests applies the sts's CA for the demo pods
 // and every demo's manifests (each file once).
 func (s *session) applyManifests(ctx context.Context) error {
 	dir := filepath.Join(s.o.Root, "deploy/examples/up")
 	vars := s.vars()
-	if _, err := s.k.applyFile(ctx, filepath.Join(dir, namespacesFile), "", vars); err != nil {
-		return err
-	}
 	// Workload pods trust the sts through its CA, as the chart publishes it.
 	ca, err := s.k.cs.CoreV1().ConfigMaps(podidNamespace).Get(ctx, "podid-sts-ca", metav1.GetOptions{})
 	if err != nil {
@@ -326,6 +324,29 @@ func (s *session) applyManifests(ctx context.Context) error {
 		}
 	}
 	s.p.setStatus(fmt.Sprintf("%d objects changed", s.changed))
+	return nil
+}
+
+// startBackends applies each backend and waits for its rollout.
+func (s *session) startBackends(ctx context.Context) error {
+	dir := filepath.Join(s.o.Root, "deploy/examples/up")
+	if _, err := s.k.applyFile(ctx, filepath.Join(dir, namespacesFile), "", s.vars()); err != nil {
+		return err
+	}
+	for _, b := range Backends {
+		for _, m := range b.Manifests {
+			s.p.setStatus(b.Name + ": applying " + m.File)
+			if _, err := s.k.applyFile(ctx, filepath.Join(dir, m.File), m.Namespace, s.vars()); err != nil {
+				return fmt.Errorf("%s: %w", b.Name, err)
+			}
+		}
+		if _, err := s.k.waitRollouts(ctx, b.Namespace, 3*time.Minute, func(st string) { s.p.setStatus(b.Name + ": " + st) }); err != nil {
+			return fmt.Errorf("%s: %w", b.Name, err)
+		}
+	}
+	if len(Backends) == 0 {
+		s.p.setStatus("none yet")
+	}
 	return nil
 }
 
