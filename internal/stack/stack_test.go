@@ -185,3 +185,41 @@ func TestFindRoot(t *testing.T) {
 		t.Fatalf("FindRoot(tmp) err = %v", err)
 	}
 }
+
+// The summary names every demo with its identity and key claims, marks a
+// failed one with the reason, and carries no token.
+func TestSummary(t *testing.T) {
+	dir := t.TempDir()
+	p, err := newProgress(io.Discard, false, dir, "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	p.steps = []stepTime{{"cluster", 9 * time.Second}, {"demos", 2 * time.Second}}
+	exp := time.Date(2026, 12, 8, 18, 31, 0, 0, time.UTC)
+	s := &session{o: Options{Root: filepath.Join("..", ".."), Cache: "/cache"}, p: p, tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+		stsURL: "https://10.96.0.100", upgraded: true,
+		env: map[string]string{"KUBECONFIG": "/cache/cluster/admin.kubeconfig", "PODID_NODE_NAME": "podid-node", "PODID_NODE_IP": "192.0.2.2"},
+		results: []demoRow{
+			{d: Demos[0], pod: "myapp-1", ok: true, after: 1200 * time.Millisecond,
+				r: demoresult.Result{Program: "miclient", Aud: "https://storage.azure.com", Tid: "72f988bf-86f1-41af-91ab-2d7cd011db47", Oid: "e3bae663-b9dd-476e-b8b2-d5e17fdbfb93", Exp: exp, Resource: "sent and received 1 message"}},
+			{d: Demos[3], pod: "azcli-1", problem: `no token in 3m0s (last log line: "wiclient: GetToken failed after 3ms: AADSTS700213")`},
+		}}
+	var b bytes.Buffer
+	s.printSummary(&b, []string{"agent 1/1 ready", "sts 1/1 ready"})
+	out := b.String()
+	t.Log("\n" + out)
+	for _, w := range []string{
+		"podid is up, but 1 demo(s) FAILED", "one node podid-node (192.0.2.2)", "agent 1/1 ready", "tenant 72f988bf-86f1-41af-91ab-2d7cd011db47",
+		"✓", Demos[0].Name, "demo-pod-identity", "https://storage.azure.com", "72f988bf…", "e3bae663…", "Dec 8 18:31Z", "1.2s", "sent and received 1 message",
+		"✗", Demos[3].Name, "demo/azcli-1", "AADSTS700213",
+		"steps: cluster 9s · demos 2s", "export KUBECONFIG=/cache/cluster/admin.kubeconfig", "podid doctor pod/myapp-1 -n demo", "podid down",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("summary lacks %q", w)
+		}
+	}
+	if strings.Contains(out, "eyJ") {
+		t.Error("summary holds something that looks like a JWT")
+	}
+}

@@ -92,7 +92,9 @@ func Up(ctx context.Context, o Options) error {
 			return fmt.Errorf("%s: %w\n  log: %s", st.name, err, p.logPath)
 		}
 	}
-	s.printSummary()
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	s.printSummary(o.Out, s.componentsReady(sctx))
+	scancel()
 	return s.demoErr()
 }
 
