@@ -14,7 +14,8 @@ type IdentitySpec struct {
 	Roles           []RoleSpec
 }
 
-// RoleSpec is one role assignment, as the CLI's --role and --scope take it.
+// RoleSpec is one role assignment, as the CLI's --role and --scope take
+// them; an empty Scope leaves --scope out (the CLI's default).
 type RoleSpec struct{ Role, Scope string }
 
 // Manifest is a file under deploy/examples/up applied into Namespace

@@ -97,7 +97,7 @@ func (s *session) setupIdentities(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var have []struct{ Role, Resource string }
+		var have []map[string]any
 		if err := json.Unmarshal(out, &have); err != nil {
 			return fmt.Errorf("podid role-assignment list: %w", err)
 		}
@@ -105,7 +105,11 @@ func (s *session) setupIdentities(ctx context.Context) error {
 			if hasRole(have, r) {
 				continue
 			}
-			if _, err := s.podidCLI(ctx, "role-assignment", "create", "--assignee", spec.Name, "--role", r.Role, "--scope", r.Scope, "-o", "json"); err != nil {
+			args := []string{"role-assignment", "create", "--assignee", spec.Name, "--role", r.Role, "-o", "json"}
+			if r.Scope != "" {
+				args = append(args, "--scope", r.Scope)
+			}
+			if _, err := s.podidCLI(ctx, args...); err != nil {
 				return err
 			}
 		}
@@ -113,9 +117,23 @@ func (s *session) setupIdentities(ctx context.Context) error {
 	return nil
 }
 
-func hasRole(have []struct{ Role, Resource string }, r RoleSpec) bool {
+// hasRole: the CLI's list holds the role at the scope. It reads both list
+// shapes the CLI has had (role/resource, and az's roleDefinitionName/scope);
+// an empty Scope matches any.
+func hasRole(have []map[string]any, r RoleSpec) bool {
+	field := func(m map[string]any, keys ...string) string {
+		for _, k := range keys {
+			if v, ok := m[k].(string); ok && v != "" {
+				return v
+			}
+		}
+		return ""
+	}
 	for _, h := range have {
-		if h.Role == r.Role && strings.TrimRight(h.Resource, "/") == strings.TrimRight(r.Scope, "/") {
+		if !strings.EqualFold(field(h, "roleDefinitionName", "role"), r.Role) {
+			continue
+		}
+		if r.Scope == "" || strings.EqualFold(strings.TrimRight(field(h, "scope", "resource"), "/"), strings.TrimRight(r.Scope, "/")) {
 			return true
 		}
 	}

@@ -223,3 +223,24 @@ func TestSummary(t *testing.T) {
 		t.Error("summary holds something that looks like a JWT")
 	}
 }
+
+func TestHasRole(t *testing.T) {
+	have := []map[string]any{
+		{"role": "Storage Queue Data Contributor", "resource": "https://storage.azure.com"},
+		{"roleDefinitionName": "Key Vault Secrets User", "scope": "/subscriptions/s/resourceGroups/demo/"},
+	}
+	for _, tc := range []struct {
+		r    RoleSpec
+		want bool
+	}{
+		{RoleSpec{"Storage Queue Data Contributor", "https://storage.azure.com/"}, true},
+		{RoleSpec{"Storage Queue Data Contributor", ""}, true},
+		{RoleSpec{"Storage Queue Data Contributor", "https://vault.azure.net"}, false},
+		{RoleSpec{"Key Vault Secrets User", "/subscriptions/s/resourceGroups/demo"}, true},
+		{RoleSpec{"Owner", ""}, false},
+	} {
+		if got := hasRole(have, tc.r); got != tc.want {
+			t.Errorf("hasRole(%+v) = %v, want %v", tc.r, got, tc.want)
+		}
+	}
+}
