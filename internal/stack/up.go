@@ -89,7 +89,11 @@ func Up(ctx context.Context, o Options) error {
 			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 				err = fmt.Errorf("%w (--timeout %s)", err, o.Timeout)
 			}
-			return fmt.Errorf("%s: %w\n  log: %s", st.name, err, p.logPath)
+			undo := ""
+			if st.short != "install" {
+				undo = "\n  undo: podid down (./hack/up.sh down) removes whatever was started, or fix the cause and run podid up again"
+			}
+			return fmt.Errorf("%s: %w\n  log: %s%s", st.name, err, p.logPath, undo)
 		}
 	}
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
