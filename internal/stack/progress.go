@@ -32,6 +32,18 @@ type progress struct {
 	status  string
 	printed time.Time
 	steps   []stepTime
+	secrets []string // never written anywhere (redact)
+}
+
+// redact makes every later line replace secret with "[redacted]": a tool
+// that echoes its values (helm does) must not put the admin secret on
+// the terminal or in the log.
+func (p *progress) redact(secret string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if secret != "" {
+		p.secrets = append(p.secrets, secret)
+	}
 }
 
 type stepTime struct {
@@ -90,6 +102,9 @@ func (p *progress) say(format string, a ...any) {
 func (p *progress) line(s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for _, sec := range p.secrets {
+		s = strings.ReplaceAll(s, sec, "[redacted]")
+	}
 	fmt.Fprintf(p.logFile, "%s   | %s\n", time.Now().UTC().Format(time.TimeOnly), s)
 	if p.verbose {
 		fmt.Fprintf(p.term, "    | %s\n", s)

@@ -244,3 +244,27 @@ func TestHasRole(t *testing.T) {
 		}
 	}
 }
+
+// A tool's output that echoes the admin secret reaches neither the
+// terminal (--verbose) nor the log.
+func TestSecretRedacted(t *testing.T) {
+	var term bytes.Buffer
+	p, err := newProgress(&term, true, t.TempDir(), "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.redact("s3cr3t-value")
+	w := p.writer()
+	_, _ = w.Write([]byte(`{"config":{"sts":{"bootstrap":{"secrets":[{"value":"s3cr3t-value"}]}}}}` + "\nsecond s3cr3t-value line"))
+	_ = w.Close()
+	p.close()
+	log, err := os.ReadFile(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"terminal": term.String(), "log": string(log)} {
+		if strings.Contains(out, "s3cr3t-value") || strings.Count(out, "[redacted]") != 2 {
+			t.Errorf("%s not redacted:\n%s", name, out)
+		}
+	}
+}

@@ -160,6 +160,7 @@ func (s *session) installChart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.p.redact(secret)
 	imageID, _ := os.ReadFile(filepath.Join(s.o.Cache, "images", "podid", "image.tar.imported"))
 	values, err := upValues(s.tenant, secret, s.env["PODID_SA_ISSUER"], strings.TrimSpace(string(imageID)))
 	if err != nil {
@@ -197,16 +198,20 @@ func (s *session) installChart(ctx context.Context) error {
 	return os.WriteFile(fpFile, []byte(fp), 0o600)
 }
 
-// releaseDeployed: helm status says the release is deployed.
+// releaseDeployed: helm list says the release is deployed. (Not helm
+// status: its JSON carries the values, and with them the admin secret,
+// into the log.)
 func (s *session) releaseDeployed(ctx context.Context) bool {
-	out, err := s.run(ctx, s.o.helmBin(), "status", release, "--namespace", podidNamespace, "--kubeconfig", s.env["KUBECONFIG"], "-o", "json")
+	out, err := s.run(ctx, s.o.helmBin(), "list", "--namespace", podidNamespace, "--kubeconfig", s.env["KUBECONFIG"],
+		"--filter", "^"+release+"$", "-o", "json")
 	if err != nil {
 		return false
 	}
-	var st struct {
-		Info struct{ Status string } `json:"info"`
+	var rs []struct{ Name, Status string }
+	if json.Unmarshal(out, &rs) != nil {
+		return false
 	}
-	return json.Unmarshal(out, &st) == nil && st.Info.Status == "deployed"
+	return len(rs) == 1 && rs[0].Name == release && rs[0].Status == "deployed"
 }
 
 type localValues struct {
