@@ -93,7 +93,12 @@ func Up(ctx context.Context, o Options) error {
 			if st.short != "install" {
 				undo = "\n  undo: podid down (./hack/up.sh down) removes whatever was started, or fix the cause and run podid up again"
 			}
-			return fmt.Errorf("%s: %w\n  log: %s%s", st.name, err, p.logPath, undo)
+			logLine := "\n  log: " + p.logPath
+			var se *ScriptError
+			if errors.As(err, &se) {
+				logLine = "" // it names the log already
+			}
+			return fmt.Errorf("%s: %w%s%s", st.name, err, logLine, undo)
 		}
 	}
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
