@@ -137,6 +137,17 @@ func diagnose(out string) (reason, fix string) {
 			break
 		}
 	}
+	if strings.Contains(reason, "listed above") { // hack/cluster.sh's leftovers: name them
+		var left []string
+		for _, l := range lines {
+			if l = strings.TrimSpace(l); strings.HasPrefix(l, "LEFTOVER ") {
+				left = append(left, strings.TrimPrefix(l, "LEFTOVER "))
+			}
+		}
+		if len(left) > 0 {
+			reason += ": " + strings.Join(left, "; ")
+		}
+	}
 	if reason == "" && len(lines) > 0 {
 		reason = strings.TrimSpace(lines[len(lines)-1])
 	}

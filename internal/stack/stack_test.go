@@ -72,6 +72,8 @@ func TestDiagnose(t *testing.T) {
 			"Go module proxy is unreachable", "GOPROXY"},
 		{"write /cache/x: no space left on device\n", "disk is full", "free space"},
 		{"just the last line\n", "just the last line", ""},
+		{"LEFTOVER iptables: -A KUBE-X\nLEFTOVER mount: /run/podid/x\nERROR: cluster down, but the host still has the state listed above\n",
+			"listed above: iptables: -A KUBE-X; mount: /run/podid/x", ""},
 	} {
 		reason, fix := diagnose(tc.out)
 		if !strings.Contains(reason, tc.reason) || (tc.fix == "") != (fix == "") || !strings.Contains(fix, tc.fix) {
