@@ -313,7 +313,9 @@ cmd_up() {
   for d in $DAEMONS; do alive "$d" && any=1; done
   # A listener on one of our ports with none of our daemons alive is someone
   # else's (another Kubernetes, etcd …): preflight names it, down cannot help.
-  if [ $any = 1 ] || leftovers 2>/dev/null | grep -qv '^LEFTOVER listener on port'; then
+  local ours
+  ours=$(leftovers 2>/dev/null | grep -v '^LEFTOVER listener on port' || true)
+  if [ $any = 1 ] || [ -n "$ours" ]; then
     log "a previous cluster is partly running or left state behind: taking it down first"
     cmd_down
   fi
