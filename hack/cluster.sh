@@ -315,7 +315,11 @@ cmd_up() {
   if cmd_status >/dev/null 2>&1; then log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0; fi
   local d any=0
   for d in $DAEMONS; do alive "$d" && any=1; done
-  if [ $any = 1 ] || [ -n "$(leftovers 2>/dev/null)" ]; then
+  # A listener on one of our ports with none of our daemons alive is someone
+  # else's (another Kubernetes, etcd …): preflight names it, down cannot help.
+  local ours
+  ours=$(leftovers 2>/dev/null | grep -v '^LEFTOVER listener on port' || true)
+  if [ $any = 1 ] || [ -n "$ours" ]; then
     log "a previous cluster is partly running or left state behind: taking it down first"
     cmd_down
   fi

@@ -7,7 +7,8 @@
 #      package, via internal/testenv);
 #   2. the end-to-end suite on a real single node (hack/cluster.sh: kubelet,
 #      containerd, CNI, kube-proxy …) with podid's images built locally, then
-#      the main job (hack/up.sh) on that node.
+#      the main job (hack/up.sh → podid up) on that node and its first-token
+#      figures (bench/firsttoken).
 # PODID_REQUIRE_CLUSTER=1 turns every "binaries missing" skip into a failure.
 #   hack/test.sh            everything
 #   hack/test.sh --no-e2e   skip step 2 (no node is started)
@@ -44,3 +45,7 @@ echo "e2e tests: $(( $(date +%s) - t ))s"
 t=$(date +%s)
 ./hack/up.sh
 echo "main job (hack/up.sh on the running node): $(( $(date +%s) - t ))s"
+
+# Its figures: the time from applying a new bound pod to its first token, 20
+# pods per path (v1 IMDS, v2 federation); fails if a pod gets no token.
+KUBECONFIG=$(./hack/cluster.sh kubeconfig) go run ./bench/firsttoken -n 20

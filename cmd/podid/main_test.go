@@ -138,9 +138,75 @@ func TestUsageErrors(t *testing.T) {
 		{"sts vault suffix", []string{"sts", "serve", "--state", "s.db", "--vault-dns-suffix", "vault"}, []string{`--vault-dns-suffix: vault DNS suffix "vault" must be a DNS name of at least two labels`}},
 		{"sts verify inputs", []string{"sts", "verify", "x.y.z"}, []string{"--jwks-url, --issuer and --audience are required"}},
 		{"sts verify arguments", []string{"sts", "verify", "a", "b"}, []string{"accepts at most 1 arg"}},
+		{"up stray argument", []string{"up", "now"}, []string{`unknown command "now" for "podid up"`}},
+		{"up timeout", []string{"up", "--timeout", "0s"}, []string{"--timeout 0s: must be positive"}},
+		{"up source dir", []string{"up", "--source-dir", "/"}, []string{"--source-dir /: not podid's source tree"}},
+		{"down unknown flag", []string{"down", "--force"}, []string{"unknown flag: --force"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { expectExit(t, 2, tt.args, tt.want...) })
+	}
+}
+
+// podid up and down explain themselves without touching the machine.
+func TestUpDownHelp(t *testing.T) {
+	for _, verb := range []string{"up", "down"} {
+		r := run(t, verb, "--help")
+		if r.code != 0 {
+			t.Fatalf("podid %s --help: exit %d\n%s", verb, r.code, r.stderr)
+		}
+		for _, w := range []string{"--verbose", "--timeout", "--source-dir"} {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("podid %s --help lacks %s:\n%s", verb, w, r.stdout)
+			}
+		}
+	}
+}
+
+// Not root: podid up refuses before it installs or starts anything, and
+// names the fix (run as an unprivileged user with setpriv when the tests
+// run as root).
+func TestUpRefusesNonRoot(t *testing.T) {
+	var cmd *exec.Cmd
+	cache := t.TempDir()
+	if os.Geteuid() == 0 {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Skip("root without setpriv: cannot run podid up as another user")
+		}
+		dir := t.TempDir()
+		bin := filepath.Join(dir, "podid")
+		b, err := os.ReadFile(podid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(bin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd = exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin, "up")
+	} else {
+		cmd = exec.Command(podid, "up")
+	}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "PODID_CACHE=" + cache}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("podid up as non-root: %v, want exit 1\n%s", err, errb.String())
+	}
+	for _, w := range []string{"must run as root", "fix: run it as root"} {
+		if !strings.Contains(errb.String(), w) {
+			t.Errorf("stderr lacks %q:\n%s", w, errb.String())
+		}
+	}
+	if ents, _ := os.ReadDir(cache); len(ents) != 0 {
+		t.Errorf("podid up wrote %d entries into the cache before refusing", len(ents))
 	}
 }
 

@@ -22,6 +22,8 @@ func newRootCommand() *cobra.Command {
 		newBrokerCommand(),
 		newCSIProviderCommand(),
 		newCSIRegistrarCommand(),
+		newUpCommand(),
+		newDownCommand(),
 	)
 	root.AddCommand(cli.NewCommands()...)
 	return root

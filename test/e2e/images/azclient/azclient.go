@@ -6,6 +6,10 @@
 // "<name>: token acquired" with the token's unverified claims — never the
 // token — and waits for SIGTERM, or with -once exits 0 (a Helm test pod).
 // "<name> cat FILE" prints FILE (the images have no shell).
+//
+// It then prints the machine-readable result line (internal/demoresult)
+// that `podid up` reads; a Program with a Resource call makes it with the
+// token's credential first and reports what it returned.
 package azclient
 
 import (
@@ -24,16 +28,32 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/podid/podid/internal/demoresult"
 )
 
 // Credential registers the program's own flags on fs and returns the
 // constructor Main calls after parsing them.
 type Credential func(fs *flag.FlagSet) func() (azcore.TokenCredential, error)
 
-// Main runs the program called name and exits.
-func Main(name string, credential Credential) {
+// Resource registers the program's resource-call flags on fs and returns
+// the call: given the credential, it uses a resource and says in a few words
+// what it got (never a token). This is where a demo plugs its resource in.
+type Resource func(fs *flag.FlagSet) func(ctx context.Context, cred azcore.TokenCredential) (string, error)
+
+// Program is a credential and, optionally, a resource call made with it.
+type Program struct {
+	Credential Credential
+	Resource   Resource
+}
+
+// Main runs the program called name with a credential only and exits.
+func Main(name string, credential Credential) { Run(name, Program{Credential: credential}) }
+
+// Run runs the program called name and exits.
+func Run(name string, p Program) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, name, credential, os.Args[1:])
+	err := run(ctx, name, p, os.Args[1:])
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -41,7 +61,7 @@ func Main(name string, credential Credential) {
 	}
 }
 
-func run(ctx context.Context, name string, credential Credential, args []string) error {
+func run(ctx context.Context, name string, p Program, args []string) error {
 	if len(args) > 0 && args[0] == "cat" {
 		if len(args) != 2 {
 			return errors.New("usage: " + name + " cat FILE")
@@ -57,7 +77,11 @@ func run(ctx context.Context, name string, credential Credential, args []string)
 	scope := fs.String("scope", "https://storage.azure.com/.default", "scope to ask a token for")
 	out := fs.String("out", "/tmp/access-token", "where the access token is written")
 	once := fs.Bool("once", false, "exit 0 once a token is acquired instead of waiting for SIGTERM")
-	newCred := credential(fs)
+	newCred := p.Credential(fs)
+	var call func(context.Context, azcore.TokenCredential) (string, error)
+	if p.Resource != nil {
+		call = p.Resource(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,6 +91,7 @@ func run(ctx context.Context, name string, credential Credential, args []string)
 	}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
+	asked := time.Now().UTC()
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		start := time.Now()
@@ -78,6 +103,17 @@ func run(ctx context.Context, name string, credential Credential, args []string)
 			}
 			fmt.Printf("%s: token acquired expires_on=%s claims=%s\n", name, tk.ExpiresOn.UTC().Format(time.RFC3339), claims(tk.Token))
 			fmt.Printf("%s: key claims %s\n", name, keyClaims(tk.Token))
+			r := result(name, tk.Token)
+			r.AskedAt = asked
+			if call != nil {
+				cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				r.Resource, err = call(cctx, cred)
+				cancel()
+				if err != nil {
+					r.Error = strings.Join(strings.Fields(err.Error()), " ")
+				}
+			}
+			fmt.Println(r.Line())
 			break
 		}
 		fmt.Printf("%s: GetToken failed after %dms: %s\n", name, time.Since(start).Milliseconds(), strings.Join(strings.Fields(err.Error()), " "))
@@ -109,6 +145,30 @@ func claims(token string) string {
 		return "(undecodable)"
 	}
 	return string(c)
+}
+
+// result is the demo's result line with the token's key claims.
+func result(name, token string) demoresult.Result {
+	r := demoresult.Result{Program: name, TokenAt: time.Now().UTC()}
+	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		r.Error = "the access token is not an RS256 JWT"
+		return r
+	}
+	var c struct {
+		Aud   any      `json:"aud"`
+		Tid   string   `json:"tid"`
+		Oid   string   `json:"oid"`
+		Exp   int64    `json:"exp"`
+		Roles []string `json:"roles"`
+	}
+	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil {
+		r.Error = "the access token's claims are undecodable"
+		return r
+	}
+	r.Aud, r.Tid, r.Oid, r.Roles = fmt.Sprint(c.Aud), c.Tid, c.Oid, c.Roles
+	r.Exp = time.Unix(c.Exp, 0).UTC()
+	return r
 }
 
 // keyClaims is the line a person reads (hack/up.sh prints it): who the token

@@ -1,0 +1,141 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podid/podid/internal/cli"
+)
+
+// identity is what `podid identity create -o json` prints (the fields used).
+type identity struct {
+	Name        string `json:"name"`
+	ID          string `json:"id"`
+	ClientID    string `json:"clientId"`
+	PrincipalID string `json:"principalId"`
+}
+
+// podidCLI runs one of podid's own CLI verbs in this process, exactly as
+// a user types it, and returns what it printed on stdout.
+func (s *session) podidCLI(ctx context.Context, args ...string) ([]byte, error) {
+	root := &cobra.Command{Use: "podid", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(cli.NewCommands()...)
+	full := append(append([]string{}, args...), "--kubeconfig", s.env["KUBECONFIG"])
+	if s.o.CLIConfig != "" {
+		full = append(full, "--podid-config", s.o.CLIConfig)
+	}
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(full)
+	s.p.line("$ podid " + strings.Join(args, " "))
+	s.p.setStatus("podid " + strings.Join(args, " "))
+	err := root.ExecuteContext(ctx)
+	for _, l := range strings.Split(strings.TrimSpace(errb.String()), "\n") {
+		if l != "" {
+			s.p.line(l)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("podid %s: %w", strings.Join(args, " "), err)
+	}
+	return out.Bytes(), nil
+}
+
+// setupIdentities does what a user does against Azure, with podid's CLI
+// against the sts's ARM-compatible API: point the CLI at the cloud, create
+// the identities, trust the service accounts, grant the roles. Every verb
+// is idempotent (PUT), so a second run changes nothing.
+func (s *session) setupIdentities(ctx context.Context) error {
+	svc, err := s.k.cs.CoreV1().Services(podidNamespace).Get(ctx, "podid-sts", metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("the sts's Service: %w", err)
+	}
+	s.stsURL = "https://" + svc.Spec.ClusterIP
+	ca, err := s.k.cs.CoreV1().ConfigMaps(podidNamespace).Get(ctx, "podid-sts-ca", metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("the sts's CA: %w", err)
+	}
+	caFile := filepath.Join(s.o.upDir(), "sts-ca.pem")
+	if err := os.WriteFile(caFile, []byte(ca.Data["ca.pem"]), 0o644); err != nil {
+		return err
+	}
+	// The CLI's config: after up, podid's verbs talk to this sts by
+	// default; `podid config set-cloud azure` switches.
+	if _, err := s.podidCLI(ctx, "config", "set-cloud", "local", "--authority", s.stsURL, "--ca-file", caFile,
+		"--tenant-id", s.tenant, "--client-id", adminClientID, "--client-secret-file", filepath.Join(s.o.upDir(), "admin-secret"),
+		"--subscription", subscriptionID, "--resource-group", resourceGroup, "--location", location); err != nil {
+		return err
+	}
+	for _, spec := range Identities {
+		out, err := s.podidCLI(ctx, "identity", "create", spec.Name, "-o", "json")
+		if err != nil {
+			return err
+		}
+		var id identity
+		if err := json.Unmarshal(out, &id); err != nil || id.ClientID == "" || id.PrincipalID == "" {
+			return fmt.Errorf("podid identity create %s printed no client and principal id: %q", spec.Name, out)
+		}
+		s.created[spec.Name] = id
+		for _, sa := range spec.ServiceAccounts {
+			if _, err := s.podidCLI(ctx, "fic", "create", "--identity", spec.Name, "--service-account", sa, "-o", "json"); err != nil {
+				return err
+			}
+		}
+		if len(spec.Roles) == 0 {
+			continue
+		}
+		out, err = s.podidCLI(ctx, "role-assignment", "list", "--assignee", spec.Name, "-o", "json")
+		if err != nil {
+			return err
+		}
+		var have []map[string]any
+		if err := json.Unmarshal(out, &have); err != nil {
+			return fmt.Errorf("podid role-assignment list: %w", err)
+		}
+		for _, r := range spec.Roles {
+			if hasRole(have, r) {
+				continue
+			}
+			args := []string{"role-assignment", "create", "--assignee", spec.Name, "--role", r.Role, "-o", "json"}
+			if r.Scope != "" {
+				args = append(args, "--scope", r.Scope)
+			}
+			if _, err := s.podidCLI(ctx, args...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// hasRole: the CLI's list holds the role at the scope. It reads both list
+// shapes the CLI has had (role/resource, and az's roleDefinitionName/scope);
+// an empty Scope matches any.
+func hasRole(have []map[string]any, r RoleSpec) bool {
+	field := func(m map[string]any, keys ...string) string {
+		for _, k := range keys {
+			if v, ok := m[k].(string); ok && v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	for _, h := range have {
+		if !strings.EqualFold(field(h, "roleDefinitionName", "role"), r.Role) {
+			continue
+		}
+		if r.Scope == "" || strings.EqualFold(strings.TrimRight(field(h, "scope", "resource"), "/"), strings.TrimRight(r.Scope, "/")) {
+			return true
+		}
+	}
+	return false
+}
