@@ -62,7 +62,9 @@ var Identities = []IdentitySpec{
 		// service-account token, so the identity trusts demo's default SA.
 		Name:            "demo-pod-identity",
 		ServiceAccounts: []string{"demo/default"},
-		Roles:           []RoleSpec{{Role: "Storage Queue Data Contributor", Scope: "https://storage.azure.com"}},
+		// Azure RBAC at the demo resource group (the CLI's default scope), as
+		// `az role assignment create` without --scope on a resource group.
+		Roles: []RoleSpec{{Role: "Storage Queue Data Contributor"}},
 	},
 	{
 		// v2 (workload identity): seed 003's ServiceAccount.
