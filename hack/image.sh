@@ -7,8 +7,9 @@
 #   localhost/podid-testclient:dev    test/e2e/images/testclient + busybox (sh, wget, cat, ...)
 #   localhost/podid-wiclient:dev      test/e2e/images/wiclient (the unmodified Azure SDK), no shell
 #   localhost/podid-miclient:dev      test/e2e/images/miclient (the unmodified Azure SDK, IMDS), no shell
+#   localhost/podid-queueclient:dev   test/e2e/images/queueclient (seed 000: IMDS token + azqueue), no shell
 #
-#   hack/image.sh [pause|podid|testclient|wiclient|miclient]...     (default: all)
+#   hack/image.sh [pause|podid|testclient|wiclient|miclient|queueclient]...     (default: all)
 #
 # Each image is a single-layer docker-archive built from a directory; the layer is
 # reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
@@ -101,7 +102,8 @@ build() { # NAME
     testclient) ref=localhost/podid-testclient:dev; pkg=./test/e2e/images/testclient; extra=("$(busybox_bin)") ;;
     wiclient) ref=localhost/podid-wiclient:dev; pkg=./test/e2e/images/wiclient ;;
     miclient) ref=localhost/podid-miclient:dev; pkg=./test/e2e/images/miclient ;;
-    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient)" ;;
+    queueclient) ref=localhost/podid-queueclient:dev; pkg=./test/e2e/images/queueclient ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, queueclient)" ;;
   esac
   [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
   ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
@@ -136,6 +138,10 @@ build() { # NAME
       base_rootfs "$r"
       gobuild "$r/miclient" "$pkg"
       set -- /miclient ;;
+    queueclient)
+      base_rootfs "$r"
+      gobuild "$r/queueclient" "$pkg"
+      set -- /queueclient ;;
   esac
   local id; id=$(archive "$ref" "$r" "$d/image.tar" "$@")
   local what; what=$(import "$ref" "$d/image.tar" "$id")
@@ -143,5 +149,5 @@ build() { # NAME
   log "image $ref $what (${id:7:12}, $(since "$t"))"
 }
 
-[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient
+[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient queueclient
 for n in "$@"; do build "$n"; done

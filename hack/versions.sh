@@ -15,3 +15,9 @@ K8S_BIN=${K8S_BIN:-$PODID_CACHE/k8s-v$K8S_VERSION/bin}
 # so podid's go.mod keeps its Kubernetes client versions).
 HELM_VERSION=3.21.4
 HELM=${HELM:-$PODID_CACHE/bin/helm}
+# Azurite, Microsoft's storage emulator (npm; hack/azurite/package-lock.json pins the tree):
+# the local cluster's queue service (hack/azurite.sh). 3.33.0 is the newest release
+# without telemetry (3.34 added Application Insights, on by default) and still runs
+# on Debian 12's Node.js 18 (3.36 and later need Node 21/22).
+AZURITE_VERSION=3.33.0
+AZURITE_DIR=${AZURITE_DIR:-$PODID_CACHE/azurite-$AZURITE_VERSION}
