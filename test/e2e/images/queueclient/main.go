@@ -5,7 +5,7 @@
 // 169.254.169.254, answered by podid agent) and azqueue — against the
 // account's queue service (locally Azurite, hack/azurite.sh).
 //
-//	queueclient [-account-url URL] [-queue NAME] [-audience AUD] [-client-id ID] [-once]
+//	queueclient [-account-url URL] [-queue NAME] [-audience AUD] [-client-id ID] [-max-retries N] [-once]
 //
 // The account URL comes, as for an Azure Functions app, from
 // AzureWebJobsStorage__queueServiceUri, else AzureWebJobsStorage__accountName
@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	queue := fs.String("queue", "myqueue-items", "the queue to use (created if missing)")
 	audience := fs.String("audience", "", "the token audience azqueue asks for (empty: Azure Storage's)")
 	clientID := fs.String("client-id", "", "user-assigned identity to ask for (empty: let the metadata service choose)")
+	maxRetries := fs.Int("max-retries", 0, "the credential's retry count (azcore: 0 = the SDK default, -1 = none)")
 	once := fs.Bool("once", false, "exit after the first round trip (0 if it succeeded) instead of waiting for SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -78,7 +79,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	opts := &azidentity.ManagedIdentityCredentialOptions{}
+	opts := &azidentity.ManagedIdentityCredentialOptions{
+		ClientOptions: azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: int32(*maxRetries)}},
+	}
 	if *clientID != "" {
 		opts.ID = azidentity.ClientID(*clientID)
 	}
