@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +48,8 @@ const (
 // TestAzurite proves seed article 000's scenario on the real node against a
 // real Azure Storage queue service, Azurite, as hack/cluster.sh runs it:
 //
-//	00 what runs: HTTPS only (plain HTTP gets no answer), a certificate from
+//	00 what runs: --oauth basic, TLS, on the bridge address, no --loose,
+//	   no key on the command line; HTTPS only (plain HTTP gets no answer), a certificate from
 //	   the cluster CA naming the Service address and *.queue.core.windows.net,
 //	   --oauth basic really checking: no token, the wrong audience, another
 //	   account's URL, an expired or not-yet-valid token, a v2 or foreign
@@ -76,6 +78,26 @@ func TestAzurite(t *testing.T) {
 	az := newAzuriteProbe(t, c)
 
 	// 00: Azurite on its own.
+	t.Run("configuration", func(t *testing.T) {
+		pid, err := os.ReadFile(filepath.Join(filepath.Dir(framework.EnvFile()), "pids", "azurite.pid"))
+		must(t, err)
+		raw, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/cmdline")
+		if err != nil {
+			t.Fatalf("Azurite (pid %s) is not running: %v", strings.TrimSpace(string(pid)), err)
+		}
+		argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		cmd := " " + strings.Join(argv, " ") + " "
+		for _, want := range []string{"/queue/main.js ", " --oauth basic ", " --cert ", " --key ", " --queueHost " + strings.Split(c.AzuriteAddr, ":")[0] + " "} {
+			if !strings.Contains(cmd, want) {
+				t.Errorf("Azurite runs without %q: %s", strings.TrimSpace(want), cmd)
+			}
+		}
+		for _, bad := range []string{"--loose", "--skipApiVersionCheck", "--disableProductStyleUrl", "AZURITE_ACCOUNTS"} {
+			if strings.Contains(cmd, bad) {
+				t.Errorf("Azurite runs with %s: %s", bad, cmd)
+			}
+		}
+	})
 	t.Run("https-only", func(t *testing.T) {
 		for _, u := range []string{"http://" + c.AzuriteAddr + "/" + c.AzuriteAccount + "?comp=list", "http://" + azuriteServiceIP + ":443/" + c.AzuriteAccount + "?comp=list"} {
 			resp, err := az.plain.Get(u)
