@@ -103,10 +103,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	for {
 		r := roundTrip(ctx, qc, *queue, account)
 		fmt.Println(r.line())
+		if *once && r.err != nil {
+			return errors.New("the round trip failed (result line above)")
+		}
 		if r.err == nil || *once {
-			if *once {
-				return r.err
-			}
 			break
 		}
 		select {
@@ -115,7 +115,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		case <-tick.C:
 		}
 	}
-	<-ctx.Done()
+	if !*once {
+		<-ctx.Done()
+	}
 	return nil
 }
 
