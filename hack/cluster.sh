@@ -315,7 +315,16 @@ cmd_up() {
     command -v $b >/dev/null || die "$b is not installed: run hack/install.sh first"
   done
   azurite_check_installed
-  if cmd_status >/dev/null 2>&1; then log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0; fi
+  if cmd_status >/dev/null 2>&1; then
+    # Idempotent and cheap: the queue service's Service and the cluster facts, in
+    # case the control plane was restarted under a running Azurite by a checkout
+    # of this script that predates it.
+    azurite_service
+    wait_for kube-proxy 60 "azurite Service programmed" \
+      bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $AZURITE_SVC_IP/32'"
+    write_env "$(node_ip)"
+    log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0
+  fi
   local d any=0
   for d in $DAEMONS; do alive "$d" && any=1; done
   if [ $any = 1 ] || [ -n "$(leftovers 2>/dev/null)" ]; then
