@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes cluster on this machine, for podid's end-to-end tests:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
-# containerd + runc and a CNI bridge. See docs/local-cluster.md.
+# containerd + runc and a CNI bridge; and the local Azure Storage queue service
+# (Azurite, hack/azurite.sh) that pods reach at a ClusterIP. See docs/local-cluster.md.
 #
 #   hack/cluster.sh up          start it (idempotent: a healthy cluster is left alone)
 #   hack/cluster.sh down        stop it and remove every trace from the host, then verify
@@ -22,10 +23,12 @@ BRIDGE_IP=10.244.0.1
 SVC_CIDR=10.96.0.0/24
 KUBERNETES_SVC_IP=10.96.0.1
 API_PORT=6443
+# The local queue service (Azurite) on the node: azurite_up/down, its addresses.
+. "$REPO_ROOT/hack/azurite.sh"
 # Daemons in start order; stopped in reverse.
-DAEMONS="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+DAEMONS="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy azurite"
 # Ports the daemons listen on; none may be in use after down.
-PORTS="$API_PORT $ETCD_CLIENT_PORT $ETCD_PEER_PORT 10248 10249 10250 10256 10257 10259"
+PORTS="$API_PORT $ETCD_CLIENT_PORT $ETCD_PEER_PORT 10248 10249 10250 10256 10257 10259 $AZURITE_PORT"
 # Kernel settings the node changes (we, kubelet, kube-proxy); restored by down.
 SYSCTLS="net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables
 net.bridge.bridge-nf-call-ip6tables vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
@@ -274,6 +277,9 @@ PODID_SA_SIGNING_KEY=$K/pki/sa.key
 PODID_CTR_ADDRESS=$CTR_SOCK
 PODID_K8S_BIN=$K8S_BIN
 PODID_KUBELET_DIR=$K/kubelet
+PODID_AZURITE_ACCOUNT=$AZURITE_ACCOUNT
+PODID_AZURITE_ACCOUNT_URL=$AZURITE_ACCOUNT_URL
+PODID_AZURITE_ADDR=$BRIDGE_IP:$AZURITE_PORT
 EOF
   mv "$K/cluster.env.tmp" "$K/cluster.env"
 }
@@ -312,7 +318,17 @@ cmd_up() {
   for b in etcd containerd runc ctr iptables conntrack; do
     command -v $b >/dev/null || die "$b is not installed: run hack/install.sh first"
   done
-  if cmd_status >/dev/null 2>&1; then log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0; fi
+  azurite_check_installed
+  if cmd_status >/dev/null 2>&1; then
+    # Idempotent and cheap: the queue service's Service and the cluster facts, in
+    # case the control plane was restarted under a running Azurite by a checkout
+    # of this script that predates it.
+    azurite_service
+    wait_for kube-proxy 60 "azurite Service programmed" \
+      bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $AZURITE_SVC_IP/32'"
+    write_env "$(node_ip)"
+    log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0
+  fi
   local d any=0
   for d in $DAEMONS; do alive "$d" && any=1; done
   # A listener on one of our ports with none of our daemons alive is someone
@@ -334,6 +350,7 @@ cmd_up() {
   make_pki "$ip"
   write_configs "$ip"
   setup_host_network
+  azurite_up
 
   start containerd containerd --config "$K/config/containerd.toml"
   wait_for containerd 30 "containerd" ctr_ version
@@ -395,6 +412,9 @@ EOF
     bash -c "'$K8S_BIN/kubectl' --kubeconfig '$K/admin.kubeconfig' -n default get sa/default cm/kube-root-ca.crt"
   wait_for kube-proxy 60 "kubernetes Service programmed" \
     bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $KUBERNETES_SVC_IP/32'"
+  azurite_service
+  wait_for kube-proxy 60 "azurite Service programmed" \
+    bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $AZURITE_SVC_IP/32'"
   write_env "$ip"
   log "cluster up in $(since "$t0") ($STAGES)"
   log "KUBECONFIG=$K/admin.kubeconfig; hack/cluster.sh env prints the node and issuer addresses"
@@ -433,6 +453,7 @@ our_pids() {
     c="${argv[*]}"
     case "${c%% *}" in
       containerd|*/containerd|*/containerd-shim*|containerd-shim*|etcd|*/etcd|"$K8S_BIN"/kube-*) echo "${d#/proc/} $c" ;;
+      node|*/node|nodejs|*/nodejs) [[ "$c" == *"$AZURITE_DIR/"* ]] && echo "${d#/proc/} $c" ;;   # Azurite
     esac
   done
 }
@@ -452,6 +473,7 @@ cmd_down() {
   fi
   phase "pods deleted"
   # 2. Stop the daemons, newest first.
+  azurite_down                   # the queue service and its data
   stop_daemons kube-proxy        # its rules go with the rest in step 5
   stop_daemons kubelet kube-scheduler kube-controller-manager
   stop_daemons kube-apiserver
@@ -583,6 +605,7 @@ leftovers() {
     [ -d "$d" ] && echo "LEFTOVER cgroup: $d"
   done
   [ -e "$CLUSTER_RUN" ] && echo "LEFTOVER directory (runtime state, CNI config): $CLUSTER_RUN"
+  [ -e "$K/azurite" ] && echo "LEFTOVER directory (Azurite's queues): $K/azurite"
   ls /etc/cni/net.d/*podid* >/dev/null 2>&1 && echo "LEFTOVER CNI config in /etc/cni/net.d"
   if [ -f "$K/host/sysctl.orig" ]; then
     while IFS='=' read -r p rest; do
@@ -600,7 +623,7 @@ leftovers() {
 cmd_leftovers() {
   local left; left=$(leftovers)
   if [ -n "$left" ]; then echo "$left"; return 1; fi
-  log "no leftovers: no cluster process, mount, netns, interface, iptables rule, cgroup, CNI config, port or changed sysctl"
+  log "no leftovers: no cluster process (Azurite included), mount, netns, interface, iptables rule, cgroup, CNI config, port or changed sysctl"
 }
 
 # Dispatch only when executed (sourcing gives the functions, for debugging).
@@ -620,6 +643,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     kubeconfig) echo "$K/admin.kubeconfig" ;;
     env) [ -f "$K/cluster.env" ] || die "the cluster is not up (hack/cluster.sh up)"; cat "$K/cluster.env" ;;
     leftovers) cmd_leftovers ;;
-    *) sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '7,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 fi

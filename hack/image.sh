@@ -10,8 +10,9 @@
 #   localhost/podid-spoofer:dev       test/e2e/images/spoofer (hand-built TCP from a packet socket) + busybox
 #   localhost/secrets-store-csi-driver:vX  the Secrets Store CSI driver built by
 #                                     hack/install-csi-driver.sh + busybox's mount and umount
+#   localhost/podid-queueclient:dev   test/e2e/images/queueclient (seed 000: IMDS token + azqueue), no shell
 #
-#   hack/image.sh [pause|podid|testclient|wiclient|miclient|spoofer|csidriver]...     (default: all)
+#   hack/image.sh [pause|podid|testclient|wiclient|miclient|spoofer|csidriver|queueclient]...     (default: all)
 #
 # Each image is a single-layer docker-archive built from a directory; the layer is
 # reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
@@ -114,7 +115,8 @@ build() { # NAME
     csidriver) ref=localhost/secrets-store-csi-driver:v$CSI_DRIVER_VERSION; pkg=""
       [ -x "$CSI_DRIVER" ] || "$REPO_ROOT/hack/install-csi-driver.sh" >&2
       extra=("$CSI_DRIVER" "$(busybox_bin)") ;;
-    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, spoofer, csidriver)" ;;
+    queueclient) ref=localhost/podid-queueclient:dev; pkg=./test/e2e/images/queueclient ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, spoofer, csidriver, queueclient)" ;;
   esac
   [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
   ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
@@ -165,6 +167,10 @@ build() { # NAME
       mkdir -p "$r/bin"; cp "${extra[1]}" "$r/bin/busybox"
       ln -s busybox "$r/bin/mount"; ln -s busybox "$r/bin/umount"
       set -- /secrets-store-csi ;;
+    queueclient)
+      base_rootfs "$r"
+      gobuild "$r/queueclient" "$pkg"
+      set -- /queueclient ;;
   esac
   local id; id=$(archive "$ref" "$r" "$d/image.tar" "$@")
   local what; what=$(import "$ref" "$d/image.tar" "$id")
@@ -172,5 +178,5 @@ build() { # NAME
   log "image $ref $what (${id:7:12}, $(since "$t"))"
 }
 
-[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient spoofer csidriver
+[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient spoofer csidriver queueclient
 for n in "$@"; do build "$n"; done

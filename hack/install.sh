@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the local cluster needs: node packages from Debian apt, and the
-# Kubernetes binaries and the helm CLI built from the Go module proxy at the pinned versions.
+# Kubernetes binaries and the helm CLI built from the Go module proxy at the pinned versions,
+# and Azurite (the local queue service) from npm.
 # Idempotent; a no-op (well under a second) when everything is present.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,3 +19,4 @@ apt_ensure $PACKAGES
 "$REPO_ROOT/hack/build-k8s.sh" >&2
 "$REPO_ROOT/hack/install-helm.sh" >&2
 "$REPO_ROOT/hack/install-csi-driver.sh" >&2
+"$REPO_ROOT/hack/install-azurite.sh" >&2

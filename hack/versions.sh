@@ -20,3 +20,9 @@ HELM=${HELM:-$PODID_CACHE/bin/helm}
 # requires the same version (the provider API, provider/v1alpha1, and the CRDs come from it).
 CSI_DRIVER_VERSION=1.6.0
 CSI_DRIVER=${CSI_DRIVER:-$PODID_CACHE/bin/secrets-store-csi-driver-v$CSI_DRIVER_VERSION}
+# Azurite, Microsoft's storage emulator (npm; hack/azurite/package-lock.json pins the tree):
+# the local cluster's queue service (hack/azurite.sh). 3.33.0 is the newest release
+# without telemetry (3.34 added Application Insights, on by default) and still runs
+# on Debian 12's Node.js 18 (3.36 and later need Node 21/22).
+AZURITE_VERSION=3.33.0
+AZURITE_DIR=${AZURITE_DIR:-$PODID_CACHE/azurite-$AZURITE_VERSION}

@@ -4,6 +4,12 @@
 // plane and of the admin, and the service-account signing key.
 //
 //	go run ./hack/pki -dir DIR -node-name NAME -node-ip IP -service-ip IP
+//	go run ./hack/pki serving -dir DIR -name NAME -hosts HOST,...
+//
+// The second form adds one serving certificate under the existing CA of DIR
+// (a node-side server such as the local queue service, hack/azurite.sh): kept
+// when it already names exactly HOSTS, chains to the CA and has 30 days left,
+// else issued anew, so a cached PKI gains it without being remade.
 //
 // DIR must not exist or be empty; files are NAME.crt / NAME.key (PEM, keys
 // PKCS#8, 0600), ca.crt / ca.key, and sa.key / sa.pub (RSA 2048: the API
@@ -23,6 +29,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/podid/podid/internal/pki"
@@ -38,6 +46,22 @@ type cert struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serving" {
+		fs := flag.NewFlagSet("serving", flag.ExitOnError)
+		dir := fs.String("dir", "", "the PKI directory (ca.crt, ca.key)")
+		name := fs.String("name", "", "the certificate's file name (NAME.crt, NAME.key)")
+		hosts := fs.String("hosts", "", "comma-separated DNS names (wildcards allowed) and IP addresses")
+		_ = fs.Parse(os.Args[2:])
+		issued, err := serving(*dir, *name, strings.Split(*hosts, ","), time.Now())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pki serving:", err)
+			os.Exit(1)
+		}
+		if issued {
+			fmt.Fprintf(os.Stderr, "pki: issued %s.crt for %s\n", *name, *hosts)
+		}
+		return
+	}
 	dir := flag.String("dir", "", "directory to write (must not exist or be empty)")
 	node := flag.String("node-name", "", "the node's name")
 	nodeIP := flag.String("node-ip", "", "the node's address")
@@ -105,6 +129,55 @@ func run(dir, node, nodeIP, svcIP string) error {
 		}
 	}
 	return writeSAKey(dir)
+}
+
+// serving makes sure dir/name.crt is a serving certificate for exactly hosts
+// under dir's CA, valid for at least 30 more days; it reports whether it
+// issued a new one.
+func serving(dir, name string, hosts []string, now time.Time) (bool, error) {
+	if dir == "" || name == "" || strings.ContainsAny(name, "/.") {
+		return false, errors.New("-dir and a plain -name are required")
+	}
+	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h string) bool { return strings.TrimSpace(h) == "" })
+	if len(hosts) == 0 {
+		return false, errors.New("-hosts names no host")
+	}
+	caCert, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return false, fmt.Errorf("the CA (make the cluster PKI first): %w", err)
+	}
+	caKey, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		return false, fmt.Errorf("the CA key: %w", err)
+	}
+	ca, err := pki.ParsePair(caCert, caKey)
+	if err != nil {
+		return false, fmt.Errorf("the CA in %s: %w", dir, err)
+	}
+	if !ca.Cert.IsCA {
+		return false, fmt.Errorf("%s/ca.crt is not a CA", dir)
+	}
+	if cur, err := loadPair(dir, name); err == nil && pki.HostsMatch(cur.Cert, hosts) &&
+		cur.Cert.CheckSignatureFrom(ca.Cert) == nil && now.Add(30*24*time.Hour).Before(cur.Cert.NotAfter) {
+		return false, nil
+	}
+	kp, err := ca.IssueServing(hosts, now.Add(-time.Hour), now.Add(validity))
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", name, err)
+	}
+	return true, write(dir, name, kp)
+}
+
+func loadPair(dir, name string) (*pki.KeyPair, error) {
+	c, err := os.ReadFile(filepath.Join(dir, name+".crt"))
+	if err != nil {
+		return nil, err
+	}
+	k, err := os.ReadFile(filepath.Join(dir, name+".key"))
+	if err != nil {
+		return nil, err
+	}
+	return pki.ParsePair(c, k)
 }
 
 func write(dir, name string, kp *pki.KeyPair) error {

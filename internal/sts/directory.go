@@ -241,9 +241,15 @@ func (d *Directory) PutApplication(ctx context.Context, tenantID string, a Appli
 	if a.AccessTokenVersion != 0 && a.AccessTokenVersion != 1 && a.AccessTokenVersion != 2 {
 		return nil, false, invalid("accessTokenVersion must be 1 or 2")
 	}
+	if firstParty(a.ClientID) {
+		return nil, false, invalid("client id %s is a Microsoft first-party application's; choose another", a.ClientID)
+	}
 	for _, u := range a.IdentifierURIs {
 		if len(u) == 0 || len(u) > MaxFICFieldLen {
 			return nil, false, invalid("identifier URI length must be 1..%d", MaxFICFieldLen)
+		}
+		if firstParty(u) {
+			return nil, false, invalid("identifier URI %q is a Microsoft first-party resource; an application cannot claim it (Entra: HostNameNotOnVerifiedDomain)", truncate(u, 200))
 		}
 	}
 	created := false

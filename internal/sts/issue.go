@@ -59,11 +59,17 @@ func (s *Directory) reindex() error {
 			continue
 		}
 		for _, u := range p.IdentifierURIs {
-			d.resources[p.TenantID+"|"+normResource(u)] = p
+			// A store written before PutApplication refused first-party
+			// names must not let an app shadow one (v2 tokens for Storage).
+			if !firstParty(u) {
+				d.resources[p.TenantID+"|"+normResource(u)] = p
+			}
 		}
 		// The client id always names the app; api://{clientId} only when it
 		// is one of its identifierUris, as in Entra (AADSTS500011 otherwise).
-		d.resources[p.TenantID+"|"+normResource(p.ClientID)] = p
+		if !firstParty(p.ClientID) {
+			d.resources[p.TenantID+"|"+normResource(p.ClientID)] = p
+		}
 	}
 	for _, ra := range ras {
 		res := normResource(ra.Resource)

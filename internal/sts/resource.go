@@ -81,6 +81,15 @@ var wellKnown = func() map[string]bool {
 	return m
 }()
 
+// firstParty reports whether r names a Microsoft first-party resource: a
+// well-known identifier URI or application id, or a per-account URL. Entra
+// issues v1 tokens for these (iss https://sts.windows.net/{tid}/, aud as
+// requested) whatever the tenant holds, and resource servers such as Azure
+// Storage (and Azurite) accept only that shape; no tenant application can
+// claim these names (Entra: identifier URIs must be on a verified domain of
+// the tenant, application ids are Microsoft's).
+func firstParty(r string) bool { return wellKnown[normResource(r)] || accountResource(r) }
+
 // knownResource reports whether tokens may be issued for resource in the
 // tenant: a Microsoft well-known resource, or a name (identifier URI,
 // client id) of an application registered in that

@@ -83,6 +83,12 @@ type Cluster struct {
 	K8sBin string
 	// KubeletDir is the kubelet's --root-dir (pod volumes live under pods/<uid>/).
 	KubeletDir string
+
+	// AzuriteAccount is the storage account of the node's queue service
+	// (Azurite, hack/azurite.sh); AzuriteAccountURL its URL as pods use it
+	// (the Service address, path style); AzuriteAddr where Azurite itself
+	// listens on the node (bridge address:port).
+	AzuriteAccount, AzuriteAccountURL, AzuriteAddr string
 }
 
 // RepoRoot is the repository root, found from this source file.
@@ -164,7 +170,8 @@ func Load(ctx context.Context, envFile string) (*Cluster, error) {
 		BridgeIP: env["PODID_BRIDGE_IP"], Bridge: env["PODID_BRIDGE"], PodCIDR: env["PODID_POD_CIDR"],
 		ServiceCIDR: env["PODID_SERVICE_CIDR"], APIServer: env["PODID_API_SERVER"], Issuer: env["PODID_SA_ISSUER"],
 		CAFile: env["PODID_CA_FILE"], CtrAddress: env["PODID_CTR_ADDRESS"], K8sBin: env["PODID_K8S_BIN"],
-		KubeletDir: env["PODID_KUBELET_DIR"],
+		KubeletDir: env["PODID_KUBELET_DIR"], AzuriteAccount: env["PODID_AZURITE_ACCOUNT"],
+		AzuriteAccountURL: env["PODID_AZURITE_ACCOUNT_URL"], AzuriteAddr: env["PODID_AZURITE_ADDR"],
 	}
 	for k, v := range map[string]string{"KUBECONFIG": c.Kubeconfig, "PODID_NODE_NAME": c.NodeName,
 		"PODID_NODE_IP": c.NodeIP, "PODID_BRIDGE_IP": c.BridgeIP, "PODID_SA_ISSUER": c.Issuer, "PODID_CA_FILE": c.CAFile} {

@@ -102,7 +102,7 @@ func run(ctx context.Context, name string, p Program, args []string) error {
 				return fmt.Errorf("write token: %w", err)
 			}
 			fmt.Printf("%s: token acquired expires_on=%s claims=%s\n", name, tk.ExpiresOn.UTC().Format(time.RFC3339), claims(tk.Token))
-			fmt.Printf("%s: key claims %s\n", name, keyClaims(tk.Token))
+			fmt.Printf("%s: key claims %s\n", name, KeyClaims(tk.Token))
 			r := result(name, tk.Token)
 			r.AskedAt = asked
 			if call != nil {
@@ -171,9 +171,9 @@ func result(name, token string) demoresult.Result {
 	return r
 }
 
-// keyClaims is the line a person reads (hack/up.sh prints it): who the token
+// KeyClaims is the line a person reads (hack/up.sh prints it): who the token
 // is for and from, never the token.
-func keyClaims(token string) string {
+func KeyClaims(token string) string {
 	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		return "(not an RS256 JWT)"
