@@ -85,10 +85,10 @@ var Demos = []Demo{
 		Identity: "demo-pod-identity", Audience: "https://storage.azure.com",
 	},
 	{
-		Name: "v1 seed 000 (namespaced)", Path: "aadpodidbinding → IMDS → agent",
+		Name: "v1 seed 000 (namespaced)", Path: "aadpodidbinding → IMDS → agent; a queue message on Azurite",
 		Manifests: []Manifest{{"seed-000.yaml", "demo"}},
 		Namespace: "demo", Selector: "app=busandstoragemessagehandlers", Container: "secretlessfunc",
-		Identity: "demo-pod-identity", Audience: "https://storage.azure.com",
+		Identity: "demo-pod-identity", Audience: "https://storage.azure.com", Resource: true,
 	},
 	{
 		Name: "v1 seed 004 (aad-broker)", Path: "binding in aad-broker → IMDS → agent",

@@ -103,7 +103,7 @@ func run(ctx context.Context, name string, p Program, args []string) error {
 			}
 			fmt.Printf("%s: token acquired expires_on=%s claims=%s\n", name, tk.ExpiresOn.UTC().Format(time.RFC3339), claims(tk.Token))
 			fmt.Printf("%s: key claims %s\n", name, KeyClaims(tk.Token))
-			r := result(name, tk.Token)
+			r := Result(name, tk.Token)
 			r.AskedAt = asked
 			if call != nil {
 				cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -147,8 +147,9 @@ func claims(token string) string {
 	return string(c)
 }
 
-// result is the demo's result line with the token's key claims.
-func result(name, token string) demoresult.Result {
+// Result is the demo's result line (internal/demoresult) with the token's
+// key claims; the caller fills in the resource call's outcome.
+func Result(name, token string) demoresult.Result {
 	r := demoresult.Result{Program: name, TokenAt: time.Now().UTC()}
 	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {

@@ -91,7 +91,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}
 	// The same scope azqueue asks for, so the claims printed are those of
 	// the token it sends (served from the credential's cache).
-	if err := waitToken(ctx, cred, scopeOf(*audience)); err != nil || ctx.Err() != nil {
+	asked := time.Now().UTC()
+	tk, err := waitToken(ctx, cred, scopeOf(*audience))
+	if err != nil || ctx.Err() != nil {
 		return err
 	}
 	qc, err := azqueue.NewQueueClient(queueURL, cred, &azqueue.ClientOptions{Audience: *audience})
@@ -103,6 +105,16 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	for {
 		r := roundTrip(ctx, qc, *queue, account)
 		fmt.Println(r.line())
+		// podid up reads this line (internal/demoresult): the token's key
+		// claims and what the queue service answered, never the token.
+		dr := azclient.Result(name, tk)
+		dr.AskedAt = asked
+		if r.err != nil {
+			dr.Error = r.op + ": " + strings.Join(strings.Fields(r.err.Error()), " ")
+		} else {
+			dr.Resource = "sent and received 1 message on " + account + "/" + *queue
+		}
+		fmt.Println(dr.Line())
 		if *once && r.err != nil {
 			return errors.New("the round trip failed (result line above)")
 		}
@@ -121,7 +133,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	return nil
 }
 
-func waitToken(ctx context.Context, cred azcore.TokenCredential, scope string) error {
+// waitToken asks until the credential answers and returns the access token
+// (empty when ctx ended first).
+func waitToken(ctx context.Context, cred azcore.TokenCredential, scope string) (string, error) {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
@@ -132,12 +146,12 @@ func waitToken(ctx context.Context, cred azcore.TokenCredential, scope string) e
 		if err == nil {
 			fmt.Printf("%s: token acquired expires_on=%s\n", name, tk.ExpiresOn.UTC().Format(time.RFC3339))
 			fmt.Printf("%s: key claims %s\n", name, azclient.KeyClaims(tk.Token))
-			return nil
+			return tk.Token, nil
 		}
 		fmt.Printf("%s: GetToken failed after %dms: %s\n", name, time.Since(start).Milliseconds(), strings.Join(strings.Fields(err.Error()), " "))
 		select {
 		case <-ctx.Done():
-			return nil
+			return "", nil
 		case <-tick.C:
 		}
 	}
