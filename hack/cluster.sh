@@ -21,6 +21,8 @@ BRIDGE=podid0
 BRIDGE_IP=10.244.0.1
 SVC_CIDR=10.96.0.0/24
 KUBERNETES_SVC_IP=10.96.0.1
+CLUSTER_DNS_IP=10.96.0.10           # hack/coredns/coredns.yaml's Service
+CLUSTER_DOMAIN=cluster.local
 API_PORT=6443
 # Daemons in start order; stopped in reverse.
 DAEMONS="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
@@ -178,8 +180,13 @@ authorization: {mode: AlwaysAllow}
 tlsCertFile: "$K/pki/kubelet-serving.crt"
 tlsPrivateKeyFile: "$K/pki/kubelet-serving.key"
 healthzBindAddress: 127.0.0.1
-clusterDomain: cluster.local
-# No clusterDNS: there is no DNS add-on, so ClusterFirst pods fall back to the node's resolv.conf.
+# CoreDNS (hack/coredns/coredns.yaml): ClusterFirst pods resolve through it, never through
+# the node's resolv.conf (a name it does not serve is NXDOMAIN, not forwarded).
+clusterDNS: [$CLUSTER_DNS_IP]
+clusterDomain: $CLUSTER_DOMAIN
+# Pods (and their ConfigMap volumes) are re-synced every 10 s instead of 1 min, so a
+# changed kube-system/local-cloud-dns reaches CoreDNS within seconds (docs/local-cloud.md).
+syncFrequency: 10s
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 imageGCHighThresholdPercent: 100  # local images cannot be pulled again: never collect them
 imageGCLowThresholdPercent: 99
@@ -263,6 +270,8 @@ PODID_BRIDGE=$BRIDGE
 PODID_BRIDGE_IP=$BRIDGE_IP
 PODID_POD_CIDR=$POD_CIDR
 PODID_SERVICE_CIDR=$SVC_CIDR
+PODID_CLUSTER_DNS=$CLUSTER_DNS_IP
+PODID_CLUSTER_DOMAIN=$CLUSTER_DOMAIN
 PODID_API_SERVER=https://$ip:$API_PORT
 PODID_SA_ISSUER=https://$ip:$API_PORT
 PODID_CA_FILE=$K/pki/ca.crt
@@ -308,7 +317,14 @@ cmd_up() {
   for b in etcd containerd runc ctr iptables conntrack; do
     command -v $b >/dev/null || die "$b is not installed: run hack/install.sh first"
   done
-  if cmd_status >/dev/null 2>&1; then log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0; fi
+  [ -x "$COREDNS" ] || die "$COREDNS is missing: run hack/install.sh first (the cluster's DNS)"
+  if cmd_status >/dev/null 2>&1; then
+    if grep -q '^clusterDNS:' "$K/config/kubelet.yaml" 2>/dev/null; then
+      start_dns
+      log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0
+    fi
+    log "the running cluster predates its cluster DNS (the kubelet has no clusterDNS): recreating it"
+  fi
   local d any=0
   for d in $DAEMONS; do alive "$d" && any=1; done
   if [ $any = 1 ] || [ -n "$(leftovers 2>/dev/null)" ]; then
@@ -387,9 +403,25 @@ EOF
     bash -c "'$K8S_BIN/kubectl' --kubeconfig '$K/admin.kubeconfig' -n default get sa/default cm/kube-root-ca.crt"
   wait_for kube-proxy 60 "kubernetes Service programmed" \
     bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $KUBERNETES_SVC_IP/32'"
+  start_dns
   write_env "$ip"
   log "cluster up in $(since "$t0") ($STAGES)"
   log "KUBECONFIG=$K/admin.kubeconfig; hack/cluster.sh env prints the node and issuer addresses"
+}
+
+# ------------------------------------------------------------------ cluster DNS ---
+dns_ready() {
+  [ "$(kubectl_ -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}' 2>/dev/null)" = 1 ] &&
+    iptables -t nat -S KUBE-SERVICES | grep -q -- "-d $CLUSTER_DNS_IP/32"
+}
+
+# start_dns: CoreDNS (image built here, manifests hack/coredns/coredns.yaml), ready
+# and its Service programmed. Idempotent: an unchanged image and manifest change nothing.
+start_dns() {
+  "$REPO_ROOT/hack/image.sh" coredns
+  sed "s#image: localhost/coredns:.*#image: localhost/coredns:$COREDNS_VERSION#" "$REPO_ROOT/hack/coredns/coredns.yaml" |
+    kubectl_ apply -f - >/dev/null || die "kubectl apply hack/coredns/coredns.yaml failed"
+  wait_for kubelet 90 "cluster DNS ready ($CLUSTER_DNS_IP)" dns_ready
 }
 
 # ------------------------------------------------------------------------ down ---

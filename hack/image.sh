@@ -7,8 +7,9 @@
 #   localhost/podid-testclient:dev    test/e2e/images/testclient + busybox (sh, wget, cat, ...)
 #   localhost/podid-wiclient:dev      test/e2e/images/wiclient (the unmodified Azure SDK), no shell
 #   localhost/podid-miclient:dev      test/e2e/images/miclient (the unmodified Azure SDK, IMDS), no shell
+#   localhost/coredns:<version>       the cluster's DNS: $COREDNS (hack/install-coredns.sh), no shell
 #
-#   hack/image.sh [pause|podid|testclient|wiclient|miclient]...     (default: all)
+#   hack/image.sh [pause|podid|testclient|wiclient|miclient|coredns]...     (default: all)
 #
 # Each image is a single-layer docker-archive built from a directory; the layer is
 # reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
@@ -101,11 +102,19 @@ build() { # NAME
     testclient) ref=localhost/podid-testclient:dev; pkg=./test/e2e/images/testclient; extra=("$(busybox_bin)") ;;
     wiclient) ref=localhost/podid-wiclient:dev; pkg=./test/e2e/images/wiclient ;;
     miclient) ref=localhost/podid-miclient:dev; pkg=./test/e2e/images/miclient ;;
-    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient)" ;;
+    coredns) ref=localhost/coredns:$COREDNS_VERSION; pkg=
+      [ -x "$COREDNS" ] || die "$COREDNS is missing: run hack/install-coredns.sh"
+      extra=("$COREDNS") ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, coredns)" ;;
   esac
-  [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
+  case "$name" in pause | coredns) ;; *) [ ! -f $ca ] || extra+=("$ca") ;; esac
   ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
-  local key; key=$(inputs_key "$pkg" "${extra[@]}") || die "cannot list the inputs of $pkg"
+  local key
+  if [ -n "$pkg" ]; then
+    key=$(inputs_key "$pkg" "${extra[@]}") || die "cannot list the inputs of $pkg"
+  else # not a Go package of podid: the files and this script
+    key=$(sha256sum "${extra[@]}" "$REPO_ROOT/hack/image.sh" | sha256sum | cut -d' ' -f1)
+  fi
   if [ "$(cat "$d/inputs.key" 2>/dev/null)" = "$key" ] && [ -n "$(ctr_ images ls -q "name==$ref" 2>/dev/null)" ]; then
     log "image $ref unchanged ($(since "$t"))"; return 0
   fi
@@ -136,6 +145,12 @@ build() { # NAME
       base_rootfs "$r"
       gobuild "$r/miclient" "$pkg"
       set -- /miclient ;;
+    coredns)
+      # No CA bundle: CoreDNS talks to the API server with its service account's CA.
+      mkdir -p "$r/etc" "$r/tmp"; chmod 1777 "$r/tmp"
+      printf 'root:x:0:0:root:/:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
+      cp "$COREDNS" "$r/coredns"
+      set -- /coredns ;;
   esac
   local id; id=$(archive "$ref" "$r" "$d/image.tar" "$@")
   local what; what=$(import "$ref" "$d/image.tar" "$id")
@@ -143,5 +158,5 @@ build() { # NAME
   log "image $ref $what (${id:7:12}, $(since "$t"))"
 }
 
-[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient
+[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient coredns
 for n in "$@"; do build "$n"; done

@@ -17,3 +17,4 @@ openssl ca-certificates curl kmod procps"
 apt_ensure $PACKAGES
 "$REPO_ROOT/hack/build-k8s.sh" >&2
 "$REPO_ROOT/hack/install-helm.sh" >&2
+"$REPO_ROOT/hack/install-coredns.sh" >&2

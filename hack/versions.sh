@@ -15,3 +15,7 @@ K8S_BIN=${K8S_BIN:-$PODID_CACHE/k8s-v$K8S_VERSION/bin}
 # so podid's go.mod keeps its Kubernetes client versions).
 HELM_VERSION=3.21.4
 HELM=${HELM:-$PODID_CACHE/bin/helm}
+# CoreDNS, the local cluster's DNS: hack/coredns (its own module, go.mod pins the
+# version) built by hack/install-coredns.sh.
+COREDNS_VERSION=1.14.7
+COREDNS=${COREDNS:-$PODID_CACHE/bin/coredns-v$COREDNS_VERSION}
