@@ -69,12 +69,25 @@ type mgmt struct {
 type caller struct {
 	tenantID string
 	clientID string
+	roles    []string // app roles on ARM
 }
 
-// authorize checks a bearer token the sts itself issued: signature by one of
-// our published keys, our issuer, the ARM audience, validity, and the admin
-// role. The management API is never open.
+// authorize checks a bearer token the sts itself issued (authenticate) and
+// the admin role. The management API is never open.
 func (s *mgmt) authorize(r *http.Request) (*caller, *armError) {
+	c, ae := s.authenticate(r)
+	if ae != nil {
+		return nil, ae
+	}
+	if !slices.Contains(c.roles, s.cfg.AdminRole) {
+		return nil, &armError{403, "AuthorizationFailed", "The client '" + c.clientID + "' does not have authorization to perform this action."}
+	}
+	return c, nil
+}
+
+// authenticate checks a bearer token the sts itself issued: signature by one
+// of our published keys, our issuer, the ARM audience and validity.
+func (s *mgmt) authenticate(r *http.Request) (*caller, *armError) {
 	h := r.Header.Get("Authorization")
 	raw, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || raw == "" || len(raw) > MaxAssertionBytes {
@@ -111,10 +124,7 @@ func (s *mgmt) authorize(r *http.Request) (*caller, *armError) {
 	if app == "" {
 		app = c.Azp
 	}
-	if !slices.Contains(c.Roles, s.cfg.AdminRole) {
-		return nil, &armError{403, "AuthorizationFailed", "The client '" + app + "' does not have authorization to perform this action."}
-	}
-	return &caller{tenantID: c.Tid, clientID: app}, nil
+	return &caller{tenantID: c.Tid, clientID: app, roles: c.Roles}, nil
 }
 
 func readBody(r *http.Request, v any) error {
@@ -191,6 +201,10 @@ func ficJSON(p *store.Principal, f store.FederatedCredential) map[string]any {
 //
 // Literal segments match case-insensitively, as in ARM.
 func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
+	if len(segs) == 1 {
+		s.serveAccountList(w, r, listSubscriptions)
+		return
+	}
 	c, ae := s.authorize(r)
 	if ae != nil {
 		writeARMError(w, *ae)

@@ -302,6 +302,8 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]string{"status": "ok"})
 	case strings.EqualFold(segs[0], "subscriptions"):
 		rt.mgmt.serveARM(w, r, segs)
+	case len(segs) == 1 && strings.EqualFold(segs[0], "tenants"):
+		rt.mgmt.serveAccountList(w, r, listTenants)
 	case segs[0] == "clusters":
 		rt.clusters.ServeHTTP(w, r)
 	case segs[0] == "podid" && len(segs) >= 2 && segs[1] == "v1":
