@@ -36,6 +36,7 @@ t=$(date +%s)
 trap './hack/up.sh down' EXIT
 ./hack/cluster.sh up
 ./hack/image.sh
+./hack/image.sh azcli # Debian's azure-cli for seed 003's azcli pod (TestHelmLifecycle)
 go test -count=1 -timeout 20m ./test/e2e/...
 echo "e2e tests: $(( $(date +%s) - t ))s"
 

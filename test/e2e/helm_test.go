@@ -134,6 +134,10 @@ func TestHelmLifecycle(t *testing.T) {
 	start = time.Now()
 	helm("test", helmRelease, "--namespace", stsNamespace, "--timeout", "2m")
 	t.Logf("helm test (a pod gets a token with the Azure SDK): %s", time.Since(start).Round(time.Millisecond))
+	// 01: seed 003's azcli pod logs in with the Azure CLI, unchanged.
+	start = time.Now()
+	azureCLILogins(ctx, t, c, ns, w, tr)
+	t.Logf("az login (federated token, identity) and get-access-token in a pod: %s", time.Since(start).Round(time.Millisecond))
 
 	// 02: upgrade with a changed value that rolls the agent and the webhook,
 	// while a pod asks the agent for a token every 100 ms.

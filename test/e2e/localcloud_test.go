@@ -60,6 +60,12 @@ func TestLocalCloud(t *testing.T) {
 	if _, err := c.WaitForPodReady(ctx, ns, pod.Name); err != nil {
 		t.Fatal(err)
 	}
+	// The kubelet's clusterDNS: the pod asks CoreDNS, never the node's resolver.
+	resolv, _, err := c.Exec(ctx, ns, pod.Name, "", "/testclient", "cat", "/etc/resolv.conf")
+	must(t, err)
+	if !strings.Contains(resolv, "nameserver "+clusterDNSIP+"\n") || strings.Count(resolv, "nameserver ") != 1 {
+		t.Fatalf("pod resolv.conf:\n%s\nwant the one nameserver %s", resolv, clusterDNSIP)
+	}
 	dnsAsk := func(name string) string {
 		out, stderr, err := c.Exec(ctx, ns, pod.Name, "", "/testclient", "dns", name)
 		if err != nil {
@@ -85,7 +91,7 @@ func TestLocalCloud(t *testing.T) {
 	// The name table reaches CoreDNS with the kubelet's volume refresh (10 s
 	// sync on the local node) and its reload (2 s): wait for the first name.
 	var got string
-	err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(context.Context) (bool, error) {
 		got = dnsAsk(cases[0].name)
 		return got == served, nil
 	})
