@@ -54,8 +54,9 @@ debian_rootfs() {
   local list; list=$(awk '/^Inst /{v=$3; gsub(/[()\[\]]/, "", v); print $2 "=" v}' <<<"$sim")
   [ -n "$list" ] || die "apt resolved nothing for $*"
   local missing=() p
+  deb() { local v=${1#*=}; compgen -G "$debs/${1%%=*}_${v//:/%3a}_*.deb" | head -n 1; } # NAME=VERSION → its cached .deb
   for p in $list; do
-    compgen -G "$debs/${p%%=*}_*.deb" >/dev/null || missing+=("$p")
+    [ -n "$(deb "$p")" ] || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "  apt-get download: ${#missing[@]} of $(wc -w <<<"$list") packages"
@@ -65,8 +66,8 @@ debian_rootfs() {
   fi
   log "  unpacking $(wc -w <<<"$list") packages"
   for p in $list; do
-    local f; f=$(compgen -G "$debs/${p%%=*}_*.deb" | head -n 1)
-    dpkg-deb -x "$f" "$r" || die "dpkg-deb -x $f failed"
+    local f; f=$(deb "$p")
+    dpkg-deb -x "$f" "$r" || die "dpkg-deb -x $f ($p) failed"
   done
   echo "$list"
 }
