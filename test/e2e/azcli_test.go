@@ -35,7 +35,9 @@ func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns 
 		}
 		t.Skipf("image %s is not on the node: run hack/image.sh azcli", azcliImage)
 	}
-	labels := map[string]string{"app": "azcli"}
+	// Seed 003's label, and one of the test's own: other pods of the test
+	// (its wiclient Deployments) carry app=azcli too.
+	labels := map[string]string{"app": "azcli", "podid-e2e": "azure-cli"}
 	dep := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: metav1.ObjectMeta{Name: "azcli-deployment", Labels: labels},
@@ -43,7 +45,7 @@ func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns 
 			Replicas: ptr.To[int32](1),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "azcli", "azure.workload.identity/use": "true"}},
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "azcli", "podid-e2e": "azure-cli", "azure.workload.identity/use": "true"}},
 				Spec: corev1.PodSpec{
 					DeprecatedServiceAccount:      w.sa,
 					TerminationGracePeriodSeconds: ptr.To[int64](1),
@@ -63,7 +65,7 @@ func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns 
 		},
 	}
 	c.Apply(ctx, t, ns, mustYAML(t, dep))
-	pod := waitForPodOf(ctx, t, c, ns, "app=azcli")
+	pod := waitForPodOf(ctx, t, c, ns, "app=azcli,podid-e2e=azure-cli")
 	assertInjected(t, pod, w.clientID, publicAuthority)
 	bash := func(script string) string {
 		t.Helper()
