@@ -24,8 +24,9 @@ const azcliImage = "localhost/azcli:dev"
 // `sleep infinity`; through exec, `az login --federated-token … --service-principal
 // -u $AZURE_CLIENT_ID -t $AZURE_TENANT_ID` and then `az login --identity`
 // (IMDS, through podid's agent), each followed by `az account get-access-token
-// --resource …`. Success: each login lists the subscription the identity has a
-// role on, and each token verifies against the sts as w's identity. Tokens
+// --resource …`. Success: each login lists the tenant's subscriptions (the
+// identity is Reader on ARM), and each token verifies against the sts as w's
+// identity. Tokens
 // are never printed, only their claims.
 func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns string, w wiWorkload, tr http.RoundTripper) {
 	t.Helper()
@@ -95,9 +96,17 @@ func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns 
 		if err := json.Unmarshal([]byte(out), &accounts); err != nil {
 			t.Fatalf("az login (%s) printed no account list: %v\n%s", login.name, err, out)
 		}
-		if len(accounts) != 1 || accounts[0].ID != wiSubscription || accounts[0].TenantID != wiTenantID || accounts[0].State != "Enabled" ||
-			accounts[0].User.Name != login.user || accounts[0].User.Type != "servicePrincipal" {
-			t.Fatalf("az login (%s): accounts %+v, want subscription %s of tenant %s for servicePrincipal %s", login.name, accounts, wiSubscription, wiTenantID, login.user)
+		// Every subscription of the tenant (the identity is Reader on ARM): the
+		// test's, and others the release's identities live in (the helm test's).
+		subs := map[string]bool{}
+		for _, a := range accounts {
+			if a.TenantID != wiTenantID || a.State != "Enabled" || a.User.Name != login.user || a.User.Type != "servicePrincipal" {
+				t.Errorf("az login (%s): account %+v, want tenant %s, Enabled, servicePrincipal %s", login.name, a, wiTenantID, login.user)
+			}
+			subs[a.ID] = true
+		}
+		if !subs[wiSubscription] {
+			t.Fatalf("az login (%s): accounts %+v lack subscription %s", login.name, accounts, wiSubscription)
 		}
 		var tok struct {
 			AccessToken  string `json:"accessToken"`
@@ -108,10 +117,10 @@ func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns 
 		if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.AccessToken == "" {
 			t.Fatalf("az account get-access-token (%s): no token in its output (%v)", login.name, err)
 		}
-		if tok.Tenant != wiTenantID || tok.Subscription != wiSubscription {
+		if tok.Tenant != wiTenantID || !subs[tok.Subscription] {
 			t.Errorf("az account get-access-token (%s): tenant %s subscription %s", login.name, tok.Tenant, tok.Subscription)
 		}
 		verifyAccessToken(ctx, t, tr, strings.TrimSpace(tok.AccessToken), w.clientID)
-		t.Logf("az login (%s) in seed 003's azcli pod: subscription %s; az account get-access-token: a token of %s", login.name, wiSubscription, w.clientID)
+		t.Logf("az login (%s) in seed 003's azcli pod: %d subscriptions listed; az account get-access-token: a token of %s", login.name, len(subs), w.clientID)
 	}
 }
