@@ -22,6 +22,8 @@ BRIDGE=podid0
 BRIDGE_IP=10.244.0.1
 SVC_CIDR=10.96.0.0/24
 KUBERNETES_SVC_IP=10.96.0.1
+CLUSTER_DNS_IP=10.96.0.10           # hack/coredns/coredns.yaml's Service
+CLUSTER_DOMAIN=cluster.local
 API_PORT=6443
 # The local queue service (Azurite) on the node: azurite_up/down, its addresses.
 . "$REPO_ROOT/hack/azurite.sh"
@@ -185,8 +187,13 @@ authorization: {mode: AlwaysAllow}
 tlsCertFile: "$K/pki/kubelet-serving.crt"
 tlsPrivateKeyFile: "$K/pki/kubelet-serving.key"
 healthzBindAddress: 127.0.0.1
-clusterDomain: cluster.local
-# No clusterDNS: there is no DNS add-on, so ClusterFirst pods fall back to the node's resolv.conf.
+# CoreDNS (hack/coredns/coredns.yaml): ClusterFirst pods resolve through it, never through
+# the node's resolv.conf (a name it does not serve is NXDOMAIN, not forwarded).
+clusterDNS: [$CLUSTER_DNS_IP]
+clusterDomain: $CLUSTER_DOMAIN
+# Pods (and their ConfigMap volumes) are re-synced every 10 s instead of 1 min, so a
+# changed kube-system/local-cloud-dns reaches CoreDNS within seconds (docs/local-cloud.md).
+syncFrequency: 10s
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 imageGCHighThresholdPercent: 100  # local images cannot be pulled again: never collect them
 imageGCLowThresholdPercent: 99
@@ -270,6 +277,8 @@ PODID_BRIDGE=$BRIDGE
 PODID_BRIDGE_IP=$BRIDGE_IP
 PODID_POD_CIDR=$POD_CIDR
 PODID_SERVICE_CIDR=$SVC_CIDR
+PODID_CLUSTER_DNS=$CLUSTER_DNS_IP
+PODID_CLUSTER_DOMAIN=$CLUSTER_DOMAIN
 PODID_API_SERVER=https://$ip:$API_PORT
 PODID_SA_ISSUER=https://$ip:$API_PORT
 PODID_CA_FILE=$K/pki/ca.crt
@@ -319,15 +328,20 @@ cmd_up() {
     command -v $b >/dev/null || die "$b is not installed: run hack/install.sh first"
   done
   azurite_check_installed
+  [ -x "$COREDNS" ] || die "$COREDNS is missing: run hack/install.sh first (the cluster's DNS)"
   if cmd_status >/dev/null 2>&1; then
-    # Idempotent and cheap: the queue service's Service and the cluster facts, in
-    # case the control plane was restarted under a running Azurite by a checkout
-    # of this script that predates it.
-    azurite_service
-    wait_for kube-proxy 60 "azurite Service programmed" \
-      bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $AZURITE_SVC_IP/32'"
-    write_env "$(node_ip)"
-    log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0
+    if grep -q '^clusterDNS:' "$K/config/kubelet.yaml" 2>/dev/null; then
+      # Idempotent and cheap: the queue service's Service, the cluster DNS and the
+      # cluster facts, in case the control plane was restarted under a running
+      # Azurite by a checkout of this script that predates it.
+      azurite_service
+      wait_for kube-proxy 60 "azurite Service programmed" \
+        bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $AZURITE_SVC_IP/32'"
+      start_dns
+      write_env "$(node_ip)"
+      log "cluster already up and healthy (KUBECONFIG=$K/admin.kubeconfig)"; return 0
+    fi
+    log "the running cluster predates its cluster DNS (the kubelet has no clusterDNS): recreating it"
   fi
   local d any=0
   for d in $DAEMONS; do alive "$d" && any=1; done
@@ -415,9 +429,25 @@ EOF
   azurite_service
   wait_for kube-proxy 60 "azurite Service programmed" \
     bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $AZURITE_SVC_IP/32'"
+  start_dns
   write_env "$ip"
   log "cluster up in $(since "$t0") ($STAGES)"
   log "KUBECONFIG=$K/admin.kubeconfig; hack/cluster.sh env prints the node and issuer addresses"
+}
+
+# ------------------------------------------------------------------ cluster DNS ---
+dns_ready() {
+  [ "$(kubectl_ -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}' 2>/dev/null)" = 1 ] &&
+    iptables -t nat -S KUBE-SERVICES | grep -q -- "-d $CLUSTER_DNS_IP/32"
+}
+
+# start_dns: CoreDNS (image built here, manifests hack/coredns/coredns.yaml), ready
+# and its Service programmed. Idempotent: an unchanged image and manifest change nothing.
+start_dns() {
+  "$REPO_ROOT/hack/image.sh" coredns
+  sed "s#image: localhost/coredns:.*#image: localhost/coredns:$COREDNS_VERSION#" "$REPO_ROOT/hack/coredns/coredns.yaml" |
+    kubectl_ apply -f - >/dev/null || die "kubectl apply hack/coredns/coredns.yaml failed"
+  wait_for kubelet 90 "cluster DNS ready ($CLUSTER_DNS_IP)" dns_ready
 }
 
 # ------------------------------------------------------------------------ down ---

@@ -11,8 +11,12 @@
 #   localhost/secrets-store-csi-driver:vX  the Secrets Store CSI driver built by
 #                                     hack/install-csi-driver.sh + busybox's mount and umount
 #   localhost/podid-queueclient:dev   test/e2e/images/queueclient (seed 000: IMDS token + azqueue), no shell
+#   localhost/coredns:<version>       the cluster's DNS: $COREDNS (hack/install-coredns.sh), no shell
+#   localhost/azcli:dev               Debian's azure-cli (apt) with bash and coreutils: seed 003's azcli
+#                                     pod; its telemetry, survey and upgrade checks are off
 #
-#   hack/image.sh [pause|podid|testclient|wiclient|miclient|spoofer|csidriver|queueclient]...     (default: all)
+#   hack/image.sh [pause|podid|testclient|wiclient|miclient|spoofer|csidriver|queueclient|coredns|azcli]...
+#                                     (default: all)
 #
 # Each image is a single-layer docker-archive built from a directory; the layer is
 # reproducible. An image whose inputs (Go sources it depends on, go.sum, busybox, this
@@ -39,6 +43,37 @@ inputs_key() {
 gobuild() { # OUT PKG
   (cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags='-s -w' -o "$1" "$2") ||
     die "go build $2 failed"
+}
+
+# debian_rootfs DIR PKG...: DIR gets PKG and their dependencies as apt resolves them on
+# an empty system (the host's apt sources), unpacked with dpkg-deb; no maintainer
+# script runs. The .debs are cached under $IMAGES_DIR/debs. Prints the resolved list.
+debian_rootfs() {
+  local r=$1; shift
+  local debs=$IMAGES_DIR/debs empty; empty=$(mktemp); mkdir -p "$debs"
+  local sim; sim=$(apt-get -o Dir::State::status="$empty" install -s -q --no-install-recommends "$@" 2>&1) ||
+    { apt-get update -q >/dev/null 2>&1 && sim=$(apt-get -o Dir::State::status="$empty" install -s -q --no-install-recommends "$@" 2>&1); } ||
+    { rm -f "$empty"; echo "$sim" | tail -n 5 >&2; die "apt cannot resolve $* (apt-get update?)"; }
+  rm -f "$empty"
+  local list; list=$(awk '/^Inst /{v=$3; gsub(/[()\[\]]/, "", v); print $2 "=" v}' <<<"$sim")
+  [ -n "$list" ] || die "apt resolved nothing for $*"
+  local missing=() p
+  deb() { local v=${1#*=}; compgen -G "$debs/${1%%=*}_${v//:/%3a}_*.deb" | head -n 1; } # NAME=VERSION → its cached .deb
+  for p in $list; do
+    [ -n "$(deb "$p")" ] || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "  apt-get download: ${#missing[@]} of $(wc -w <<<"$list") packages"
+    (cd "$debs" && apt-get download -q "${missing[@]}" >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && apt-get download -q "${missing[@]}" >/dev/null; }) ||
+      die "apt-get download ${missing[*]} failed"
+  fi
+  log "  unpacking $(wc -w <<<"$list") packages"
+  for p in $list; do
+    local f; f=$(deb "$p")
+    dpkg-deb -x "$f" "$r" || die "dpkg-deb -x $f ($p) failed"
+  done
+  echo "$list"
 }
 
 busybox_bin() { # prints the path of a static busybox taken from Debian's busybox-static package (not installed)
@@ -77,8 +112,10 @@ archive() {
   local lsha; lsha=$(sha256sum "$w/layer.tar" | cut -d' ' -f1)
   mkdir "$w/$lsha"; mv "$w/layer.tar" "$w/$lsha/layer.tar"
   local ep; ep=$(printf '"%s",' "$@"); ep="[${ep%,}]"
-  printf '{"architecture":"%s","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Entrypoint":%s,"Env":["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],"WorkingDir":"/","User":"0"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"hack/image.sh"}]}' \
-    "$ARCH" "$ep" "$lsha" >"$w/config.json"
+  local env='"PATH=/bin:/usr/bin:/sbin:/usr/sbin"' e
+  for e in ${IMAGE_ENV:-}; do env+=",\"$e\""; done
+  printf '{"architecture":"%s","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Entrypoint":%s,"Env":[%s],"WorkingDir":"/","User":"0"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"hack/image.sh"}]}' \
+    "$ARCH" "$ep" "$env" "$lsha" >"$w/config.json"
   local csha; csha=$(sha256sum "$w/config.json" | cut -d' ' -f1)
   mv "$w/config.json" "$w/$csha.json"
   printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' "$csha" "$ref" "$lsha" >"$w/manifest.json"
@@ -116,14 +153,21 @@ build() { # NAME
       [ -x "$CSI_DRIVER" ] || "$REPO_ROOT/hack/install-csi-driver.sh" >&2
       extra=("$CSI_DRIVER" "$(busybox_bin)") ;;
     queueclient) ref=localhost/podid-queueclient:dev; pkg=./test/e2e/images/queueclient ;;
-    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, spoofer, csidriver, queueclient)" ;;
+    azcli) ref=localhost/azcli:dev; pkg=
+      # The resolved package list (names and versions) is the input.
+      printf '%s\n' "$(apt-cache policy azure-cli bash coreutils 2>/dev/null | grep -E '^[a-z]|Candidate')" >"$IMAGES_DIR/azcli.pkgs.tmp"
+      extra=("$IMAGES_DIR/azcli.pkgs.tmp") ;;
+    coredns) ref=localhost/coredns:$COREDNS_VERSION; pkg=
+      [ -x "$COREDNS" ] || die "$COREDNS is missing: run hack/install-coredns.sh"
+      extra=("$COREDNS") ;;
+    *) die "unknown image $name (pause, podid, testclient, wiclient, miclient, spoofer, csidriver, queueclient, coredns, azcli)" ;;
   esac
-  [ "$name" = pause ] || [ ! -f $ca ] || extra+=("$ca")
+  case "$name" in pause | coredns | azcli) ;; *) [ ! -f $ca ] || extra+=("$ca") ;; esac
   ctr_ version >/dev/null 2>&1 || die "the cluster's containerd is not running (hack/cluster.sh up)"
   local key
   if [ -n "$pkg" ]; then
     key=$(inputs_key "$pkg" "${extra[@]}") || die "cannot list the inputs of $pkg"
-  else # a prebuilt binary: the files and this script
+  else # not a Go package of podid: the files and this script
     key=$(sha256sum "${extra[@]}" "$REPO_ROOT/hack/image.sh" | sha256sum | cut -d' ' -f1)
   fi
   if [ "$(cat "$d/inputs.key" 2>/dev/null)" = "$key" ] && [ -n "$(ctr_ images ls -q "name==$ref" 2>/dev/null)" ]; then
@@ -171,12 +215,39 @@ build() { # NAME
       base_rootfs "$r"
       gobuild "$r/queueclient" "$pkg"
       set -- /queueclient ;;
+    coredns)
+      # No CA bundle: CoreDNS talks to the API server with its service account's CA.
+      mkdir -p "$r/etc" "$r/tmp"; chmod 1777 "$r/tmp"
+      printf 'root:x:0:0:root:/:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
+      cp "$COREDNS" "$r/coredns"
+      set -- /coredns ;;
+    azcli)
+      log "image $ref: Debian's azure-cli from apt (cached under $IMAGES_DIR/debs)"
+      debian_rootfs "$r" azure-cli bash coreutils >/dev/null
+      mkdir -p "$r/root" "$r/tmp" "$r/etc/ssl/certs"; chmod 1777 "$r/tmp"; chmod 700 "$r/root"
+      printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$r/etc/passwd"
+      printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
+      ldconfig -r "$r" 2>/dev/null || true
+      # The CLI's own settings: no telemetry, survey or upgrade check (the local
+      # cluster's DNS answers none of their names either; docs/local-cloud.md).
+      mkdir -p "$r/root/.azure"
+      printf '[core]\ncollect_telemetry = no\nsurvey_message = no\nfirst_run = no\n\n[auto-upgrade]\nenable = no\n' >"$r/root/.azure/config"
+      # Byte-compiled once here (unchecked: the layer's mtimes are 0), not at every az
+      # start; the per-API-version SDK trees (~500 MB) compile on demand.
+      log "  byte-compiling the CLI's Python modules"
+      python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash -x '/azure/(mgmt|multiapi)/' \
+        -s "$r" -p / "$r/usr/lib/python3/dist-packages" "$r/usr/lib/python3.11" >/dev/null 2>&1 ||
+        log "  (some modules did not compile; they compile at first use)"
+      set -- /bin/bash ;;
   esac
+  local IMAGE_ENV=
+  # The same settings as the config file, for a HOME elsewhere or a config dir mounted over it.
+  [ "$name" != azcli ] || IMAGE_ENV="AZURE_CORE_COLLECT_TELEMETRY=no AZURE_CORE_SURVEY_MESSAGE=no AZURE_CORE_FIRST_RUN=no"
   local id; id=$(archive "$ref" "$r" "$d/image.tar" "$@")
   local what; what=$(import "$ref" "$d/image.tar" "$id")
   echo "$key" >"$d/inputs.key"
   log "image $ref $what (${id:7:12}, $(since "$t"))"
 }
 
-[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient spoofer csidriver queueclient
+[ $# -gt 0 ] || set -- pause podid testclient wiclient miclient spoofer csidriver queueclient coredns azcli
 for n in "$@"; do build "$n"; done

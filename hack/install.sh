@@ -20,3 +20,4 @@ apt_ensure $PACKAGES
 "$REPO_ROOT/hack/install-helm.sh" >&2
 "$REPO_ROOT/hack/install-csi-driver.sh" >&2
 "$REPO_ROOT/hack/install-azurite.sh" >&2
+"$REPO_ROOT/hack/install-coredns.sh" >&2

@@ -26,3 +26,7 @@ CSI_DRIVER=${CSI_DRIVER:-$PODID_CACHE/bin/secrets-store-csi-driver-v$CSI_DRIVER_
 # on Debian 12's Node.js 18 (3.36 and later need Node 21/22).
 AZURITE_VERSION=3.33.0
 AZURITE_DIR=${AZURITE_DIR:-$PODID_CACHE/azurite-$AZURITE_VERSION}
+# CoreDNS, the local cluster's DNS: hack/coredns (its own module, go.mod pins the
+# version) built by hack/install-coredns.sh.
+COREDNS_VERSION=1.14.7
+COREDNS=${COREDNS:-$PODID_CACHE/bin/coredns-v$COREDNS_VERSION}

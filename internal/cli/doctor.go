@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -272,6 +273,7 @@ func (d *doc) workloadIdentity(ctx context.Context, saName string, sa *corev1.Se
 			fmt.Sprintf("kubectl -n %s annotate serviceaccount %s %s=<tenant id>, then recreate the pod", pod.Namespace, saName, workloadidentity.TenantIDAnnotation))
 		return
 	}
+	authority = d.localCloudAuthority(ctx, authority)
 	if !d.trustedAuthority(authority) {
 		return
 	}
@@ -370,6 +372,59 @@ func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
 			return true
+		}
+	}
+	return false
+}
+
+// The local cloud's name table for the cluster DNS (podid's chart with
+// localCloud.enabled; docs/local-cloud.md).
+const (
+	localCloudDNSNamespace = "kube-system"
+	localCloudDNSConfigMap = "local-cloud-dns"
+)
+
+// localCloudAuthority: a pod of the local cloud names Entra's public
+// authority, which only the cluster's DNS maps onto the sts. Doctor runs
+// outside the cluster and must not look that name up: when the cluster's
+// name table maps the authority's host and the podid config names a local
+// authority, doctor checks that one instead. Otherwise authority is
+// returned unchanged.
+func (d *doc) localCloudAuthority(ctx context.Context, authority string) string {
+	if d.cfg == nil || d.cfg.Authority == "" || d.k == nil {
+		return authority
+	}
+	local := strings.TrimRight(d.cfg.Authority, "/")
+	if slices.ContainsFunc(entraAuthorities, func(x string) bool { return strings.EqualFold(x, local) }) {
+		return authority
+	}
+	u, err := url.Parse(authority)
+	if err != nil || u.Scheme != "https" || (u.Path != "" && u.Path != "/") {
+		return authority
+	}
+	cm, err := d.k.cs.CoreV1().ConfigMaps(localCloudDNSNamespace).Get(ctx, localCloudDNSConfigMap, metav1.GetOptions{})
+	if err != nil || !localCloudServes(cm.Data, u.Hostname()) {
+		return authority
+	}
+	d.rep.add("authority.local-cloud", Pass, fmt.Sprintf("the pod's %s %s is the local cloud's: the cluster DNS answers %s (%s/%s), checked at the configured authority %s",
+		workloadidentity.EnvAuthorityHost, authority, u.Hostname(), localCloudDNSNamespace, localCloudDNSConfigMap, local), "")
+	return local + "/"
+}
+
+// localCloudServes reports whether the name table (the ConfigMap's *.conf
+// keys, CoreDNS rewrite rules) answers host exactly.
+func localCloudServes(data map[string]string, host string) bool {
+	want := strings.ToLower(strings.TrimSuffix(host, ".")) + "."
+	for k, v := range data {
+		if !strings.HasSuffix(k, ".conf") {
+			continue
+		}
+		for _, line := range strings.Split(v, "\n") {
+			f := strings.Fields(line)
+			// rewrite stop name exact FROM TO
+			if len(f) >= 6 && f[0] == "rewrite" && f[2] == "name" && f[3] == "exact" && strings.EqualFold(f[4], want) {
+				return true
+			}
 		}
 	}
 	return false

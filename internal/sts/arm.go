@@ -214,6 +214,10 @@ func ficJSON(p *store.Principal, f store.FederatedCredential) map[string]any {
 // Literal segments match case-insensitively, as in ARM. Every route is
 // authorized by Azure RBAC at its scope (authorize).
 func (s *mgmt) serveARM(w http.ResponseWriter, r *http.Request, segs []string) {
+	if len(segs) == 1 {
+		s.serveAccountList(w, r, listSubscriptions)
+		return
+	}
 	c, ae := s.authenticate(r)
 	if ae != nil {
 		writeARMError(w, *ae)

@@ -195,6 +195,38 @@ func (d *Directory) permits(tenantID, principalID, action string, sc rbac.Scope,
 	return rbac.Permitted(idx.rbac[tenantID+"|"+principalID], principalID, action, sc, data), nil
 }
 
+// VisibleSubscriptions lists the subscriptions of tenantID that the
+// principal (an object id) sees in ARM's GET /subscriptions: those where it
+// holds a role assignment of any role at the subscription or below it
+// (resource group, resource), and every one of the tenant when it holds one
+// at the tenant root "/". A subscription owned by another tenant is never
+// listed. Sorted, as Subscriptions.
+func (d *Directory) VisibleSubscriptions(tenantID, principalID string) ([]string, error) {
+	tenantID, principalID = strings.ToLower(tenantID), strings.ToLower(principalID)
+	as := d.dir.p.Load().rbac[tenantID+"|"+principalID]
+	if len(as) == 0 {
+		return nil, nil
+	}
+	subs, err := d.Subscriptions(tenantID)
+	if err != nil {
+		return nil, err
+	}
+	in := map[string]bool{}
+	for _, a := range as {
+		if a.Scope.Root() {
+			return subs, nil
+		}
+		in[a.Scope.Subscription()] = true
+	}
+	out := subs[:0:0]
+	for _, sub := range subs {
+		if in[strings.ToLower(sub)] {
+			out = append(out, sub)
+		}
+	}
+	return out, nil
+}
+
 // holdsAtRoot reports whether the principal is assigned the role at the
 // tenant root "/" (what makes a tenant administrator; see Config.AdminRole).
 func (d *Directory) holdsAtRoot(tenantID, principalID, roleID string) bool {

@@ -714,6 +714,11 @@ func (d *Directory) IdentityByResourceID(resourceID string) (*store.Principal, e
 	return d.store.PrincipalByResourceID(resourceID)
 }
 
+// Subscriptions lists the subscriptions a tenant owns.
+func (d *Directory) Subscriptions(tenantID string) ([]string, error) {
+	return d.store.Subscriptions(tenantID)
+}
+
 // SubscriptionTenant returns the tenant a subscription belongs to ("" when
 // none has put an identity in it yet).
 func (d *Directory) SubscriptionTenant(sub string) (string, error) {

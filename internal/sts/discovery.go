@@ -69,19 +69,43 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	writeJSONCacheable(w, s.keys.Public())
 }
 
+// CodeInvalidInstance is Entra's answer to instance discovery for an
+// authority it does not host.
+const CodeInvalidInstance = 50049
+
+// serveInstanceDiscovery answers MSAL's authority validation
+// (GET /common/discovery/instance?api-version=1.1&authorization_endpoint=…)
+// in Entra's shape: where the authority's tenant discovery document is, and
+// the authority host's aliases. Only an authority on one of our names is
+// valid; any other is Entra's invalid_instance, so a client is never told to
+// trust a host this sts does not serve.
 func (s *Server) serveInstanceDiscovery(w http.ResponseWriter, r *http.Request) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil || len(q["api-version"]) > 1 || len(q["authorization_endpoint"]) > 1 {
+		writeOAuthError(w, r, s.cfg.Now(), newErr(http.StatusBadRequest, "invalid_request", 90014, "The request query string is malformed or repeats a parameter."))
+		return
+	}
+	if v := q.Get("api-version"); v != "1.1" && v != "1.0" {
+		writeOAuthError(w, r, s.cfg.Now(), newErr(http.StatusBadRequest, "invalid_request", 90014, "The request must name api-version 1.1."))
+		return
+	}
 	base := s.baseURL(r)
 	host := strings.TrimPrefix(base, "https://")
 	tenant := "common"
-	if ae := r.URL.Query().Get("authorization_endpoint"); ae != "" {
-		if u, err := url.Parse(ae); err == nil {
-			if seg, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/"); seg != "" {
-				tenant = seg
-			}
+	if ae := q.Get("authorization_endpoint"); ae != "" {
+		u, err := url.Parse(ae)
+		if err != nil || u.Scheme != "https" || u.User != nil || !s.knownHost(u.Hostname()) || len(ae) > 2048 {
+			writeOAuthError(w, r, s.cfg.Now(), newErr(http.StatusBadRequest, "invalid_instance", CodeInvalidInstance,
+				"Unknown or invalid instance: %s is not an authority this identity provider serves.", truncate(strings.ToValidUTF8(ae, "?"), 200)))
+			return
+		}
+		host = strings.ToLower(u.Host)
+		if seg, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/"); seg != "" {
+			tenant = seg
 		}
 	}
 	writeJSONCacheable(w, map[string]any{
-		"tenant_discovery_endpoint": base + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration",
+		"tenant_discovery_endpoint": "https://" + host + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration",
 		"api-version":               "1.1",
 		"metadata": []map[string]any{{
 			"preferred_network": host,
@@ -89,6 +113,18 @@ func (s *Server) serveInstanceDiscovery(w http.ResponseWriter, r *http.Request) 
 			"aliases":           []string{host},
 		}},
 	})
+}
+
+// knownHost reports whether h (no port) is one of the serving certificate's
+// names.
+func (s *Server) knownHost(h string) bool {
+	h = strings.Trim(h, "[]")
+	for _, known := range s.cfg.Hosts {
+		if strings.EqualFold(known, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // JWKSMaxAge is how long clients may cache discovery documents and the

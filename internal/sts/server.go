@@ -326,6 +326,8 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// ending in Microsoft.Authorization is ARM with a malformed scope,
 		// which ARM answers as such.
 		rt.mgmt.serveARM(w, r, segs)
+	case len(segs) == 1 && strings.EqualFold(segs[0], "tenants"):
+		rt.mgmt.serveAccountList(w, r, listTenants)
 	case segs[0] == "clusters":
 		rt.clusters.ServeHTTP(w, r)
 	case segs[0] == "podid" && len(segs) >= 2 && segs[1] == "v1":

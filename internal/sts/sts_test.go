@@ -50,6 +50,10 @@ func startWithIssuer(t *testing.T, is *ststest.Issuer, opts ststest.Options) *st
 	return ststest.Start(t, opts)
 }
 
+// clientOptions point the SDK at the in-process sts by its loopback address.
+// MSAL would validate such an authority with login.microsoftonline.com, which
+// nothing answers here, so credentials also set DisableInstanceDiscovery;
+// localcloud_test.go runs the SDK with default options by the public names.
 func clientOptions(srv *ststest.Server) azcore.ClientOptions {
 	return azcore.ClientOptions{
 		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: srv.URL + "/"},

@@ -152,11 +152,13 @@ func TestRender(t *testing.T) {
 		args          []string
 		wantSTS       bool
 		wantAuthority string
-		wantTenant    string
+		// What workloads get (the webhook's AZURE_AUTHORITY_HOST); "" = wantAuthority.
+		wantWorkloadAuthority string
+		wantTenant            string
 	}{
 		{name: "defaults", wantSTS: true, wantAuthority: "https://podid-sts.podid-system.svc/", wantTenant: localTenant},
 		{name: "local", args: []string{"-f", filepath.Join(chartDir(), "values-local.yaml")}, wantSTS: true,
-			wantAuthority: "https://10.96.0.100/", wantTenant: localTenant},
+			wantAuthority: "https://10.96.0.100/", wantWorkloadAuthority: "https://login.microsoftonline.com/", wantTenant: localTenant},
 		{name: "entra", args: []string{"-f", filepath.Join(chartDir(), "values-entra.yaml"), "--set", "tenantID=" + entraTenant},
 			wantAuthority: "https://login.microsoftonline.com/", wantTenant: entraTenant},
 	}
@@ -200,7 +202,11 @@ func TestRender(t *testing.T) {
 			}
 			wh := r.find("Deployment", "podid-webhook").(*appsv1.Deployment)
 			args := wh.Spec.Template.Spec.Containers[0].Args
-			for _, want := range []string{"--authority=" + tc.wantAuthority, "--tenant-id=" + tc.wantTenant} {
+			workloadAuthority := tc.wantWorkloadAuthority
+			if workloadAuthority == "" {
+				workloadAuthority = tc.wantAuthority
+			}
+			for _, want := range []string{"--authority=" + workloadAuthority, "--tenant-id=" + tc.wantTenant} {
 				if !contains(args, want) {
 					t.Errorf("webhook args %v lack %s", args, want)
 				}
@@ -223,8 +229,10 @@ func TestRender(t *testing.T) {
 				t.Errorf("agent CA ConfigMap differs from the sts CA Secret")
 			}
 			sargs := dep.Spec.Template.Spec.Containers[0].Args
+			// The sts serves the agent's authority; its public URL is the one workloads use.
 			host := strings.TrimSuffix(strings.TrimPrefix(tc.wantAuthority, "https://"), "/")
-			for _, want := range []string{"--host=" + host, "--public-url=https://" + host, "--ca-cert=/etc/podid-sts/ca/tls.crt"} {
+			public := strings.TrimSuffix(workloadAuthority, "/")
+			for _, want := range []string{"--host=" + host, "--public-url=" + public, "--ca-cert=/etc/podid-sts/ca/tls.crt"} {
 				if !contains(sargs, want) {
 					t.Errorf("sts args %v lack %s", sargs, want)
 				}
@@ -671,5 +679,75 @@ func TestBrokerSecretIdentities(t *testing.T) {
 	dep := r.find("Deployment", "podid-broker").(*appsv1.Deployment)
 	if args := strings.Join(dep.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--serve-secret-identities") {
 		t.Errorf("broker args: %s", args)
+	}
+}
+
+// values-local.yaml's local cloud: the name table the cluster DNS imports, the
+// sts's certificate names and public URL, the webhook's public authority;
+// wildcard names; a name for the sts without the sts fails.
+func TestLocalCloud(t *testing.T) {
+	local := filepath.Join(chartDir(), "values-local.yaml")
+	out, err := render(t, "-f", local,
+		"--set", "localCloud.names[2].name=*.vault.azure.net", "--set", "localCloud.names[2].service=podid-sts",
+		"--set", "localCloud.names[3].name=*.queue.core.windows.net", "--set", "localCloud.names[3].service=azurite.azurite",
+		// --set on an element replaces the list: the file's two names again.
+		"--set", "localCloud.names[0].name=login.microsoftonline.com", "--set", "localCloud.names[0].service=podid-sts",
+		"--set", "localCloud.names[1].name=management.azure.com", "--set", "localCloud.names[1].service=podid-sts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rendered{decodeStrict(t, out)}
+	cm, ok := r.find("ConfigMap", "local-cloud-dns").(*corev1.ConfigMap)
+	if !ok || cm.Namespace != "kube-system" {
+		t.Fatalf("no ConfigMap kube-system/local-cloud-dns for the cluster DNS")
+	}
+	want := []string{
+		"rewrite stop name exact login.microsoftonline.com. podid-sts.podid-system.svc.cluster.local.",
+		"rewrite stop name exact management.azure.com. podid-sts.podid-system.svc.cluster.local.",
+		`rewrite stop name regex ^[a-z0-9-]+\.vault\.azure\.net\.$ podid-sts.podid-system.svc.cluster.local. answer auto`,
+		`rewrite stop name regex ^[a-z0-9-]+\.queue\.core\.windows\.net\.$ azurite.azurite.svc.cluster.local. answer auto`,
+	}
+	var got []string
+	for _, l := range strings.Split(cm.Data["podid.conf"], "\n") {
+		if strings.HasPrefix(l, "rewrite ") {
+			got = append(got, l)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("podid.conf rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	args := r.find("Deployment", "podid-sts").(*appsv1.Deployment).Spec.Template.Spec.Containers[0].Args
+	for _, a := range []string{"--host=login.microsoftonline.com", "--host=management.azure.com", "--host=*.vault.azure.net",
+		"--host=10.96.0.100", "--public-url=https://login.microsoftonline.com"} {
+		if !contains(args, a) {
+			t.Errorf("sts args %v lack %s", args, a)
+		}
+	}
+	if contains(args, "--host=*.queue.core.windows.net") {
+		t.Errorf("the sts's certificate names Azurite's names")
+	}
+	if cm := r.find("ConfigMap", "podid-agent-config").(*corev1.ConfigMap); cm.Data["AUTHORITY"] != "https://10.96.0.100/" {
+		t.Errorf("agent authority = %s, want the sts's Service address", cm.Data["AUTHORITY"])
+	}
+
+	// Without localCloud nothing of it is rendered.
+	out, err = render(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := (rendered{decodeStrict(t, out)}).find("ConfigMap", "local-cloud-dns").(*corev1.ConfigMap); ok {
+		t.Errorf("local-cloud-dns rendered without localCloud.enabled")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"sts name without the sts", []string{"-f", local, "--set", "sts.enabled=false"}, "answered by podid-sts, but sts.enabled is false"},
+		{"bad name", []string{"-f", local, "--set", "localCloud.names[0].name=Login..example"}, "does not match"},
+	} {
+		if _, err := render(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

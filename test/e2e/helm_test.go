@@ -121,7 +121,7 @@ func TestHelmLifecycle(t *testing.T) {
 		dep.Spec.Template.Labels["step"] = step
 		c.Apply(ctx, t, ns, mustYAML(t, dep))
 		pod := waitForPodOf(ctx, t, c, ns, "app="+w.app+",step="+step)
-		assertWebhookInjected(t, pod, w.clientID)
+		assertInjected(t, pod, w.clientID, publicAuthority) // values-local: the local cloud
 		waitForLog(ctx, t, c, ns, pod.Name, "wiclient: token acquired")
 		access, _, err := c.Exec(ctx, ns, pod.Name, "", append(cmd, "cat", "/tmp/access-token")...)
 		if err != nil {
@@ -134,6 +134,10 @@ func TestHelmLifecycle(t *testing.T) {
 	start = time.Now()
 	helm("test", helmRelease, "--namespace", stsNamespace, "--timeout", "2m")
 	t.Logf("helm test (a pod gets a token with the Azure SDK): %s", time.Since(start).Round(time.Millisecond))
+	// 01: seed 003's azcli pod logs in with the Azure CLI, unchanged.
+	start = time.Now()
+	azureCLILogins(ctx, t, c, ns, w, tr)
+	t.Logf("az login (federated token, identity) and get-access-token in a pod: %s", time.Since(start).Round(time.Millisecond))
 
 	// 02: upgrade with a changed value that rolls the agent and the webhook,
 	// while a pod asks the agent for a token every 100 ms.
@@ -259,11 +263,14 @@ func runHelm(ctx context.Context, helm, kubeconfig string, args ...string) (stri
 func helmValues(t *testing.T, c *framework.Cluster, w wiWorkload) string {
 	t.Helper()
 	boot := sts.Bootstrap{Tenants: []sts.BootstrapTenant{{ID: wiTenantID, Domains: []string{"podid.local"}, Identities: []sts.BootstrapIdentity{{
-		Subscription: "0b1f6471-1bf0-4dda-aec3-cb9272f09590", ResourceGroup: "e2e", Name: w.sa, Location: "local", ClientID: w.clientID,
+		Subscription: wiSubscription, ResourceGroup: "e2e", Name: w.sa, Location: "local", ClientID: w.clientID,
 		FederatedCreds: []sts.BootstrapFederatedIdentity{{
 			Name: "k8s-" + w.sa, Issuer: c.Issuer, Subject: w.subject, Audiences: []string{framework.TokenExchangeAudience},
 		}},
-	}}}}}
+	}},
+		// Reader on ARM: `az login` lists the subscription (seed 003 grants Reader too).
+		RoleAssignments: []sts.BootstrapRoleAssignment{{Principal: w.clientID, Resource: sts.ARMResource, Role: "Reader"}},
+	}}}
 	bj, err := yaml.Marshal(boot)
 	must(t, err)
 	var bootstrap map[string]any

@@ -42,10 +42,15 @@ const (
 	stsDeployment = "podid-sts"
 	stsServiceIP  = "10.96.0.100" // deploy/sts/service.yaml clusterIP
 	stsAuthority  = "https://" + stsServiceIP + "/"
-	stsPodPort    = "8443"
-	wiTenantID    = "72f988bf-86f1-41af-91ab-2d7cd011db47" // deploy/sts/bootstrap.yaml
-	wiResource    = "https://storage.azure.com"
-	wiClientImage = "localhost/podid-wiclient:dev"
+	// The authority workloads get with the local cloud (values-local.yaml):
+	// Entra's public name, which the cluster DNS answers with the sts.
+	publicAuthority = "https://login.microsoftonline.com/"
+	stsPodPort      = "8443"
+	wiTenantID      = "72f988bf-86f1-41af-91ab-2d7cd011db47" // deploy/sts/bootstrap.yaml
+	// The subscription the tests' identities live in (the tenant owns it).
+	wiSubscription = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
+	wiResource     = "https://storage.azure.com"
+	wiClientImage  = "localhost/podid-wiclient:dev"
 	// wiNoWebhookEnv makes the test put into the pod exactly what podid
 	// webhook would inject, instead of deploying deploy/webhook.
 	wiNoWebhookEnv = "PODID_E2E_WI_NO_WEBHOOK"
@@ -93,7 +98,7 @@ func TestWorkloadIdentity(t *testing.T) {
 		t.Logf("!!! %s=1: podid webhook NOT deployed; the pod spec carries exactly what it would inject", wiNoWebhookEnv)
 	}
 
-	// 02: the sts CA for the workloads (SSL_CERT_FILE).
+	// 02: the sts CA for the workloads (their system trust store's file).
 	c.Apply(ctx, t, ns, mustYAML(t, &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "podid-sts-ca"},
@@ -180,7 +185,7 @@ func deploySTS(ctx context.Context, t *testing.T, c *framework.Cluster, workload
 	tenant := sts.BootstrapTenant{ID: wiTenantID, Domains: []string{"podid.local"}}
 	for _, w := range workloads {
 		id := sts.BootstrapIdentity{
-			Subscription: "0b1f6471-1bf0-4dda-aec3-cb9272f09590", ResourceGroup: "e2e", Name: w.sa, Location: "local",
+			Subscription: wiSubscription, ResourceGroup: "e2e", Name: w.sa, Location: "local",
 			ClientID: w.clientID,
 		}
 		if w.fic {
@@ -198,7 +203,9 @@ func deploySTS(ctx context.Context, t *testing.T, c *framework.Cluster, workload
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"config.yaml", "bootstrap.yaml", "service.yaml", "deployment.yaml"} {
+	// local-cloud-dns.yaml: the cluster DNS answers Azure's public names with
+	// this sts (docs/local-cloud.md), as the SDKs' default options need.
+	for _, f := range []string{"config.yaml", "bootstrap.yaml", "service.yaml", "local-cloud-dns.yaml", "deployment.yaml"} {
 		objs := readManifest(t, filepath.Join("deploy", "sts", f))
 		for _, o := range objs {
 			switch o.GetKind() {
@@ -318,8 +325,9 @@ func seed003Deployment(ctx context.Context, t *testing.T, c *framework.Cluster, 
 		Containers: []corev1.Container{{
 			Name:            "azcli",
 			ImagePullPolicy: corev1.PullNever,
-			Env:             []corev1.EnvVar{{Name: "SSL_CERT_FILE", Value: "/etc/podid-sts-ca/ca.crt"}},
-			VolumeMounts:    []corev1.VolumeMount{{Name: "podid-sts-ca", MountPath: "/etc/podid-sts-ca", ReadOnly: true}},
+			// The local CA as the system trust store's file (docs/local-cloud.md):
+			// where Go, OpenSSL and Debian's Python look, no env var.
+			VolumeMounts: []corev1.VolumeMount{{Name: "podid-sts-ca", MountPath: "/etc/ssl/certs/ca-certificates.crt", SubPath: "ca.crt", ReadOnly: true}},
 		}},
 		Volumes: []corev1.Volume{{Name: "podid-sts-ca", VolumeSource: corev1.VolumeSource{
 			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "podid-sts-ca"}},
@@ -354,21 +362,18 @@ func seed003Deployment(ctx context.Context, t *testing.T, c *framework.Cluster, 
 // injectLikeWebhook adds what podid webhook injects (docs/contracts.md §5) — used
 // only under PODID_E2E_WI_NO_WEBHOOK=1.
 func injectLikeWebhook(spec *corev1.PodSpec, clientID string) {
-	for i := range spec.Containers {
-		spec.Containers[i].Env = append(spec.Containers[i].Env,
-			corev1.EnvVar{Name: "AZURE_CLIENT_ID", Value: clientID},
-			corev1.EnvVar{Name: "AZURE_TENANT_ID", Value: wiTenantID},
-			corev1.EnvVar{Name: "AZURE_FEDERATED_TOKEN_FILE", Value: framework.AzureTokenFile},
-			corev1.EnvVar{Name: "AZURE_AUTHORITY_HOST", Value: stsAuthority},
-		)
-	}
-	pod := &corev1.Pod{Spec: *spec}
-	framework.AddProjectedToken(pod, framework.TokenExchangeAudience)
-	*spec = pod.Spec
+	injectEnv(spec, clientID, stsAuthority)
 }
 
-// assertWebhookInjected checks the running pod against docs/contracts.md §5.
+// assertWebhookInjected checks the running pod against docs/contracts.md §5,
+// with the webhook pointed at the sts's address.
 func assertWebhookInjected(t *testing.T, pod *corev1.Pod, clientID string) {
+	t.Helper()
+	assertInjected(t, pod, clientID, stsAuthority)
+}
+
+// assertInjected checks the running pod against docs/contracts.md §5.
+func assertInjected(t *testing.T, pod *corev1.Pod, clientID, authority string) {
 	t.Helper()
 	got := map[string]string{}
 	for _, e := range pod.Spec.Containers[0].Env {
@@ -378,7 +383,7 @@ func assertWebhookInjected(t *testing.T, pod *corev1.Pod, clientID string) {
 		"AZURE_CLIENT_ID":            clientID,
 		"AZURE_TENANT_ID":            wiTenantID,
 		"AZURE_FEDERATED_TOKEN_FILE": framework.AzureTokenFile,
-		"AZURE_AUTHORITY_HOST":       stsAuthority,
+		"AZURE_AUTHORITY_HOST":       authority,
 	} {
 		if got[k] != v {
 			t.Errorf("pod env %s = %q, want %q", k, got[k], v)

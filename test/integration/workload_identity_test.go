@@ -461,6 +461,10 @@ func workloadCredential(t *testing.T, s *stack, env map[string]string, root stri
 			Transport: s.sts.Client(),
 			Retry:     policy.RetryOptions{MaxRetries: -1},
 		},
+		// In-process: the sts is on a loopback address and there is no
+		// cluster DNS to answer login.microsoftonline.com, where MSAL would
+		// validate this authority. Pods use default options against the
+		// public names (test/e2e/localcloud_test.go; docs/local-cloud.md).
 		DisableInstanceDiscovery: true,
 	})
 	if err != nil {

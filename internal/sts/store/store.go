@@ -430,6 +430,39 @@ func (s *Store) SubscriptionTenant(sub string) (string, error) {
 	return out, err
 }
 
+// Subscriptions returns the ids of the subscriptions tenantID owns (bound,
+// or holding its identities in state written before bindings), sorted.
+func (s *Store) Subscriptions(tenantID string) ([]string, error) {
+	seen := map[string]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSubs).ForEach(func(k, v []byte) error {
+			if string(v) == tenantID {
+				seen[string(k)] = true
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketARMIndex).ForEach(func(k, _ []byte) error {
+			sub := subscriptionOf(string(k))
+			if sub == "" || seen[sub] || tx.Bucket(bucketSubs).Get([]byte(sub)) != nil {
+				return nil
+			}
+			owner, err := subscriptionTenant(tx, sub)
+			if err == nil && owner == tenantID {
+				seen[sub] = true
+			}
+			return err
+		})
+	})
+	out := make([]string, 0, len(seen))
+	for sub := range seen {
+		out = append(out, sub)
+	}
+	slices.Sort(out)
+	return out, err
+}
+
 // PrincipalByResourceID finds an identity by its ARM resource id
 // (case-insensitive, as ARM ids are).
 func (s *Store) PrincipalByResourceID(resourceID string) (*Principal, error) {

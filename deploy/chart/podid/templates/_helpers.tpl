@@ -174,3 +174,32 @@ else broker.tls.ca. */}}
 {{- .Values.broker.tls.ca -}}
 {{- end -}}
 {{- end }}
+
+{{/* The authority workloads are given (the webhook's AZURE_AUTHORITY_HOST):
+the local cloud's public authority when localCloud.enabled, else the one every
+component uses. Always ends with "/". */}}
+{{- define "podid.workloadAuthority" -}}
+{{- if .Values.localCloud.enabled -}}
+{{- printf "%s/" (trimSuffix "/" .Values.localCloud.authority) -}}
+{{- else -}}
+{{- include "podid.authority" . -}}
+{{- end -}}
+{{- end }}
+
+{{/* The local cloud's name table resolved: a JSON list of {name, fqdn, sts},
+fqdn the Service's cluster DNS name, sts whether podid-sts answers it. */}}
+{{- define "podid.localCloud.names" -}}
+{{- $out := list -}}
+{{- if .Values.localCloud.enabled -}}
+{{- range .Values.localCloud.names -}}
+{{- $svc := .service -}}
+{{- if not (contains "." $svc) -}}{{- $svc = printf "%s.%s" $svc $.Release.Namespace -}}{{- end -}}
+{{- $sts := eq $svc (printf "podid-sts.%s" $.Release.Namespace) -}}
+{{- if and $sts (not $.Values.sts.enabled) -}}
+{{- fail (printf "localCloud.names: %s is answered by podid-sts, but sts.enabled is false" .name) -}}
+{{- end -}}
+{{- $out = append $out (dict "name" .name "fqdn" (printf "%s.svc.%s" $svc $.Values.localCloud.clusterDomain) "sts" $sts) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end }}

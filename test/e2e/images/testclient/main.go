@@ -7,6 +7,9 @@
 //	testclient claims FILE           print the JSON claims of the JWT in FILE
 //	testclient get [-H 'K: V']... URL  GET URL, print "status=N" and the body;
 //	                                 exit 1 on a transport error
+//	testclient dns NAME              ask the pod's nameserver (resolv.conf) for NAME's
+//	                                 A records, the name as given (no search list):
+//	                                 "rcode=R aa=BOOL a=IP,IP…"
 //	testclient get [-H 'K: V']... -n N -every D URL
 //	                                 GET URL N times, D apart (a Go duration),
 //	                                 one line each: "start=NS end=NS status=N
@@ -57,7 +60,7 @@ func main() {
 	if len(args) == 0 {
 		// No default verb: a container started without arguments must say so, not
 		// block forever looking healthy.
-		fmt.Fprintln(os.Stderr, "usage: testclient sleep|cat FILE|claims FILE|get [-H 'K: V']... [-n N -every D] URL")
+		fmt.Fprintln(os.Stderr, "usage: testclient sleep|cat FILE|claims FILE|dns NAME|get [-H 'K: V']... [-n N -every D] URL")
 		os.Exit(2)
 	}
 	if err := run(args[0], args[1:]); err != nil {
@@ -104,8 +107,13 @@ func run(cmd string, args []string) error {
 		return nil
 	case "get":
 		return get(args)
+	case "dns":
+		if len(args) != 1 {
+			return errors.New("usage: dns NAME")
+		}
+		return queryDNS(args[0])
 	default:
-		return fmt.Errorf("unknown command %q (sleep, cat, claims, get)", cmd)
+		return fmt.Errorf("unknown command %q (sleep, cat, claims, get, dns)", cmd)
 	}
 }
 

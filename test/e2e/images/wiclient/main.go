@@ -1,13 +1,17 @@
-// Command wiclient is the workload of the workload-identity end-to-end test
-// (test/e2e/workload_identity_test.go). It does what an application using
-// the Azure SDK for Go does, and nothing more: the unmodified
-// azidentity.WorkloadIdentityCredential configured only by the environment
-// the podid webhook injects (AZURE_CLIENT_ID, AZURE_TENANT_ID,
-// AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST) and trusting the
-// authority through SSL_CERT_FILE. Instance discovery is disabled, as every
-// non-Entra authority requires.
+// Command wiclient is the workload of the workload-identity end-to-end tests
+// (test/e2e/workload_identity_test.go, localcloud_test.go). It does what an
+// application using the Azure SDK for Go does, and nothing more: the
+// unmodified azidentity.WorkloadIdentityCredential — or with -default the
+// DefaultAzureCredential most applications use — with default options,
+// configured only by the environment the podid webhook injects
+// (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE,
+// AZURE_AUTHORITY_HOST). No authority option and no
+// DisableInstanceDiscovery: MSAL validates the authority with
+// login.microsoftonline.com as on Azure, which the local cloud's DNS answers
+// with podid sts (docs/local-cloud.md); the sts CA is the image's system
+// trust store's file.
 //
-//	wiclient [-scope SCOPE] [-out FILE]
+//	wiclient [-default] [-scope SCOPE] [-out FILE]
 //
 // The loop (failures printed with their AADSTS code), output and "cat" are
 // azclient's.
@@ -25,14 +29,20 @@ import (
 )
 
 func main() {
-	azclient.Main("wiclient", func(*flag.FlagSet) func() (azcore.TokenCredential, error) {
+	azclient.Main("wiclient", func(fs *flag.FlagSet) func() (azcore.TokenCredential, error) {
+		useDefault := fs.Bool("default", false, "use DefaultAzureCredential instead of WorkloadIdentityCredential")
 		return func() (azcore.TokenCredential, error) {
-			for _, k := range []string{"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "SSL_CERT_FILE"} {
+			for _, k := range []string{"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"} {
 				fmt.Printf("wiclient: %s=%s\n", k, os.Getenv(k)) // paths and ids, no secrets
 			}
-			cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
-				DisableInstanceDiscovery: true,
-			})
+			if *useDefault {
+				cred, err := azidentity.NewDefaultAzureCredential(nil)
+				if err != nil {
+					return nil, fmt.Errorf("NewDefaultAzureCredential: %w", err)
+				}
+				return cred, nil
+			}
+			cred, err := azidentity.NewWorkloadIdentityCredential(nil)
 			if err != nil {
 				return nil, fmt.Errorf("NewWorkloadIdentityCredential: %w", err)
 			}
