@@ -200,7 +200,7 @@ func TestSummary(t *testing.T) {
 	p.steps = []stepTime{{"cluster", 9 * time.Second}, {"demos", 2 * time.Second}}
 	exp := time.Date(2026, 12, 8, 18, 31, 0, 0, time.UTC)
 	s := &session{o: Options{Root: filepath.Join("..", ".."), Cache: "/cache"}, p: p, tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47",
-		stsURL: "https://10.96.0.100", upgraded: true,
+		stsURL: "https://10.96.0.100", podAuthority: "https://login.microsoftonline.com/", upgraded: true,
 		env: map[string]string{"KUBECONFIG": "/cache/cluster/admin.kubeconfig", "PODID_NODE_NAME": "podid-node", "PODID_NODE_IP": "192.0.2.2"},
 		results: []demoRow{
 			{d: Demos[0], pod: "myapp-1", ok: true, after: 1200 * time.Millisecond,
@@ -213,6 +213,7 @@ func TestSummary(t *testing.T) {
 	t.Log("\n" + out)
 	for _, w := range []string{
 		"podid is up, but 1 demo(s) FAILED", "one node podid-node (192.0.2.2)", "agent 1/1 ready", "tenant 72f988bf-86f1-41af-91ab-2d7cd011db47",
+		"podid sts https://10.96.0.100", "pods see it as https://login.microsoftonline.com/",
 		"✓", Demos[0].Name, "demo-pod-identity", "https://storage.azure.com", "72f988bf…", "e3bae663…", "Dec 8 18:31Z", "1.2s", "sent and received 1 message",
 		"✗", Demos[3].Name, "demo/azcli-1", "AADSTS700213",
 		"steps: cluster 9s · demos 2s", "export KUBECONFIG=/cache/cluster/admin.kubeconfig", "podid doctor pod/myapp-1 -n demo", "podid down",

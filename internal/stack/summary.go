@@ -26,6 +26,10 @@ func (s *session) printSummary(w io.Writer, components []string) {
 	fmt.Fprintf(w, "\n%s (%s): Kubernetes v%s, one node %s (%s)\n", state, round(total), k8sVersion(s.o.Root), s.env["PODID_NODE_NAME"], s.env["PODID_NODE_IP"])
 	fmt.Fprintf(w, "  %s: %s\n", podidNamespace, strings.Join(components, ", "))
 	fmt.Fprintf(w, "  identity provider: podid sts %s, tenant %s (podid's CLI now points at it)\n", s.stsURL, s.tenant)
+	if s.podAuthority != "" {
+		// The local cloud: pods reach the same sts by Azure's public name.
+		fmt.Fprintf(w, "  pods see it as %s (the cluster DNS answers Azure's public names with podid's Services)\n", s.podAuthority)
+	}
 	if !s.upgraded {
 		fmt.Fprintf(w, "  (already installed with these values: helm not run; %d demo objects changed)\n", s.changed)
 	}

@@ -43,13 +43,16 @@ type session struct {
 	env map[string]string // hack/cluster.sh env
 	k   *kube
 
-	tenant   string
-	stsURL   string
-	created  map[string]identity // IdentitySpec.Name → what the sts returned
-	ready    []workload
-	results  []demoRow
-	changed  int // objects the demo manifests changed
-	upgraded bool
+	tenant string
+	stsURL string
+	// The authority pods are given when the local cloud answers Azure's
+	// public names (values-local.yaml localCloud), else "".
+	podAuthority string
+	created      map[string]identity // IdentitySpec.Name → what the sts returned
+	ready        []workload
+	results      []demoRow
+	changed      int // objects the demo manifests changed
+	upgraded     bool
 }
 
 // Up runs the main job and prints its summary to o.Out.
@@ -161,6 +164,9 @@ func (s *session) installChart(ctx context.Context) error {
 		return err
 	}
 	s.tenant = local.TenantID
+	if local.LocalCloud.Enabled {
+		s.podAuthority = local.LocalCloud.Authority
+	}
 	secret, err := s.adminSecret()
 	if err != nil {
 		return err
@@ -220,7 +226,11 @@ func (s *session) releaseDeployed(ctx context.Context) bool {
 }
 
 type localValues struct {
-	TenantID string `json:"tenantID"`
+	TenantID   string `json:"tenantID"`
+	LocalCloud struct {
+		Enabled   bool   `json:"enabled"`
+		Authority string `json:"authority"`
+	} `json:"localCloud"`
 }
 
 func readLocalValues(path string) (localValues, error) {

@@ -96,7 +96,10 @@ func (s *Server) Open(ctx context.Context) error {
 func (s *Server) open(ctx context.Context, st *store.Store) error {
 	now := s.cfg.Now()
 	// The serving certificate also names every vault host.
-	certHosts := append(slices.Clone(s.cfg.Hosts), "*."+s.cfg.VaultDNSSuffix)
+	certHosts := slices.Clone(s.cfg.Hosts)
+	if !slices.Contains(certHosts, "*."+s.cfg.VaultDNSSuffix) { // the local cloud's chart names it too
+		certHosts = append(certHosts, "*."+s.cfg.VaultDNSSuffix)
+	}
 	mat, err := pki.EnsureWithCA(st, func(err error) bool { return errors.Is(err, store.ErrNotFound) }, certHosts, now, s.cfg.CA)
 	if err != nil {
 		return err

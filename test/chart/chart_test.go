@@ -689,7 +689,7 @@ func TestLocalCloud(t *testing.T) {
 	local := filepath.Join(chartDir(), "values-local.yaml")
 	out, err := render(t, "-f", local,
 		"--set", "localCloud.names[2].name=*.vault.azure.net", "--set", "localCloud.names[2].service=podid-sts",
-		"--set", "localCloud.names[3].name=*.queue.core.windows.net", "--set", "localCloud.names[3].service=azurite.azurite",
+		"--set", "localCloud.names[3].name=*.queue.core.windows.net", "--set", "localCloud.names[3].service=azurite.podid-local",
 		// --set on an element replaces the list: the file's two names again.
 		"--set", "localCloud.names[0].name=login.microsoftonline.com", "--set", "localCloud.names[0].service=podid-sts",
 		"--set", "localCloud.names[1].name=management.azure.com", "--set", "localCloud.names[1].service=podid-sts")
@@ -705,7 +705,7 @@ func TestLocalCloud(t *testing.T) {
 		"rewrite stop name exact login.microsoftonline.com. podid-sts.podid-system.svc.cluster.local.",
 		"rewrite stop name exact management.azure.com. podid-sts.podid-system.svc.cluster.local.",
 		`rewrite stop name regex ^[a-z0-9-]+\.vault\.azure\.net\.$ podid-sts.podid-system.svc.cluster.local. answer auto`,
-		`rewrite stop name regex ^[a-z0-9-]+\.queue\.core\.windows\.net\.$ azurite.azurite.svc.cluster.local. answer auto`,
+		`rewrite stop name regex ^[a-z0-9-]+\.queue\.core\.windows\.net\.$ azurite.podid-local.svc.cluster.local. answer auto`,
 	}
 	var got []string
 	for _, l := range strings.Split(cm.Data["podid.conf"], "\n") {

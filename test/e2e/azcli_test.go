@@ -24,10 +24,10 @@ const azcliImage = "localhost/azcli:dev"
 // `sleep infinity`; through exec, `az login --federated-token … --service-principal
 // -u $AZURE_CLIENT_ID -t $AZURE_TENANT_ID` and then `az login --identity`
 // (IMDS, through podid's agent), each followed by `az account get-access-token
-// --resource …`. Success: each login lists the tenant's subscriptions (the
-// identity is Reader on ARM), and each token verifies against the sts as w's
-// identity. Tokens
-// are never printed, only their claims.
+// --resource …`. Success: each login lists exactly the subscription the
+// identity is Reader on (Azure RBAC; the helm test's identity's subscription
+// is not listed), and each token verifies against the sts as w's identity.
+// Tokens are never printed, only their claims.
 func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns string, w wiWorkload, tr http.RoundTripper) {
 	t.Helper()
 	if !nodeHasImage(ctx, t, c, azcliImage) {
@@ -96,8 +96,8 @@ func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns 
 		if err := json.Unmarshal([]byte(out), &accounts); err != nil {
 			t.Fatalf("az login (%s) printed no account list: %v\n%s", login.name, err, out)
 		}
-		// Every subscription of the tenant (the identity is Reader on ARM): the
-		// test's, and others the release's identities live in (the helm test's).
+		// The subscription the identity holds Reader on, and no other: the
+		// release's other identities (the helm test's) live in others.
 		subs := map[string]bool{}
 		for _, a := range accounts {
 			if a.TenantID != wiTenantID || a.State != "Enabled" || a.User.Name != login.user || a.User.Type != "servicePrincipal" {
@@ -105,8 +105,8 @@ func azureCLILogins(ctx context.Context, t *testing.T, c *framework.Cluster, ns 
 			}
 			subs[a.ID] = true
 		}
-		if !subs[wiSubscription] {
-			t.Fatalf("az login (%s): accounts %+v lack subscription %s", login.name, accounts, wiSubscription)
+		if !subs[wiSubscription] || len(subs) != 1 {
+			t.Fatalf("az login (%s): accounts %+v, want subscription %s alone", login.name, accounts, wiSubscription)
 		}
 		var tok struct {
 			AccessToken  string `json:"accessToken"`

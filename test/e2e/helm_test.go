@@ -268,8 +268,9 @@ func helmValues(t *testing.T, c *framework.Cluster, w wiWorkload) string {
 			Name: "k8s-" + w.sa, Issuer: c.Issuer, Subject: w.subject, Audiences: []string{framework.TokenExchangeAudience},
 		}},
 	}},
-		// Reader on ARM: `az login` lists the subscription (seed 003 grants Reader too).
-		RoleAssignments: []sts.BootstrapRoleAssignment{{Principal: w.clientID, Resource: sts.ARMResource, Role: "Reader"}},
+		// Reader on the subscription, as seed 003 grants it (az role assignment create
+		// --role Reader --scope /subscriptions/…): `az login` lists that subscription.
+		RoleAssignments: []sts.BootstrapRoleAssignment{{Principal: w.clientID, Scope: "/subscriptions/" + wiSubscription, Role: "Reader"}},
 	}}}
 	bj, err := yaml.Marshal(boot)
 	must(t, err)

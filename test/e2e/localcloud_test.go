@@ -81,12 +81,14 @@ func TestLocalCloud(t *testing.T) {
 		{"management.azure.com", served},
 		{"podid-sts.podid-system.svc.cluster.local", served},
 		{"kubernetes.default.svc.cluster.local", "rcode=NOERROR aa=true a=10.96.0.1"},
-		{"graph.microsoft.com", nx},                   // an Azure name the local cloud does not serve
-		{"myvault.vault.azure.net", nx},               // not mapped until the local Key Vault exists
-		{"x.login.microsoftonline.com", nx},           // under a served name
-		{"example.com", nx},                           // the internet
-		{"login.microsoftonline.com.evil.test", nx},   // a served name as a prefix
-		{"no-such-svc.default.svc.cluster.local", nx}, // the kubernetes plugin's own answer
+		{"graph.microsoft.com", nx},                                                        // an Azure name the local cloud does not serve
+		{"myvault.vault.azure.net", served},                                                // the sts's Key Vaults, by Host
+		{"devstoreaccount1.queue.core.windows.net", "rcode=NOERROR aa=true a=10.96.0.110"}, // Azurite's Service in podid-local
+		{"a.b.vault.azure.net", nx},                                                        // one label below the suffix only
+		{"x.login.microsoftonline.com", nx},                                                // under a served name
+		{"example.com", nx},                                                                // the internet
+		{"login.microsoftonline.com.evil.test", nx},                                        // a served name as a prefix
+		{"no-such-svc.default.svc.cluster.local", nx},                                      // the kubernetes plugin's own answer
 	}
 	// The name table reaches CoreDNS with the kubelet's volume refresh (10 s
 	// sync on the local node) and its reload (2 s): wait for the first name.
