@@ -587,7 +587,9 @@ func runWIClient(t *testing.T, s *stack, env map[string]string, root string) str
 	out := filepath.Join(dir, "access-token")
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-out", out)
+	// On the host no DNS answers login.microsoftonline.com (and nothing may
+	// ask the internet's): no instance discovery, as workloadCredential.
+	cmd := exec.CommandContext(ctx, bin, "-no-instance-discovery", "-out", out)
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + dir,

@@ -11,7 +11,12 @@
 // with podid sts (docs/local-cloud.md); the sts CA is the image's system
 // trust store's file.
 //
-//	wiclient [-default] [-scope SCOPE] [-out FILE]
+//	wiclient [-default] [-no-instance-discovery] [-scope SCOPE] [-out FILE]
+//
+// -no-instance-discovery is for a process outside the cluster (the
+// integration test runs this binary on the host, against a loopback sts):
+// there no DNS answers login.microsoftonline.com, and nothing may ask the
+// internet's.
 //
 // The loop (failures printed with their AADSTS code), output and "cat" are
 // azclient's.
@@ -31,18 +36,19 @@ import (
 func main() {
 	azclient.Main("wiclient", func(fs *flag.FlagSet) func() (azcore.TokenCredential, error) {
 		useDefault := fs.Bool("default", false, "use DefaultAzureCredential instead of WorkloadIdentityCredential")
+		noDiscovery := fs.Bool("no-instance-discovery", false, "DisableInstanceDiscovery (outside the local cloud's DNS only)")
 		return func() (azcore.TokenCredential, error) {
 			for _, k := range []string{"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"} {
 				fmt.Printf("wiclient: %s=%s\n", k, os.Getenv(k)) // paths and ids, no secrets
 			}
 			if *useDefault {
-				cred, err := azidentity.NewDefaultAzureCredential(nil)
+				cred, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{DisableInstanceDiscovery: *noDiscovery})
 				if err != nil {
 					return nil, fmt.Errorf("NewDefaultAzureCredential: %w", err)
 				}
 				return cred, nil
 			}
-			cred, err := azidentity.NewWorkloadIdentityCredential(nil)
+			cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{DisableInstanceDiscovery: *noDiscovery})
 			if err != nil {
 				return nil, fmt.Errorf("NewWorkloadIdentityCredential: %w", err)
 			}
