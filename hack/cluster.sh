@@ -653,7 +653,7 @@ leftovers() {
 cmd_leftovers() {
   local left; left=$(leftovers)
   if [ -n "$left" ]; then echo "$left"; return 1; fi
-  log "no leftovers: no cluster process (Azurite included), mount, netns, interface, iptables rule, cgroup, CNI config, port or changed sysctl"
+  log "no leftovers: no cluster process (Azurite included; CoreDNS and every pod: shims, netns, cgroups), mount, netns, interface, iptables rule, cgroup, CNI config, port or changed sysctl"
 }
 
 # Dispatch only when executed (sourcing gives the functions, for debugging).
