@@ -36,6 +36,10 @@ const (
 	release        = "podid"
 )
 
+// upImages are the images podid up runs: podid itself and the demo
+// programs of deploy/examples/up (pause and CoreDNS are hack/cluster.sh's).
+func upImages() []string { return []string{"podid", "wiclient", "miclient", "queueclient"} }
+
 // session is one run of Up or Down.
 type session struct {
 	o   Options
@@ -79,7 +83,9 @@ func Up(ctx context.Context, o Options) error {
 	}{
 		{"install", "install what is missing (hack/install.sh: apt, Kubernetes, helm)", s.script("hack/install.sh")},
 		{"cluster", "start the local cluster (hack/cluster.sh up)", s.script("hack/cluster.sh", "up")},
-		{"images", "build and import podid's images (hack/image.sh)", s.script("hack/image.sh")},
+		// Only the images podid and its demos run (deploy/examples/up): the
+		// default set also has the e2e suite's, such as the 951 MB azcli.
+		{"images", "build and import podid's images (hack/image.sh " + strings.Join(upImages(), " ") + ")", s.script("hack/image.sh", upImages()...)},
 		{"chart", "install podid's Helm chart (values-local.yaml)", s.installChart},
 		{"rollout", "wait for podid's rollout", s.waitReady},
 		{"identities", "identities through podid's CLI and the sts's ARM API", s.setupIdentities},
