@@ -227,6 +227,23 @@ func TestSummary(t *testing.T) {
 	}
 }
 
+// values-local.yaml enables the local cloud without naming its authority:
+// the summary's is the chart's default.
+func TestPodAuthority(t *testing.T) {
+	root := filepath.Join("..", "..")
+	local, err := readLocalValues(filepath.Join(root, "deploy/chart/podid/values-local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := podAuthority(root, local); err != nil || got != "https://login.microsoftonline.com/" {
+		t.Errorf("podAuthority = %q, %v; want https://login.microsoftonline.com/", got, err)
+	}
+	local.LocalCloud.Enabled = false
+	if got, err := podAuthority(root, local); err != nil || got != "" {
+		t.Errorf("without the local cloud: %q, %v; want none", got, err)
+	}
+}
+
 func TestHasRole(t *testing.T) {
 	have := []map[string]any{
 		{"role": "Storage Queue Data Contributor", "resource": "https://storage.azure.com"},

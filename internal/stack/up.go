@@ -170,8 +170,8 @@ func (s *session) installChart(ctx context.Context) error {
 		return err
 	}
 	s.tenant = local.TenantID
-	if local.LocalCloud.Enabled {
-		s.podAuthority = local.LocalCloud.Authority
+	if s.podAuthority, err = podAuthority(s.o.Root, local); err != nil {
+		return err
 	}
 	secret, err := s.adminSecret()
 	if err != nil {
@@ -237,6 +237,24 @@ type localValues struct {
 		Enabled   bool   `json:"enabled"`
 		Authority string `json:"authority"`
 	} `json:"localCloud"`
+}
+
+// podAuthority is the authority the chart gives pods with local's values:
+// localCloud.authority (the chart's default when unset) when the local
+// cloud is enabled, else "".
+func podAuthority(root string, local localValues) (string, error) {
+	if !local.LocalCloud.Enabled || local.LocalCloud.Authority != "" {
+		return local.LocalCloud.Authority, nil
+	}
+	var chart localValues
+	b, err := os.ReadFile(filepath.Join(root, "deploy/chart/podid/values.yaml"))
+	if err == nil {
+		err = yaml.Unmarshal(b, &chart)
+	}
+	if err != nil {
+		return "", fmt.Errorf("the chart's values.yaml: %w", err)
+	}
+	return chart.LocalCloud.Authority, nil
 }
 
 func readLocalValues(path string) (localValues, error) {

@@ -58,8 +58,8 @@ const (
 //	   IS accepted: Azurite's basic mode does not check signatures (asserted,
 //	   so docs/local-cluster.md stays true).
 //	01 podid: sts (identity storageandbushandler, federated with the test
-//	   namespace's default ServiceAccount, role Storage Queue Data
-//	   Contributor), CRDs, webhook, agent.
+//	   namespace's default ServiceAccount, Storage Queue Data Contributor at
+//	   its resource group), CRDs, webhook, agent.
 //	02 deploy/examples/queue-demo.yaml as shipped (namespace and client id
 //	   filled in): its v1 pod gets a Storage token through 169.254.169.254 and
 //	   the agent, and sends and receives a message on Azurite with it.
@@ -206,7 +206,9 @@ func TestAzurite(t *testing.T) {
 	start := time.Now()
 	ensureNamespace(ctx, t, c, stsNamespace)
 	stsPodIP := deploySTS(ctx, t, c, []wiWorkload{id}, func(tn *sts.BootstrapTenant) {
-		tn.RoleAssignments = append(tn.RoleAssignments, sts.BootstrapRoleAssignment{Principal: id.clientID, Resource: wiResource, Role: queueRole})
+		// Azure RBAC at the identity's resource group, as seed 000 grants it
+		// (az role assignment create --scope …): Storage has no app roles.
+		tn.RoleAssignments = append(tn.RoleAssignments, sts.BootstrapRoleAssignment{Principal: id.clientID, Scope: "/subscriptions/" + wiSubscription + "/resourceGroups/e2e", Role: queueRole})
 	})
 	_, caPEM := stsClientTransport(ctx, t, stsPodIP)
 	applyCRDs(ctx, t, c)
@@ -236,7 +238,9 @@ func TestAzurite(t *testing.T) {
 	if !strings.HasSuffix(result, " ok") || !strings.Contains(result, "queue=myqueue-items account="+c.AzuriteAccount+" ") {
 		t.Fatalf("seed 000's queue round trip failed: %s\nlog:\n%s", result, logs)
 	}
-	for _, want := range []string{"aud=" + wiResource + " ", "tid=" + wiTenantID + " ", "roles=" + queueRole} {
+	// No roles claim: as from Entra, a Storage token carries none (Azure RBAC
+	// is decided by the resource, not written into the token).
+	for _, want := range []string{"aud=" + wiResource + " ", "tid=" + wiTenantID + " ", "roles=-"} {
 		if !strings.Contains(claims, want) {
 			t.Errorf("key claims %q lack %q", claims, want)
 		}
