@@ -291,10 +291,12 @@ func (s podStore) Replace(list []any, _ string) error {
 	for _, uid := range gone {
 		x.gone(uid)
 	}
-	x.syncOnce.Do(func() { close(x.synced) })
+	// OnRelist first: whoever waits on Synced then also sees the relist
+	// handled (the pod watch's "resumed" state and log line).
 	if x.OnRelist != nil {
 		x.OnRelist(len(recs))
 	}
+	x.syncOnce.Do(func() { close(x.synced) })
 	return nil
 }
 

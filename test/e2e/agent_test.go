@@ -644,6 +644,15 @@ func TestAgent(t *testing.T) {
 					t.Errorf("%s during the outage: %d tokens, %d failures (e.g. %.200s); want every request served", p.Name, served, other, sample)
 				}
 			}
+			// The frozen API server missed the node's heartbeats, so the
+			// node controller marked the node's pods unready and their
+			// Services lost their endpoints; the next cases need the
+			// webhook and the sts reachable again.
+			for _, d := range []struct{ ns, name string }{{"podid-system", "podid-webhook"}, {stsNamespace, stsDeployment}} {
+				if err := waitDeploymentAvailable(ctx, c, d.ns, d.name); err != nil {
+					t.Fatalf("after the outage: %v", err)
+				}
+			}
 		}},
 		{"stolen-agent-credential-stays-on-its-node", func(t *testing.T) {
 			// Whoever owns the node can read the agent's credential (the

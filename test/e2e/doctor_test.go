@@ -14,6 +14,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/test/e2e/framework"
@@ -175,6 +177,23 @@ func TestDoctorPodIdentityOnNode(t *testing.T) {
 	applyServiceAccount(ctx, t, c, ns, v1.sa, nil)
 	pod := c.CreatePod(ctx, t, miClientPod(ns, "v1-doctor", v1.sa, map[string]string{podidv1.PodLabelKey: selector}))
 	verifyPodToken(ctx, t, c, stsTransport, pod, v1.clientID)
+	// The agent serves the pod without waiting for the controller, which
+	// records the assignment on its own schedule; doctor checks that record,
+	// so a working pod is one whose AzureAssignedIdentity exists.
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, framework.PodTimeout, true, func(ctx context.Context) (bool, error) {
+		var l podidv1.AzureAssignedIdentityList
+		if err := c.Client.List(ctx, &l, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, a := range l.Items {
+			if a.Spec.Pod == pod.Name && a.Spec.PodUID == string(pod.UID) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("podid controller assigned no AzureAssignedIdentity to %s/%s: %v", ns, pod.Name, err)
+	}
 
 	podid := cliRunner(ctx, t, c)
 	caFile := filepath.Join(t.TempDir(), "sts-ca.pem")

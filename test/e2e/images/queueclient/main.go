@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		if r.err != nil {
 			dr.Error = r.op + ": " + strings.Join(strings.Fields(r.err.Error()), " ")
 		} else {
-			dr.Resource = "sent and received 1 message on " + account + "/" + *queue
+			dr.Resource = "1 message sent+received, " + *queue // the summary clips at 40 runes
 		}
 		fmt.Println(dr.Line())
 		if *once && r.err != nil {
