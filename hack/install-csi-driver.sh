@@ -22,7 +22,9 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # Progress: the build prints nothing for minutes; say it is alive every 30 s.
 ( while sleep 30; do echo "  … still building secrets-store-csi-driver ($(( $(date +%s)-t ))s)"; done ) &
 ticker=$!
-trap 'kill $ticker 2>/dev/null; rm -rf "$tmp"' EXIT
+# The ticker is gone by then on success: under errexit a failing kill in the
+# EXIT trap would turn the script's status into 1.
+trap 'kill $ticker 2>/dev/null || true; rm -rf "$tmp"' EXIT
 # Static (the image has no libc); the version ldflag is what --version and the
 # driver's metrics report.
 (
