@@ -525,6 +525,12 @@ cmd_down() {
     [ -n "$pid" ] || continue
     log "  killing leftover process $pid: ${rest:0:100}"; kill -9 "$pid" 2>/dev/null || true
   done < <(our_pids)
+  # A shim killed without its cleanup leaves its socket file behind; one nobody listens
+  # on is dead (another containerd's live shims keep theirs).
+  local s listening; listening=$(ss -xlH 2>/dev/null | awk '{print $5}')
+  for s in /run/containerd/s/*; do
+    if [ -S "$s" ] && ! grep -qxF "$s" <<<"$listening"; then rm -f "$s"; fi
+  done
   phase "containers removed, containerd stopped"
   # 4. Mounts (pod volumes, the kubelet's self bind mount, rootfs, netns).
   local m
