@@ -44,6 +44,8 @@ HOST_DIRS="/var/log/pods /var/log/containers /var/lib/kubelet"
 # Directories containerd creates whatever its state dir (/run/containerd/s holds the
 # shim sockets) and /run/netns (anyone may use it): removed only when empty.
 SHARED_DIRS="/run/containerd/s /run/containerd /run/netns"
+# Where libcni caches every ADD's result until the DEL (containerd's default).
+CNI_RESULTS=/var/lib/cni/results
 
 node_ip() {
   local ip
@@ -531,6 +533,10 @@ cmd_down() {
   for s in /run/containerd/s/*; do
     if [ -S "$s" ] && ! grep -qxF "$s" <<<"$listening"; then rm -f "$s"; fi
   done
+  # libcni's records of our sandboxes. A DEL removes each; one that is still here
+  # belongs to a sandbox killed without it, and would claim its address again once
+  # the next cluster's IPAM hands that address to a new pod.
+  cni_records_ours | xargs -r rm -f
   phase "containers removed, containerd stopped"
   # 4. Mounts (pod volumes, the kubelet's self bind mount, rootfs, netns).
   local m
@@ -624,6 +630,19 @@ ebt_ours() {
   ebtables-save 2>/dev/null | grep -E 'PODID-GUARD' || true
 }
 
+# cni_records_ours: libcni's cached results of sandboxes on our network (named after
+# it in the conflist) and their loopback records.
+cni_records_ours() {
+  local f id
+  for f in "$CNI_RESULTS"/podid-*; do
+    [ -f "$f" ] || continue
+    id=${f#"$CNI_RESULTS"/podid-}; id=${id%-*}
+    echo "$f"
+    [ -f "$CNI_RESULTS/cni-loopback-$id-lo" ] && echo "$CNI_RESULTS/cni-loopback-$id-lo"
+  done
+  return 0
+}
+
 # ------------------------------------------------------------------- leftovers ---
 # leftovers: one line per piece of host state a cluster left behind; empty when clean.
 leftovers() {
@@ -643,6 +662,8 @@ leftovers() {
   [ -e "$CLUSTER_RUN" ] && echo "LEFTOVER directory (runtime state, CNI config): $CLUSTER_RUN"
   [ -e "$K/azurite" ] && echo "LEFTOVER directory (Azurite's queues): $K/azurite"
   ls /etc/cni/net.d/*podid* >/dev/null 2>&1 && echo "LEFTOVER CNI config in /etc/cni/net.d"
+  cni_records_ours | sed 's/^/LEFTOVER CNI record: /'
+
   if [ -f "$K/host/sysctl.orig" ]; then
     while IFS='=' read -r p rest; do
       [ "$(sysctl -n "$p" 2>/dev/null)" = "$rest" ] || echo "LEFTOVER sysctl: $p=$(sysctl -n "$p") (was $rest)"

@@ -221,15 +221,22 @@ func BenchmarkHandlerCachedToken(b *testing.B) {
 	cache := token.NewCache(token.CacheConfig{Source: token.SourceFunc(func(context.Context, token.Request) (token.Token, error) {
 		return token.Token{AccessToken: "x.y.z", ExpiresOn: now.Add(time.Hour), IssuedAt: now, ClientID: "cid"}, nil
 	})})
-	guard, err := intercept.NewGuard(intercept.GuardConfig{Exec: func(context.Context, []byte, string, ...string) ([]byte, error) { return nil, nil }})
-	if err != nil {
-		b.Fatal(err)
-	}
 	sbs := []intercept.Sandbox{{ContainerID: "c", PodUID: "uid-p", PodNamespace: "ns", PodName: "p", HostIf: "vethp", Bridge: "br",
 		MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, IPs: []netip.Addr{podIP}}}
 	for i := range 109 {
 		sbs = append(sbs, intercept.Sandbox{ContainerID: fmt.Sprint("c", i), PodUID: fmt.Sprint("uid-", i), PodNamespace: "ns", PodName: fmt.Sprint("p", i),
 			HostIf: fmt.Sprint("veth", i), Bridge: "br", MAC: net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 4, byte(i)})}})
+	}
+	links := map[string]bool{}
+	for _, sb := range sbs {
+		links[sb.HostIf] = true
+	}
+	guard, err := intercept.NewGuard(intercept.GuardConfig{
+		Exec:  func(context.Context, []byte, string, ...string) ([]byte, error) { return nil, nil },
+		Links: func() (map[string]bool, error) { return links, nil },
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 	if err := guard.Sync(b.Context(), sbs, true); err != nil {
 		b.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sort"
@@ -36,7 +37,14 @@ type GuardConfig struct {
 	// removed); default 10s.
 	Interval time.Duration
 	// Exec runs commands; default Exec.
-	Exec   ExecFunc
+	Exec ExecFunc
+	// Links lists the names of the node's network interfaces; default
+	// this process's network namespace (the agent runs in the node's). A
+	// CNI record whose host interface is not among them is stale — its
+	// sandbox was killed without a CNI DEL, e.g. by a crash or a runtime
+	// whose state was wiped — and claims nothing: otherwise it would take
+	// its old address away from the live pod the IPAM gives it to next.
+	Links  func() (map[string]bool, error)
 	Logger *slog.Logger
 }
 
@@ -86,6 +94,7 @@ type Guard struct {
 	rawChain   bool       // the iptables chain for routed pods may exist
 	owners     atomic.Pointer[map[netip.Addr]Sandbox]
 	ready      atomic.Bool
+	stale      atomic.Int64 // CNI records the last sync found stale
 
 	kick      chan struct{}
 	requested atomic.Uint64 // refreshes asked for
@@ -123,6 +132,9 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Links == nil {
+		cfg.Links = interfaceNames
+	}
 	if cfg.ResultsDir == "" {
 		cfg.ResultsDir = DefaultCNIResultsDir
 	}
@@ -146,6 +158,40 @@ func (g *Guard) Owner(ip netip.Addr) (Sandbox, bool) {
 
 // Guarded is the number of addresses whose rules are in place.
 func (g *Guard) Guarded() int { return len(*g.owners.Load()) }
+
+// Stale is the number of CNI records the last sync ignored because their
+// host interface is gone.
+func (g *Guard) Stale() int { return int(g.stale.Load()) }
+
+// interfaceNames lists the interfaces of this process's network namespace.
+func interfaceNames() (map[string]bool, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list the node's network interfaces: %w", err)
+	}
+	names := make(map[string]bool, len(ifs))
+	for _, i := range ifs {
+		names[i.Name] = true
+	}
+	return names, nil
+}
+
+// live drops the sandboxes whose host interface the node does not have.
+// If the interfaces cannot be listed every record counts (a stale one can
+// then only make an address unguarded, never guard it for the wrong pod).
+func live(sbs []Sandbox, links map[string]bool) (out []Sandbox, stale int) {
+	if links == nil {
+		return sbs, 0
+	}
+	for _, sb := range sbs {
+		if sb.HostIf != "" && !links[sb.HostIf] {
+			stale++
+			continue
+		}
+		out = append(out, sb)
+	}
+	return out, stale
+}
 
 // guardable splits sandboxes into those the guard can protect and the
 // reasons it cannot protect the rest. An address claimed by two sandboxes
@@ -307,6 +353,9 @@ func (g *Guard) ebt(ctx context.Context, args ...string) ([]byte, error) {
 func (g *Guard) Sync(ctx context.Context, sbs []Sandbox, force bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	links, lerr := g.cfg.Links()
+	sbs, stale := live(sbs, links)
+	g.stale.Store(int64(stale))
 	var routes map[netip.Addr][]string
 	var rerr error
 	for _, sb := range sbs {
@@ -318,6 +367,9 @@ func (g *Guard) Sync(ctx context.Context, sbs []Sandbox, force bool) error {
 	ok, refused := guardable(sbs, routes)
 	if rerr != nil {
 		refused = append(refused, rerr)
+	}
+	if lerr != nil {
+		refused = append(refused, lerr)
 	}
 	err := g.apply(ctx, ok, force)
 	next := map[netip.Addr]Sandbox{}
@@ -453,7 +505,7 @@ func (g *Guard) Ensure(ctx context.Context, ip netip.Addr, fresh bool) (Sandbox,
 func (g *Guard) Run(ctx context.Context) error {
 	t := time.NewTicker(g.cfg.Interval)
 	defer t.Stop()
-	force, lastErr := true, ""
+	force, lastErr, lastStale := true, "", 0
 	for {
 		covers := g.requested.Load()
 		sbs, errs := ReadCNIResults(g.cfg.ResultsDir)
@@ -466,6 +518,10 @@ func (g *Guard) Run(ctx context.Context) error {
 		} else if msg == nil && lastErr != "" {
 			lastErr = ""
 			g.cfg.Logger.Info("every pod of the node is guarded against address spoofing", "addresses", g.Guarded())
+		}
+		if n := g.Stale(); n != lastStale {
+			lastStale = n
+			g.cfg.Logger.Info("ignoring CNI records whose host interface is gone (sandboxes removed without a CNI DEL)", "records", n, "dir", g.cfg.ResultsDir)
 		}
 		g.wmu.Lock()
 		g.completed = covers

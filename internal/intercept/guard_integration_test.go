@@ -120,6 +120,19 @@ func newSpoofNet(t *testing.T) *spoofNet {
 	return n
 }
 
+// guard is a Guard of the test's node namespace: its commands run there
+// and it sees that namespace's interfaces.
+func (n *spoofNet) guard(cfg GuardConfig) (*Guard, error) {
+	cfg.Exec = func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
+	}
+	cfg.Links = func() (names map[string]bool, err error) {
+		inNetns(n.t, n.node, func() { names, err = interfaceNames() })
+		return names, err
+	}
+	return NewGuard(cfg)
+}
+
 // inNetns runs f on an OS thread switched into namespace ns; the thread is
 // discarded afterwards (it never returns to the runtime's pool).
 func inNetns(t testing.TB, ns string, f func()) {
@@ -244,10 +257,7 @@ func TestGuardStopsSpoofedCallers(t *testing.T) {
 	n.in(n.at, "ip", "addr", "del", "10.99.0.5/32", "dev", "eth0")
 	n.in(n.node, "ip", "neigh", "flush", "dev", "br0")
 
-	ex := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
-	}
-	g, err := NewGuard(GuardConfig{Exec: ex})
+	g, err := n.guard(GuardConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,10 +440,7 @@ func TestGuardStopsHandBuiltTCP(t *testing.T) {
 	t.Logf("no guard: the raw attacker was answered as the victim: %s %q", r.Status, r.Body)
 	n.in(n.node, "ip", "neigh", "flush", "dev", "br0")
 
-	ex := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
-	}
-	g, err := NewGuard(GuardConfig{Exec: ex})
+	g, err := n.guard(GuardConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,10 +505,7 @@ func TestGuardIPv6(t *testing.T) {
 	}
 	undo()
 
-	ex := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
-	}
-	g, err := NewGuard(GuardConfig{Exec: ex})
+	g, err := n.guard(GuardConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,10 +674,7 @@ func TestGuardRoutedCNI(t *testing.T) {
 		t.Fatalf("control: misrouted, the attacker got %q, want the victim's token (the harness cannot see a theft)", got)
 	}
 	// ... and that is what the guard refuses to vouch for.
-	ex := func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-		return Exec(ctx, stdin, "ip", append([]string{"netns", "exec", n.node, name}, args...)...)
-	}
-	g, err := NewGuard(GuardConfig{Exec: ex, RoutesFile: routes, EBTables: "true", EBTablesRestore: "true"})
+	g, err := n.guard(GuardConfig{RoutesFile: routes, EBTables: "true", EBTablesRestore: "true"})
 	if err != nil {
 		t.Fatal(err)
 	}

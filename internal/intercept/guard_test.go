@@ -81,6 +81,60 @@ func sandbox(id, veth, mac, ip string) Sandbox {
 		MAC: mustMAC(mac), IPs: []netip.Addr{netip.MustParseAddr(ip)}}
 }
 
+// nodeLinks is a GuardConfig.Links for a node with these interfaces.
+func nodeLinks(names ...string) func() (map[string]bool, error) {
+	return func() (map[string]bool, error) {
+		m := map[string]bool{}
+		for _, n := range names {
+			m[n] = true
+		}
+		return m, nil
+	}
+}
+
+// A record whose host interface is gone (its sandbox was killed without a
+// CNI DEL) claims nothing: the live pod the IPAM gave the address to next
+// is guarded, and the stale record gets no rules. If the interfaces cannot
+// be listed every record counts: the address is refused, never guessed.
+func TestGuardIgnoresStaleRecords(t *testing.T) {
+	stale := sandbox("old", "vethgone", "02:00:00:00:00:01", "10.244.0.5")
+	fresh := sandbox("new", "vethnew", "02:00:00:00:00:02", "10.244.0.5")
+	other := sandbox("o", "vetho", "02:00:00:00:00:03", "10.244.0.6")
+	for _, tt := range []struct {
+		name      string
+		links     func() (map[string]bool, error)
+		wantOwner string // uid guarded at 10.244.0.5, "" for none
+		wantStale int
+		wantErr   string
+	}{
+		{"stale record ignored", nodeLinks("vethnew", "vetho"), "uid-new", 1, ""},
+		{"both live: refused", nodeLinks("vethgone", "vethnew", "vetho"), "", 0, "claimed by more than one sandbox"},
+		{"interfaces unknown: refused", func() (map[string]bool, error) { return nil, errors.New("netlink down") }, "", 0, "netlink down"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &recorder{}
+			g, _ := NewGuard(GuardConfig{Exec: r.exec, Links: tt.links})
+			err := g.Sync(t.Context(), []Sandbox{stale, fresh, other}, false)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("error %v, want %q", err, tt.wantErr)
+			}
+			sb, ok := g.Owner(netip.MustParseAddr("10.244.0.5"))
+			if got := map[bool]string{true: sb.PodUID}[ok]; got != tt.wantOwner {
+				t.Errorf("10.244.0.5 guarded for %q, want %q", got, tt.wantOwner)
+			}
+			if _, ok := g.Owner(netip.MustParseAddr("10.244.0.6")); !ok {
+				t.Error("an unrelated live sandbox is not guarded")
+			}
+			if g.Stale() != tt.wantStale {
+				t.Errorf("Stale() = %d, want %d", g.Stale(), tt.wantStale)
+			}
+			if strings.Contains(strings.Join(r.stdin, ""), "vethgone") && tt.wantStale > 0 {
+				t.Errorf("rules for a stale record:\n%s", r.stdin)
+			}
+		})
+	}
+}
+
 // recorder is an ExecFunc that records commands and fails on demand.
 type recorder struct {
 	mu      sync.Mutex // protects the fields
@@ -115,7 +169,7 @@ func (r *recorder) exec(_ context.Context, stdin []byte, name string, args ...st
 
 func TestGuardRulesAndOwners(t *testing.T) {
 	r := &recorder{}
-	g, err := NewGuard(GuardConfig{Exec: r.exec})
+	g, err := NewGuard(GuardConfig{Exec: r.exec, Links: nodeLinks("vethv", "vetha", "vethn")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +241,7 @@ func TestGuardRulesAndOwners(t *testing.T) {
 
 func TestGuardRefusesWhatItCannotProtect(t *testing.T) {
 	r := &recorder{}
-	g, _ := NewGuard(GuardConfig{Exec: r.exec})
+	g, _ := NewGuard(GuardConfig{Exec: r.exec, Links: nodeLinks("vetha", "vethb", "cali1", "veths", "vetho")})
 	a := sandbox("a", "vetha", "02:00:00:00:00:01", "10.244.0.5")
 	dup := sandbox("b", "vethb", "02:00:00:00:00:02", "10.244.0.5") // same address: records inconsistent
 	routed := sandbox("r", "cali1", "02:00:00:00:00:03", "10.244.0.9")
@@ -227,7 +281,8 @@ func TestGuardRoutedPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &recorder{}
-	g, _ := NewGuard(GuardConfig{Exec: r.exec, RoutesFile: routes})
+	links := nodeLinks("cali1", "cali2", "cali3", "vetho")
+	g, _ := NewGuard(GuardConfig{Exec: r.exec, RoutesFile: routes, Links: links})
 	routed := func(id, hostIf, ip string) Sandbox {
 		sb := sandbox(id, hostIf, "02:00:00:00:00:09", ip)
 		sb.Bridge, sb.MAC = "", nil
@@ -279,13 +334,13 @@ func TestGuardRoutedPods(t *testing.T) {
 	// A bridge-only node never creates the chain, but empties one an
 	// earlier run left (at the first, forced, sync).
 	r2 := &recorder{}
-	g2, _ := NewGuard(GuardConfig{Exec: r2.exec, RoutesFile: routes})
+	g2, _ := NewGuard(GuardConfig{Exec: r2.exec, RoutesFile: routes, Links: links})
 	_ = g2.Sync(t.Context(), []Sandbox{bridged}, true)
 	if strings.Contains(strings.Join(r2.stdin, ""), "*raw") {
 		t.Fatal("iptables chain created on a bridge-only node")
 	}
 	r3 := &recorder{rawChain: true}
-	g3, _ := NewGuard(GuardConfig{Exec: r3.exec, RoutesFile: routes})
+	g3, _ := NewGuard(GuardConfig{Exec: r3.exec, RoutesFile: routes, Links: links})
 	_ = g3.Sync(t.Context(), []Sandbox{bridged}, true)
 	if !strings.Contains(strings.Join(r3.stdin, ""), "*raw\n:PODID-GUARD-RAW - [0:0]\nCOMMIT\n") {
 		t.Fatalf("a leftover chain was not emptied: %q", r3.stdin)
@@ -297,7 +352,7 @@ func TestGuardRoutedPods(t *testing.T) {
 func TestGuardEnsureSyncsOnDemand(t *testing.T) {
 	dir := t.TempDir()
 	r := &recorder{}
-	g, _ := NewGuard(GuardConfig{Exec: r.exec, ResultsDir: dir, Interval: time.Hour})
+	g, _ := NewGuard(GuardConfig{Exec: r.exec, ResultsDir: dir, Interval: time.Hour, Links: nodeLinks("vethx")})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()

@@ -72,7 +72,7 @@ const (
 // guard) and agent (DaemonSet Ready), 03 identities and bindings, 04 cases:
 // v1 binding, no binding, v2 service account, hostNetwork pod, binding of
 // another namespace, excepted pod, two identities chosen by client_id, IP
-// reused by a new pod, a NET_ADMIN pod spoofing another's address and MAC,
+// reused by a new pod, a stale CNI record for a live pod's address, a NET_ADMIN pod spoofing another's address and MAC,
 // default-capability pods claiming a victim's address by ARP and speaking
 // TCP by hand from it (with the controls: the same program from its own
 // address, and with the guard removed), first token at container start, an
@@ -123,6 +123,9 @@ func TestAgent(t *testing.T) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), framework.PodTimeout+30*time.Second)
 		defer cancel()
+		if t.Failed() {
+			c.DumpNamespace(ctx, t, agentNamespace) // the agent's log says why a pod was not guarded
+		}
 		deleteAgent(ctx, t, c)
 		if err := rules.Uninstall(ctx); err != nil {
 			t.Errorf("remove the agent's interception rules from the node: %v", err)
@@ -268,6 +271,32 @@ func TestAgent(t *testing.T) {
 				t.Logf("new pod's first answer: %s", first)
 			}
 			t.Logf("new pod's answer once the agent saw it: %s", line)
+		}},
+		{"stale-cni-record-claims-nothing", func(t *testing.T) {
+			// A sandbox killed without a CNI DEL (a runtime crash, its
+			// state wiped) leaves libcni's record behind, naming an address
+			// the IPAM hands out again. Such a record, for the address the
+			// next pod gets and a host interface the node does not have, must
+			// not take that address from the live pod: it is guarded and
+			// gets its token.
+			ipam := hostLocalState(t)
+			next := nextHostLocalIP(t, ipam)
+			plantStaleCNIRecord(t, next)
+			pod := framework.TestClientPod(ns, "after-stale-record")
+			pod.Labels[podidv1.PodLabelKey] = agentV1Selector
+			pod.Spec.DeprecatedServiceAccount = v1.sa
+			pod = c.CreatePod(ctx, t, pod)
+			if pod.Status.PodIP != next.String() {
+				t.Fatalf("could not arrange the stale record's address: %s got %s, not %s", pod.Name, pod.Status.PodIP, next)
+			}
+			a := waitIMDSAnswer(ctx, t, c, ns, pod.Name, "")
+			if a.err != nil || a.status != http.StatusOK {
+				t.Fatalf("the pod at %s with a stale record for its address: status=%d %v %.300s", next, a.status, a.err, a.body)
+			}
+			if err := checkToken(accessTokenVerifier(t, stsTransport), a.body, v1.clientID); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("stale CNI record for %s ignored: the live pod got its own verified token", next)
 		}},
 		{"spoofed-caller-gets-nothing", func(t *testing.T) {
 			// The victim holds the v1 binding; the attacker, in the same
@@ -1431,6 +1460,50 @@ func hostLocalState(t *testing.T) string {
 	}
 	t.Fatalf("%s has no host-local IPAM", files[0])
 	return ""
+}
+
+// nextHostLocalIP is the address host-local gives the next pod (round
+// robin: the one after last_reserved_ip.0).
+func nextHostLocalIP(t *testing.T, dir string) netip.Addr {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "last_reserved_ip.0"))
+	must(t, err)
+	last, err := netip.ParseAddr(strings.TrimSpace(string(b)))
+	must(t, err)
+	return last.Next()
+}
+
+// plantStaleCNIRecord leaves in libcni's cache what a sandbox killed
+// without a CNI DEL leaves: a record (a copy of a live one) that gives ip
+// to a pod that is gone, on a host interface the node does not have. It is
+// removed when t ends.
+func plantStaleCNIRecord(t *testing.T, ip netip.Addr) {
+	t.Helper()
+	live, err := filepath.Glob(filepath.Join(intercept.DefaultCNIResultsDir, "podid-*"))
+	if err != nil || len(live) == 0 {
+		t.Fatalf("no CNI record of the pod network to copy in %s (%v)", intercept.DefaultCNIResultsDir, err)
+	}
+	b, err := os.ReadFile(live[0])
+	must(t, err)
+	var rec map[string]any
+	must(t, json.Unmarshal(b, &rec))
+	id := hex.EncodeToString([]byte(t.Name()))[:32] + "deadbeefdeadbeefdeadbeefdeadbeef"
+	rec["containerId"] = id
+	rec["cniArgs"] = [][2]string{{"K8S_POD_NAMESPACE", "gone"}, {"K8S_POD_NAME", "killed-without-del"}, {"K8S_POD_UID", "00000000-0000-0000-0000-000000000001"}, {"K8S_POD_INFRA_CONTAINER_ID", id}}
+	res, _ := rec["result"].(map[string]any)
+	ifs, _ := res["interfaces"].([]any)
+	ips, _ := res["ips"].([]any)
+	if len(ifs) != 3 || len(ips) != 1 {
+		t.Fatalf("%s: want the bridge plugin's 3 interfaces and 1 address, got %d and %d", live[0], len(ifs), len(ips))
+	}
+	ifs[1].(map[string]any)["name"] = "vethgone0"
+	ifs[2].(map[string]any)["mac"] = "02:00:00:de:ad:01"
+	ips[0].(map[string]any)["address"] = ip.String() + "/24"
+	out, err := json.Marshal(rec)
+	must(t, err)
+	path := filepath.Join(intercept.DefaultCNIResultsDir, "podid-"+id+"-eth0")
+	must(t, os.WriteFile(path, out, 0o600))
+	t.Cleanup(func() { _ = os.Remove(path) })
 }
 
 // nextPodGetsIP makes host-local give ip to the next pod set up on the

@@ -134,7 +134,7 @@ func (c *Cluster) DumpNamespace(ctx context.Context, t testing.TB, namespace str
 		t.Logf("pod %s/%s: phase=%s node=%s ip=%s", namespace, p.Name, p.Status.Phase, p.Spec.NodeName, p.Status.PodIP)
 		for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 			t.Logf("  container %s: ready=%v restarts=%d state=%+v", s.Name, s.Ready, s.RestartCount, s.State)
-			tail := int64(20)
+			tail := int64(60)
 			if logs, err := c.Clientset.CoreV1().Pods(namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: s.Name, TailLines: &tail}).DoRaw(ctx); err == nil {
 				t.Logf("  logs %s:\n%s", s.Name, logs)
 			}
