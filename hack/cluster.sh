@@ -40,7 +40,9 @@ kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 IPT_PATTERN="KUBE-|CNI-|PODID-|$BRIDGE|${POD_CIDR%.0/24}\.|${SVC_CIDR%.0/24}\."
 # Host directories the kubelet creates outside its root dir (device-plugins sockets and
 # container logs have fixed paths); removed by down unless they existed before up.
-HOST_DIRS="/var/log/pods /var/log/containers /var/lib/kubelet"
+# So do podid's DirectoryOrCreate hostPaths (the agent's socket for the CSI provider,
+# the CSI driver's provider sockets).
+HOST_DIRS="/var/log/pods /var/log/containers /var/lib/kubelet /var/run/podid-agent /var/run/secrets-store-csi-providers"
 # Directories containerd creates whatever its state dir (/run/containerd/s holds the
 # shim sockets) and /run/netns (anyone may use it): removed only when empty.
 SHARED_DIRS="/run/containerd/s /run/containerd /run/netns"
