@@ -87,37 +87,40 @@ func newSpoofNet(t *testing.T) *spoofNet {
 	n.victimSB = pod(n.victim, "vethv"+id, "02:00:00:00:99:05", "10.99.0.5", "fd99::5")
 	n.atSB = pod(n.at, "vetha"+id, "02:00:00:00:99:06", "10.99.0.6", "fd99::6")
 
-	// The server: the address it sees is the identity it would serve. It
-	// speaks just enough HTTP for spoofer get to read its answer.
-	for _, addr := range []string{n.serverAddr, n.serverAddr6} {
-		var ln net.Listener
-		inNetns(t, n.node, func() {
-			var err error
-			ln, err = net.Listen("tcp", addr)
-			if err != nil {
-				t.Error(err)
-			}
-		})
-		if ln == nil {
-			t.FailNow()
-		}
-		t.Cleanup(func() { _ = ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-				body := "token-for-" + host + "\n"
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				_, _ = bufio.NewReader(c).ReadString('\n') // the request line, if any
-				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-				_ = c.Close()
-			}
-		}()
-	}
+	n.serve(n.serverAddr)
+	n.serve(n.serverAddr6)
 	return n
+}
+
+// serve runs, in the node's namespace until the test ends, the server whose
+// answer is the identity it would serve: the address it sees. It speaks
+// just enough HTTP for spoofer get to read its answer.
+func (n *spoofNet) serve(addr string) {
+	var ln net.Listener
+	inNetns(n.t, n.node, func() {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			n.t.Error(err)
+		}
+	})
+	if ln == nil {
+		n.t.FailNow()
+	}
+	n.t.Cleanup(func() { _ = ln.Close() }) // ends the accept loop
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			body := "token-for-" + host + "\n"
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = bufio.NewReader(c).ReadString('\n') // the request line, if any
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+			_ = c.Close()
+		}
+	}()
 }
 
 // guard is a Guard of the test's node namespace: its commands run there
@@ -583,31 +586,7 @@ func newRoutedNet(t *testing.T) (*spoofNet, string) {
 	}
 	n.victimSB = pod(n.victim, "caliv"+id, "02:00:00:00:97:05", "10.97.0.5")
 	n.atSB = pod(n.at, "calia"+id, "02:00:00:00:97:06", "10.97.0.6")
-	var ln net.Listener
-	inNetns(t, n.node, func() {
-		var err error
-		if ln, err = net.Listen("tcp", n.serverAddr); err != nil {
-			t.Error(err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			body := "token-for-" + host + "\n"
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = bufio.NewReader(c).ReadString('\n')
-			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-			_ = c.Close()
-		}
-	}()
+	n.serve(n.serverAddr)
 	// The node's routing table as the guard reads it: /proc/<pid>/net/route
 	// of a process in the node's namespace.
 	sleeper := exec.Command("ip", "netns", "exec", n.node, "sleep", "3600")
