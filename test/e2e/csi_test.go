@@ -338,7 +338,7 @@ func csiValues(t *testing.T, c *framework.Cluster, dir, adminSecret, kv string, 
 		"agent": map[string]any{"podCIDRs": []string{c.PodCIDR}},
 		"sts": map[string]any{"saIssuer": c.Issuer, "bootstrap": map[string]any{"tenants": []any{map[string]any{
 			"id": wiTenantID, "domains": []string{"podid.local"},
-			"applications": []any{map[string]any{"clientId": csiAdminClientID, "displayName": "e2e-admin", "secrets": []any{map[string]any{"value": adminSecret}}}},
+			"applications":    []any{map[string]any{"clientId": csiAdminClientID, "displayName": "e2e-admin", "secrets": []any{map[string]any{"value": adminSecret}}}},
 			"identities":      ids,
 			"roleAssignments": ras,
 		}}}},
