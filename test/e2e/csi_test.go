@@ -3,8 +3,14 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -108,6 +114,7 @@ const csiRotation = 15 * time.Second
 //	03 the seed's steps 4-6: the file holds demovalue, $demosecret too
 //	04 a pod of a ServiceAccount without a grant is refused, its event names the grant
 //	05 clientID (workload identity): the pod of the federated ServiceAccount
+//	   mounts a secret, a certificate, its public key and its secret (PEM);
 //	   mounts; a pod of another ServiceAccount is refused, its event says why
 //	06 usePodIdentity: the pod of the v1 binding mounts through the node
 //	   agent; a pod the binding does not select is refused, its event says why
@@ -145,6 +152,8 @@ func TestSecretsStoreCSI(t *testing.T) {
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
 	deleteAndWait(ctx, t, c, objs)
+	// A release another run left behind would block the install.
+	_, _ = runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait")
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
 	t.Cleanup(func() {
@@ -244,12 +253,32 @@ func TestSecretsStoreCSI(t *testing.T) {
 		}
 	}
 
-	// 05: clientID. The identity trusts ServiceAccount default/csi-wi only.
+	// 05: clientID. The identity trusts ServiceAccount default/csi-wi only;
+	// its class mounts a certificate too: the certificate, its public key
+	// and its secret (key and certificate), as the Azure provider writes them.
+	certPEM, keyPEM := csiCertificate(t)
+	certFile := filepath.Join(dir, "democert.pem")
+	must(t, os.WriteFile(certFile, []byte(certPEM+keyPEM), 0o600))
+	podid("keyvault", "certificate", "import", "--vault-name", kv, "--name", "democert", "--file", certFile)
 	podid("fic", "create", "--identity", csiWIIdentity, "--service-account", "default/csi-wi")
-	csiCreate(ctx, t, c, csiSPC(t, "wi-secret", kv, map[string]string{"clientID": wiID}),
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "csi-wi"}})
+	wiClass := csiSPC(t, "wi-secret", kv, map[string]string{"clientID": wiID})
+	p := wiClass.(*unstructured.Unstructured).Object["spec"].(map[string]any)["parameters"].(map[string]any)
+	p["objects"] = p["objects"].(string) +
+		"  - |\n    objectName: democert\n    objectType: cert\n    objectAlias: democert.crt\n" +
+		"  - |\n    objectName: democert\n    objectType: key\n    objectAlias: democert.pub\n" +
+		"  - |\n    objectName: democert\n    objectType: secret\n    objectAlias: democert.pem\n"
+	csiCreate(ctx, t, c, wiClass, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "csi-wi"}})
 	csiCreate(ctx, t, c, csiPod(t, "wi-secret", "csi-wi", "wi-secret", nil))
 	csiMounted(ctx, t, c, "wi-secret")
+	if got := execOut(ctx, t, c, "wi-secret", "cat", "/mnt/secret-store/democert.crt"); got != strings.TrimSpace(certPEM) {
+		t.Errorf("democert.crt = %q, want the certificate", got)
+	}
+	if got := execOut(ctx, t, c, "wi-secret", "cat", "/mnt/secret-store/democert.pub"); !strings.HasPrefix(got, "-----BEGIN PUBLIC KEY-----") {
+		t.Errorf("democert.pub = %q, want the public key", got)
+	}
+	if got := execOut(ctx, t, c, "wi-secret", "cat", "/mnt/secret-store/democert.pem"); got != strings.TrimSpace(keyPEM+certPEM) {
+		t.Errorf("democert.pem = %q, want the private key and the certificate", got)
+	}
 	csiCreate(ctx, t, c, csiPod(t, "wi-refused", "nogrant", "wi-secret", nil))
 	ev = waitForEvent(ctx, t, c, "default", "wi-refused", "FailedMount")
 	for _, want := range []string{"ServiceAccount default/nogrant is not allowed this identity", "system:serviceaccount:default:nogrant", "AADSTS70021"} {
@@ -329,8 +358,11 @@ func csiValues(t *testing.T, c *framework.Cluster, dir, adminSecret, kv string, 
 	for name, id := range identities {
 		ids = append(ids, map[string]any{"subscription": csiSubscription, "resourceGroup": "rg-csi", "name": name, "location": "westeurope", "clientId": id})
 		role := "Key Vault Secrets User"
-		if name == "azurekeyvaultsecretsprovider-e2e" {
+		switch name {
+		case "azurekeyvaultsecretsprovider-e2e":
 			role = "Key Vault Administrator" // the seed's
+		case csiWIIdentity:
+			role = "Key Vault Certificate User" // certificates, their keys and secrets
 		}
 		ras = append(ras, map[string]any{"principal": id, "scope": csiVaultScope(kv), "role": role})
 	}
@@ -370,6 +402,20 @@ func seedDeployment(t *testing.T) *appsv1.Deployment {
 	ct.Image, ct.ImagePullPolicy, ct.Command = framework.TestClientImage, corev1.PullNever, []string{"/testclient", "sleep"}
 	d.Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64)
 	return &d
+}
+
+// csiCertificate is a self-signed certificate and its PKCS#8 key, PEM.
+func csiCertificate(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	must(t, err)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "democert.podid.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, k.Public(), k)
+	must(t, err)
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	must(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
 }
 
 // csiModeObjects are what 05 and 06 created, for the cleanup.
