@@ -115,7 +115,7 @@ const csiRotation = 15 * time.Second
 //	04 a pod of a ServiceAccount without a grant is refused, its event names the grant
 //	05 clientID (workload identity): the pod of the federated ServiceAccount
 //	   mounts a secret, a certificate, its public key and its secret (PEM);
-//	   mounts; a pod of another ServiceAccount is refused, its event says why
+//	   a pod of another ServiceAccount is refused, its event says why
 //	06 usePodIdentity: the pod of the v1 binding mounts through the node
 //	   agent; a pod the binding does not select is refused, its event says why
 //	07 rotation: a new version reaches the file within the poll interval
