@@ -30,6 +30,7 @@ import (
 
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/sts/keyvault"
+	"github.com/podid/podid/internal/sts/store"
 )
 
 func selfSigned(t testing.TB, key crypto.Signer, cn string) *x509.Certificate {
@@ -228,6 +229,33 @@ func TestPublicKeyPEMRefuses(t *testing.T) {
 	} {
 		if _, err := publicKeyPEM(k); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// A grant for a whole namespace: one flexible federated credential
+// (claims['sub'] matches 'system:serviceaccount:shop:*') lets every
+// ServiceAccount of shop mount with seed 003's useVMManagedIdentity, and
+// no ServiceAccount of another namespace, even one sharing the prefix.
+func TestMountNamespaceGrant(t *testing.T) {
+	e := newEnv(t)
+	id := e.identity(t, "shop-secrets", "", keyvault.RoleSecretsUser)
+	if _, err := e.srv.PutFederatedCredential(t.Context(), id, store.FederatedCredential{Name: "ns-shop", Issuer: e.is.URL,
+		ClaimsMatchingExpression: &store.ClaimsMatchingExpression{Value: "claims['sub'] matches 'system:serviceaccount:shop:*'", LanguageVersion: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	e.set(t, "demosecret", "demovalue")
+	for _, sa := range []string{"web", "worker", "default"} {
+		resp, err := e.mount(t, e.attrs(t, "shop", sa, seed003(id)))
+		if err != nil || string(resp.Files[0].Contents) != "demovalue" {
+			t.Errorf("shop/%s: %v", sa, err)
+		}
+	}
+	for _, ns := range []string{"shop-evil", "default"} {
+		_, err := e.mount(t, e.attrs(t, ns, "web", seed003(id)))
+		if st := status.Convert(err); err == nil || st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "NoSecretMountGrant") ||
+			!strings.Contains(st.Message(), "--namespace "+ns) {
+			t.Errorf("%s/web: %v, want NoSecretMountGrant naming --namespace %s", ns, err, ns)
 		}
 	}
 }
