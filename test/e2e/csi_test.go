@@ -118,8 +118,10 @@ const csiRotation = 15 * time.Second
 //	   a pod of another ServiceAccount is refused, its event says why
 //	06 usePodIdentity: the pod of the v1 binding mounts through the node
 //	   agent; a pod the binding does not select is refused, its event says why
-//	07 rotation: a new version reaches the file within the poll interval
-//	08 the provider's RSS on the node
+//	07 a namespace grant (podid fic create --namespace): a pod of any
+//	   ServiceAccount of it mounts; a pod of another namespace is refused
+//	08 rotation: a new version reaches the file within the poll interval
+//	09 the provider's RSS on the node
 func TestSecretsStoreCSI(t *testing.T) {
 	c := framework.Connect(t)
 	helmPath := framework.Helm(t)
@@ -310,7 +312,35 @@ func TestSecretsStoreCSI(t *testing.T) {
 	}
 	t.Logf("usePodIdentity refused: %s", ev)
 
-	// 07: rotation.
+	// 07: a grant for a whole namespace (a flexible federated credential):
+	// the seed's class and a pod of any ServiceAccount of that namespace
+	// mount; a pod of another namespace is refused, its event names the fix.
+	nsGrant, nsOther := c.Namespace(t), c.Namespace(t)
+	podid("fic", "create", "--identity", "azurekeyvaultsecretsprovider-e2e", "--namespace", nsGrant)
+	for _, ns := range []string{nsGrant, nsOther} {
+		spc := seedObjects(t, identityID, kv, wiTenantID)[0]
+		spc.SetNamespace(ns)
+		spc.(*unstructured.Unstructured).Object["spec"].(map[string]any)["secretObjects"] = nil
+		must(t, c.Client.Create(ctx, spc))
+		must(t, c.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "any"}}))
+		p := csiPod(t, "ns-grant", "any", "demo-secret", nil)
+		p.Namespace = ns
+		must(t, c.Client.Create(ctx, p))
+	}
+	if _, err := c.WaitForPodReady(ctx, nsGrant, "ns-grant"); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, err := c.Exec(ctx, nsGrant, "ns-grant", "", "cat", "/mnt/secret-store/demosecret"); err != nil || out != "demovalue" {
+		t.Fatalf("namespace grant: mounted demosecret = %q (%v %s)", out, err, stderr)
+	}
+	ev = waitForEvent(ctx, t, c, nsOther, "ns-grant", "FailedMount")
+	for _, want := range []string{"NoSecretMountGrant", "ServiceAccount " + nsOther + "/any", "--namespace " + nsOther} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("namespace grant: FailedMount event in %s %q lacks %q", nsOther, ev, want)
+		}
+	}
+
+	// 08: rotation.
 	podid("keyvault", "secret", "set", "--vault-name", kv, "--name", "demosecret", "--value", "demovalue-2")
 	set := time.Now()
 	// The kubelet republishes the volume on its pod sync (about every minute);
@@ -325,7 +355,7 @@ func TestSecretsStoreCSI(t *testing.T) {
 	}
 	t.Logf("rotation: the new version was in the mounted file %s after it was set (poll interval %s)", time.Since(set).Round(time.Second), csiRotation)
 
-	// 08: what the provider costs on the node.
+	// 09: what the provider costs on the node.
 	if rss, err := processRSS("csi-provider"); err == nil {
 		t.Logf("podid csi-provider RSS on the node: %.1f MiB", float64(rss)/(1<<20))
 	} else {
