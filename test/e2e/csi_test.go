@@ -320,7 +320,7 @@ func TestSecretsStoreCSI(t *testing.T) {
 	for _, ns := range []string{nsGrant, nsOther} {
 		spc := seedObjects(t, identityID, kv, wiTenantID)[0]
 		spc.SetNamespace(ns)
-		spc.(*unstructured.Unstructured).Object["spec"].(map[string]any)["secretObjects"] = nil
+		delete(spc.(*unstructured.Unstructured).Object["spec"].(map[string]any), "secretObjects") // no synced Secret here
 		must(t, c.Client.Create(ctx, spc))
 		must(t, c.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "any"}}))
 		p := csiPod(t, "ns-grant", "any", "demo-secret", nil)
