@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"crypto/sha1" //nolint:gosec // the certificate's thumbprint, as az prints it
+	"crypto/sha1" // the certificate's thumbprint, as az prints it
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -59,7 +59,7 @@ func certificateOf(id *azcertificates.ID, a *azcertificates.CertificateAttribute
 		if x, err := x509.ParseCertificate(cer); err == nil {
 			c.Subject = x.Subject.String()
 			if c.Thumbprint == "" {
-				sum := sha1.Sum(cer) //nolint:gosec // thumbprint
+				sum := sha1.Sum(cer)
 				c.Thumbprint = strings.ToUpper(hex.EncodeToString(sum[:]))
 			}
 		}

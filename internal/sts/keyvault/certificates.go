@@ -5,7 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha1" //nolint:gosec // x5t is SHA-1 by definition (RFC 7515)
+	"crypto/sha1" // x5t is SHA-1 by definition (RFC 7515)
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -555,7 +555,7 @@ func (o *operation) certItem(c *store.VaultCertificate, cv *store.CertificateVer
 	if withVersion {
 		ver = cv.Version
 	}
-	sum := sha1.Sum(cv.DER) //nolint:gosec // x5t
+	sum := sha1.Sum(cv.DER)
 	it := map[string]any{"id": o.objectID("certificates", c.Name, ver), "x5t": base64.RawURLEncoding.EncodeToString(sum[:]),
 		"attributes": o.certAttributes(cv)}
 	if len(cv.Tags) > 0 {
@@ -721,9 +721,13 @@ func publicJWK(der []byte) (map[string]any, error) {
 		return map[string]any{"kty": "RSA", "key_ops": []string{"sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey"},
 			"n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes())}, nil
 	case *ecdsa.PublicKey:
-		size := (k.Curve.Params().BitSize + 7) / 8
+		point, err := k.Bytes() // uncompressed: 0x04 || x || y
+		if err != nil {
+			return nil, err
+		}
+		size := (len(point) - 1) / 2
 		return map[string]any{"kty": "EC", "key_ops": []string{"sign", "verify"}, "crv": k.Curve.Params().Name,
-			"x": b64(k.X.FillBytes(make([]byte, size))), "y": b64(k.Y.FillBytes(make([]byte, size)))}, nil //nolint:staticcheck // X, Y are the JWK's coordinates
+			"x": b64(point[1 : 1+size]), "y": b64(point[1+size:])}, nil
 	}
 	return nil, errors.New("certificate key is not RSA or EC")
 }
