@@ -1,6 +1,6 @@
 // Package keyvault serves the Key Vault data-plane REST API for secrets and
-// imported certificates with their keys, as the Azure SDKs call it, for the vaults the sts keeps: one vault per host
-// name {vault}.{DNSSuffix}. It authenticates as Key Vault does (a bearer
+// imported certificates with their keys, as the Azure SDKs call it, for the
+// vaults the sts keeps: one vault per host name {vault}.{DNSSuffix}. It authenticates as Key Vault does (a bearer
 // challenge naming the vault's tenant and the vault resource; tokens signed
 // by the sts, for that tenant and resource), authorizes every operation by
 // an Azure RBAC data action, and keeps secrets in the sts's state file.
