@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -154,8 +155,17 @@ func TestSecretsStoreCSI(t *testing.T) {
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
 	deleteAndWait(ctx, t, c, objs)
-	// A release another run left behind would block the install.
+	// A release another run left behind would block the install, and the
+	// seed's Deployment or class left by another test (its own image or
+	// vault) would be used instead of this test's.
 	_, _ = runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait")
+	leftovers := []*unstructured.Unstructured{{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"namespace": "default", "name": "secretpods"}}}}
+	if _, err := c.Client.RESTMapper().RESTMapping(schema.GroupKind{Group: "secrets-store.csi.x-k8s.io", Kind: "SecretProviderClass"}); err == nil {
+		leftovers = append(leftovers, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+			"metadata": map[string]any{"namespace": "default", "name": "demo-secret"}}})
+	}
+	deleteAndWait(ctx, t, c, leftovers)
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
 	t.Cleanup(func() {
