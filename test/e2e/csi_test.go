@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -156,16 +155,19 @@ func TestSecretsStoreCSI(t *testing.T) {
 	must(t, err)
 	deleteAndWait(ctx, t, c, objs)
 	// A release another run left behind would block the install, and the
-	// seed's Deployment or class left by another test (its own image or
-	// vault) would be used instead of this test's.
+	// seed's Deployment or class that another test left in default (with
+	// its own image or vault) would be used instead of this test's: remove
+	// them now; their pods can only go once a driver unmounts their volumes
+	// (after the install below).
 	_, _ = runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait")
-	leftovers := []*unstructured.Unstructured{{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
-		"metadata": map[string]any{"namespace": "default", "name": "secretpods"}}}}
-	if _, err := c.Client.RESTMapper().RESTMapping(schema.GroupKind{Group: "secrets-store.csi.x-k8s.io", Kind: "SecretProviderClass"}); err == nil {
-		leftovers = append(leftovers, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-			"metadata": map[string]any{"namespace": "default", "name": "demo-secret"}}})
+	bg := metav1.DeletePropagationBackground
+	for _, o := range []client.Object{
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "secretpods"}},
+		&unstructured.Unstructured{Object: map[string]any{"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+			"metadata": map[string]any{"namespace": "default", "name": "demo-secret"}}},
+	} {
+		_ = c.Client.Delete(ctx, o, &client.DeleteOptions{PropagationPolicy: &bg})
 	}
-	deleteAndWait(ctx, t, c, leftovers)
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
 	t.Cleanup(func() {
@@ -217,6 +219,14 @@ func TestSecretsStoreCSI(t *testing.T) {
 	helm(append([]string{"install", helmRelease, chart, "--wait", "--timeout", "5m"}, base...)...)
 	t.Logf("helm install --wait (with the CSI driver and provider): %s", time.Since(start).Round(time.Millisecond))
 	waitRegistered(ctx, t, c)
+	// The leftovers' pods are gone once the driver has unmounted them.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=secretpods"})
+		return err == nil && len(pods.Items) == 0, nil
+	})
+	if err != nil {
+		t.Fatal("pods app=secretpods that another run left in default did not go")
+	}
 
 	// 02: the vault, the secret and the grant with podid's CLI; the seed's
 	// role assignments at the vault are in the sts's bootstrap (csiValues).
