@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -181,6 +182,14 @@ func TestSecretsStoreCSI(t *testing.T) {
 		_ = c.Client.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "nogrant"}})
 		for _, o := range csiModeObjects {
 			_ = c.Client.Delete(ctx, o)
+		}
+		// The driver must outlive the pods that mount with it: without it
+		// the kubelet cannot unmount their volumes and they never go.
+		if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := c.Clientset.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+			return err == nil && !slices.ContainsFunc(pods.Items, mountsSecretsStore), nil
+		}); err != nil {
+			t.Errorf("pods mounting secrets-store.csi.k8s.io volumes are still there: %v", err)
 		}
 		if _, err := runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait"); err != nil {
 			t.Errorf("helm uninstall: %v", err)
@@ -466,6 +475,14 @@ func csiCertificate(t *testing.T) (certPEM, keyPEM string) {
 	kder, err := x509.MarshalPKCS8PrivateKey(k)
 	must(t, err)
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
+}
+
+// mountsSecretsStore reports whether a pod has a volume of the Secrets
+// Store CSI driver.
+func mountsSecretsStore(p corev1.Pod) bool {
+	return slices.ContainsFunc(p.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.CSI != nil && v.CSI.Driver == "secrets-store.csi.k8s.io"
+	})
 }
 
 // csiModeObjects are what 05 and 06 created, for the cleanup.
