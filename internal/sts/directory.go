@@ -562,7 +562,8 @@ func (d *Directory) PutFederatedCredential(ctx context.Context, clientID string,
 		}
 		i := slices.IndexFunc(cur.FederatedCreds, func(x store.FederatedCredential) bool { return strings.EqualFold(x.Name, f.Name) })
 		for j, x := range cur.FederatedCreds {
-			if j != i && x.Issuer == f.Issuer && x.Subject == f.Subject && f.Subject != "" {
+			sameExpr := x.ClaimsMatchingExpression != nil && f.ClaimsMatchingExpression != nil && x.ClaimsMatchingExpression.Value == f.ClaimsMatchingExpression.Value
+			if j != i && x.Issuer == f.Issuer && ((x.Subject == f.Subject && f.Subject != "") || sameExpr) {
 				// Entra answers 400 here (ARM and Graph alike), not 409.
 				if cur.Kind == store.KindIdentity {
 					return nil, invalid("Issuer and subject combination already exists for this Managed Identity.")

@@ -71,6 +71,10 @@ func TestFlexibleFederatedCredential(t *testing.T) {
 	if cme, _ := props["claimsMatchingExpression"].(map[string]any); cme["value"] != "claims['sub'] matches 'system:serviceaccount:shop:*'" || cme["languageVersion"] != float64(1) || props["subject"] != nil {
 		t.Errorf("answer properties %v", props)
 	}
+	// The same expression under another name is refused, as a duplicate subject is.
+	if st, body := put("ns-shop-2", expr("claims['sub'] matches 'system:serviceaccount:shop:*'", 1)); st != http.StatusBadRequest {
+		t.Errorf("duplicate expression: %d %v", st, body)
+	}
 	// armmsi reads it back (the subject is null).
 	fics, err := armmsi.NewFederatedIdentityCredentialsClient(ststest.SubscriptionID, cred, opts)
 	if err != nil {
