@@ -139,7 +139,6 @@ func newCertificateCommand(g *globals, s *scope) *cobra.Command {
 	cmd := &cobra.Command{Use: "certificate", Short: "Manage a vault's certificates (import, show, list, delete)"}
 	var f vaultObjectFlags
 	var file, password, version string
-	var passwordSet bool
 	imp := &cobra.Command{
 		Use:   "import --vault-name V --name N --file F [--password P]",
 		Short: "Import a certificate with its private key: a PEM file or a PKCS#12 (.pfx) file",
@@ -157,7 +156,7 @@ func newCertificateCommand(g *globals, s *scope) *cobra.Command {
 				return err
 			}
 			p := azcertificates.ImportCertificateParameters{Base64EncodedCertificate: to.Ptr(value)}
-			if passwordSet = c.Flags().Changed("password"); passwordSet {
+			if c.Flags().Changed("password") {
 				p.Password = to.Ptr(password)
 			}
 			r, err := cc.ImportCertificate(c.Context(), f.name, p, nil)
