@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/podid/podid/internal/claimsexpr"
 	"github.com/podid/podid/internal/workloadidentity"
 )
 
@@ -36,6 +38,9 @@ type FederatedCredential struct {
 	Issuer    string   `json:"issuer"`
 	Subject   string   `json:"subject"`
 	Audiences []string `json:"audiences"`
+	// ClaimsMatchingExpression replaces Subject in a flexible federated
+	// credential (languageVersion 1), e.g. a whole namespace.
+	ClaimsMatchingExpression string `json:"claimsMatchingExpression,omitempty"`
 }
 
 // LimitError is an identity at Entra's federated-credential limit.
@@ -63,7 +68,11 @@ func ficOf(identity string, x armmsi.FederatedIdentityCredential) FederatedCrede
 func ficTable(fs ...FederatedCredential) table {
 	t := table{header: []string{"NAME", "IDENTITY", "ISSUER", "SUBJECT", "AUDIENCE"}}
 	for _, f := range fs {
-		t.rows = append(t.rows, []string{f.Name, f.Identity, f.Issuer, f.Subject, strings.Join(f.Audiences, ",")})
+		sub := f.Subject
+		if f.ClaimsMatchingExpression != "" {
+			sub = f.ClaimsMatchingExpression
+		}
+		t.rows = append(t.rows, []string{f.Name, f.Identity, f.Issuer, sub, strings.Join(f.Audiences, ",")})
 	}
 	return t
 }
@@ -109,20 +118,29 @@ func newFICCommand(g *globals) *cobra.Command {
 	s.bind(cmd.PersistentFlags())
 	var identity string
 	cmd.PersistentFlags().StringVar(&identity, "identity", "", "identity name (required)")
-	var sa, issuer, audience, name string
+	var sa, namespace, issuer, audience, name string
 	create := &cobra.Command{
-		Use:   "create [NAME] --identity ID --service-account NS/NAME",
-		Short: "Trust a Kubernetes service account's tokens for an identity",
+		Use:   "create [NAME] --identity ID (--service-account NS/NAME | --namespace NS)",
+		Short: "Trust a Kubernetes service account's tokens (or those of every service account of a namespace) for an identity",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if identity == "" || sa == "" {
-				return errors.New("--identity and --service-account are required")
+			if identity == "" || (sa == "") == (namespace == "") {
+				return errors.New("--identity and one of --service-account or --namespace are required")
 			}
-			ns, n, err := parseServiceAccount(sa)
-			if err != nil {
-				return err
+			f := FederatedCredential{Audiences: []string{audience}}
+			if sa != "" {
+				ns, n, err := parseServiceAccount(sa)
+				if err != nil {
+					return err
+				}
+				name, f.Subject = defaultFICName(ns, n), Subject(ns, n)
+			} else {
+				if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+					return fmt.Errorf("--namespace %q: %s", namespace, errs[0])
+				}
+				// A flexible federated credential: every ServiceAccount of the namespace.
+				name, f.ClaimsMatchingExpression = defaultFICName(namespace, "all"), NamespaceExpression(namespace)
 			}
-			name = defaultFICName(ns, n)
 			if len(args) == 1 {
 				name = args[0]
 			}
@@ -139,14 +157,16 @@ func newFICCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f, _, err := a.putFIC(cmd.Context(), identity, FederatedCredential{Name: name, Issuer: issuer, Subject: Subject(ns, n), Audiences: []string{audience}})
+			f.Name, f.Issuer = name, issuer
+			f, _, err = a.putFIC(cmd.Context(), identity, f)
 			if err != nil {
 				return err
 			}
 			return g.print(cmd.OutOrStdout(), f, ficTable(f))
 		},
 	}
-	create.Flags().StringVar(&sa, "service-account", "", "NAMESPACE/NAME of the service account (required)")
+	create.Flags().StringVar(&sa, "service-account", "", "NAMESPACE/NAME of the service account")
+	create.Flags().StringVar(&namespace, "namespace", "", "every service account of this namespace (a flexible federated credential: claims['sub'] matches 'system:serviceaccount:NS:*')")
 	create.Flags().StringVar(&issuer, "issuer", "", "issuer (default: the current cluster's, from its OIDC discovery)")
 	create.Flags().StringVar(&audience, "audience", ExchangeAudience, "audience")
 	list := &cobra.Command{
@@ -191,24 +211,30 @@ func newFICCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
+// listFICs lists an identity's federated credentials. It reads them with
+// the api-version that has claimsMatchingExpression (armmsi has no field
+// for it), through the same ARM pipeline.
 func (a *azure) listFICs(ctx context.Context, identity string) ([]FederatedCredential, error) {
 	if err := validIdentityName(identity); err != nil {
 		return nil, err
 	}
-	c, err := a.fics()
-	if err != nil {
-		return nil, err
-	}
 	out := []FederatedCredential{}
-	p := c.NewListPager(a.rg, identity, nil)
-	for p.More() {
-		pg, err := p.NextPage(ctx)
-		if err != nil {
+	next := a.ficURL(identity, "")
+	for pages := 0; next != ""; pages++ {
+		if pages > MaxFederatedCredentials {
+			return nil, fmt.Errorf("federated credentials of identity %s: too many pages", identity)
+		}
+		var page struct {
+			Value    []armFIC `json:"value"`
+			NextLink string   `json:"nextLink"`
+		}
+		if err := a.armDo(ctx, http.MethodGet, next, nil, &page); err != nil {
 			return nil, cloudError("federated credentials of identity "+identity, err)
 		}
-		for _, x := range pg.Value {
-			out = append(out, ficOf(identity, *x))
+		for _, x := range page.Value {
+			out = append(out, x.credential(identity))
 		}
+		next = page.NextLink
 	}
 	return out, nil
 }
@@ -226,19 +252,31 @@ func (a *azure) putFIC(ctx context.Context, identity string, f FederatedCredenti
 	if len(f.Audiences) != 1 || f.Audiences[0] == "" || len(f.Audiences[0]) > maxFICField || len(f.Subject) > maxFICField {
 		return f, false, fmt.Errorf("a federated credential needs exactly one audience and a subject of at most %d characters", maxFICField)
 	}
+	if f.ClaimsMatchingExpression != "" {
+		if f.Subject != "" {
+			return f, false, errors.New("a federated credential has a subject or a claims matching expression, not both")
+		}
+		if _, err := claimsexpr.Parse(f.ClaimsMatchingExpression, claimsexpr.LanguageVersion); err != nil {
+			return f, false, err
+		}
+	}
 	existing, err := a.listFICs(ctx, identity)
 	if err != nil {
 		return f, false, err
 	}
 	var names []string
 	for _, e := range existing {
-		if e.Issuer == f.Issuer && e.Subject == f.Subject && slices.Equal(e.Audiences, f.Audiences) {
+		if e.Issuer == f.Issuer && e.Subject == f.Subject && e.ClaimsMatchingExpression == f.ClaimsMatchingExpression && slices.Equal(e.Audiences, f.Audiences) {
 			return e, false, nil
 		}
 		names = append(names, e.Name)
 	}
 	if len(existing) >= MaxFederatedCredentials && !slices.ContainsFunc(existing, func(e FederatedCredential) bool { return strings.EqualFold(e.Name, f.Name) }) {
 		return f, false, &LimitError{Identity: identity, Names: names}
+	}
+	if f.ClaimsMatchingExpression != "" {
+		got, err := a.putFlexibleFIC(ctx, identity, f)
+		return got, err == nil, err
 	}
 	c, err := a.fics()
 	if err != nil {

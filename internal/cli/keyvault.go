@@ -141,7 +141,7 @@ func validSecretName(n string) error {
 }
 
 func newKeyVaultCommand(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "keyvault", Short: "Manage Key Vaults and their secrets (RBAC vaults)"}
+	cmd := &cobra.Command{Use: "keyvault", Short: "Manage Key Vaults and their secrets and certificates (RBAC vaults)"}
 	var s scope
 	s.bind(cmd.PersistentFlags())
 	var location string
@@ -257,7 +257,7 @@ func newKeyVaultCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, show, del, newSecretCommand(g, &s))
+	cmd.AddCommand(create, show, del, newSecretCommand(g, &s), newCertificateCommand(g, &s), newKeyCommand(g, &s))
 	return cmd
 }
 
@@ -456,14 +456,14 @@ func (a *azure) vaults() (*armkeyvault.VaultsClient, error) {
 	return c, nil
 }
 
-// secrets returns the real azsecrets client for vault. Against the local
-// sts the vault's host, {vault}.{suffix}, is dialed at the sts's address
-// (nothing resolves a public name); the SDK still addresses and checks
-// https://{vault}.{suffix}/.
-func (g *globals) secrets(s scope, vault string) (*azsecrets.Client, error) {
+// vaultClient is where the data-plane clients of vault connect: its URI
+// and client options. Against the local sts the vault's host,
+// {vault}.{suffix}, is dialed at the sts's address (nothing resolves a
+// public name); the SDKs still address and check https://{vault}.{suffix}/.
+func (g *globals) vaultClient(s scope, vault string) (string, azcore.TokenCredential, azcore.ClientOptions, error) {
 	a, err := g.connect(s, false)
 	if err != nil {
-		return nil, err
+		return "", nil, azcore.ClientOptions{}, err
 	}
 	uri := "https://" + strings.ToLower(vault) + "." + keyvault.DefaultDNSSuffix + "/"
 	opts := a.armOpts.ClientOptions
@@ -475,7 +475,7 @@ func (g *globals) secrets(s scope, vault string) (*azsecrets.Client, error) {
 		uri = "https://" + strings.ToLower(vault) + "." + suffix + "/"
 		u, err := url.Parse(a.cfg.Authority)
 		if err != nil {
-			return nil, fmt.Errorf("authority: %w", err)
+			return "", nil, azcore.ClientOptions{}, fmt.Errorf("authority: %w", err)
 		}
 		target := u.Host
 		if u.Port() == "" {
@@ -487,7 +487,16 @@ func (g *globals) secrets(s scope, vault string) (*azsecrets.Client, error) {
 		opts.Transport = &http.Client{Transport: tr, Timeout: a.http.Timeout}
 	}
 	// The token's resource comes from the vault's challenge, not a cloud setting.
-	c, err := azsecrets.NewClient(uri, a.cred, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: opts.Transport, Retry: opts.Retry}})
+	return uri, a.cred, azcore.ClientOptions{Transport: opts.Transport, Retry: opts.Retry}, nil
+}
+
+// secrets returns the real azsecrets client for vault.
+func (g *globals) secrets(s scope, vault string) (*azsecrets.Client, error) {
+	uri, cred, opts, err := g.vaultClient(s, vault)
+	if err != nil {
+		return nil, err
+	}
+	c, err := azsecrets.NewClient(uri, cred, &azsecrets.ClientOptions{ClientOptions: opts})
 	if err != nil {
 		return nil, fmt.Errorf("secrets client: %w", err)
 	}

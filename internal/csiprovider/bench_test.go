@@ -1,6 +1,10 @@
 package csiprovider
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"sigs.k8s.io/secrets-store-csi-driver/provider/v1alpha1"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azcertificates"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
 	"github.com/podid/podid/internal/sts/keyvault"
@@ -25,7 +30,8 @@ import (
 // the pod's ServiceAccount token for the identity, then one GET per object.
 // Per-mount latency p50/p99 for 1 and 10 objects, next to the baseline of the
 // same run: one azsecrets GetSecret with a token already held (the vault
-// round trip each object costs at least). Run:
+// round trip each object costs at least), and a mount of a certificate,
+// its key and its secret. Run:
 //
 //	go test ./internal/csiprovider -run '^$' -bench BenchmarkMount -benchtime 200x
 func BenchmarkMount(b *testing.B) {
@@ -80,6 +86,39 @@ func BenchmarkMount(b *testing.B) {
 			}
 		})
 	}
+	// A certificate, its public key and its secret: three Key Vault
+	// clients (one per object type) sharing the mount's one token exchange.
+	b.Run("mount-cert-key-secret", func(b *testing.B) {
+		imp := e.importer(b)
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := selfSigned(b, k, "bench.podid.test")
+		kder, _ := x509.MarshalPKCS8PrivateKey(k)
+		value := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})) + string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+		if _, err := imp.ImportCertificate(b.Context(), "benchcert", azcertificates.ImportCertificateParameters{Base64EncodedCertificate: &value}, nil); err != nil {
+			b.Fatal(err)
+		}
+		certID := e.identity(b, "bench-certs", "default/default", keyvault.RoleCertUser)
+		objs := "array:\n" + obj("benchcert", "cert", "objectAlias", "c") + obj("benchcert", "key", "objectAlias", "k") + obj("benchcert", "secret", "objectAlias", "s")
+		attrs := e.attrs(b, "default", "default", map[string]string{"useVMManagedIdentity": "true", "userAssignedIdentityID": certID, "objects": objs})
+		var d []time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			resp, err := e.mount(b, attrs)
+			if err != nil || len(resp.Files) != 3 {
+				b.Fatalf("mount: %v", err)
+			}
+			d = append(d, time.Since(t0))
+		}
+		p50, p99 := quantiles(d)
+		b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+		if base > 0 {
+			b.ReportMetric(float64(p50)/float64(base), "p50/baseline")
+		}
+	})
 }
 
 // BenchmarkProviderProcess runs the real `podid csi-provider` binary (built

@@ -104,8 +104,8 @@ func (g *grantHint) GetToken(ctx context.Context, o policy.TokenRequestOptions) 
 	switch g.m.Mode {
 	case ModeVMManagedIdentity:
 		ie.Code = "NoSecretMountGrant"
-		ie.Msg = fmt.Sprintf("no grant lets ServiceAccount %s mount secrets with this identity (an administrator grants it with a federated credential for %s on identity %s: podid fic create --identity <its name> --service-account %s); the identity provider answered %s",
-			sa, subject(g.m.Pod), g.m.IdentityClientID, sa, answer)
+		ie.Msg = fmt.Sprintf("no grant lets ServiceAccount %s mount secrets with this identity (an administrator grants it with a federated credential for %s on identity %s: podid fic create --identity <its name> --service-account %s, or --namespace %s for every ServiceAccount of the namespace); the identity provider answered %s",
+			sa, subject(g.m.Pod), g.m.IdentityClientID, sa, g.m.Pod.Namespace, answer)
 	case ModeWorkloadIdentity:
 		ie.Msg = fmt.Sprintf("ServiceAccount %s is not allowed this identity (no federated credential for %s: podid fic create --identity <its name> --service-account %s); the identity provider answered %s",
 			sa, subject(g.m.Pod), sa, answer)

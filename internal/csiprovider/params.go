@@ -373,9 +373,7 @@ func (o *Object) validate(defaultMode int32) error {
 		return fmt.Errorf("objectName %q is not a Key Vault object name (1-127 letters, digits and '-')", o.Name)
 	}
 	switch o.Type {
-	case TypeSecret:
-	case TypeKey, TypeCert:
-		return fmt.Errorf("objectType %s is not supported by podid's provider yet: use objectType secret", o.Type)
+	case TypeSecret, TypeKey, TypeCert:
 	case "":
 		return errors.New("objectType is not set (secret, key or cert)")
 	default:

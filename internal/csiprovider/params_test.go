@@ -164,7 +164,7 @@ func TestParseObjects(t *testing.T) {
 		{"no name", arr(item("objectType: secret")), nil, "objectName is not set"},
 		{"no type", arr(item("objectName: a")), nil, "objectType is not set"},
 		{"unknown type", arr(item("objectName: a", "objectType: password")), nil, `objectType "password"`},
-		{"key not yet", arr(item("objectName: a", "objectType: key")), nil, "objectType key is not supported"},
+		{"unknown type", arr(item("objectName: a", "objectType: certificate")), nil, `objectType "certificate" is not secret, key or cert`},
 		{"path in name", arr(item("objectName: ../etc", "objectType: secret")), nil, "not a Key Vault object name"},
 		{"alias escapes", arr(item("objectName: a", "objectType: secret", "objectAlias: ../../etc/passwd")), nil, "must not contain '..'"},
 		{"alias absolute", arr(item("objectName: a", "objectType: secret", "objectAlias: /etc/passwd")), nil, "relative path"},

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azcertificates"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -185,17 +188,10 @@ func (s *Server) Fetch(ctx context.Context, m *Mount) ([]*v1alpha1.File, []*v1al
 	if err != nil {
 		return nil, nil, err
 	}
-	vaultURL := "https://" + m.VaultName + "." + cloud.VaultDNSSuffix + "/"
-	opts := &azsecrets.ClientOptions{}
-	opts.Transport = s.cfg.Transport
-	// The SDK's own retries would hold a failing mount for a minute; the
-	// kubelet retries the mount itself.
-	opts.Retry = policy.RetryOptions{MaxRetries: 1}
-	client, err := azsecrets.NewClient(vaultURL, &identityCheck{cred: cred, m: m}, opts)
+	f, err := s.newFetcher(m, cloud, cred)
 	if err != nil {
-		return nil, nil, fmt.Errorf("vault %s: %w", vaultURL, err)
+		return nil, nil, err
 	}
-	f := fetcher{client: client, m: m}
 	// Expand version histories first: they decide the file names.
 	var entries []entry
 	for _, o := range m.Objects {
@@ -233,9 +229,118 @@ type entry struct {
 	file, id string
 }
 
+// fetcher reads a mount's objects with the unmodified Key Vault SDKs, one
+// client per object type the mount asks for.
 type fetcher struct {
-	client *azsecrets.Client
-	m      *Mount
+	secrets *azsecrets.Client
+	keys    *azkeys.Client
+	certs   *azcertificates.Client
+	m       *Mount
+}
+
+func (s *Server) newFetcher(m *Mount, cloud Cloud, cred azcore.TokenCredential) (fetcher, error) {
+	vaultURL := "https://" + m.VaultName + "." + cloud.VaultDNSSuffix + "/"
+	copts := azcore.ClientOptions{
+		Transport: s.cfg.Transport,
+		// The SDK's own retries would hold a failing mount for a minute;
+		// the kubelet retries the mount itself.
+		Retry: policy.RetryOptions{MaxRetries: 1},
+	}
+	// One credential for all clients: a token obtained by one is reused.
+	cred = &identityCheck{cred: cred, m: m}
+	f := fetcher{m: m}
+	var err error
+	for _, o := range m.Objects {
+		switch {
+		case o.Type == TypeSecret && f.secrets == nil:
+			f.secrets, err = azsecrets.NewClient(vaultURL, cred, &azsecrets.ClientOptions{ClientOptions: copts})
+		case o.Type == TypeKey && f.keys == nil:
+			f.keys, err = azkeys.NewClient(vaultURL, cred, &azkeys.ClientOptions{ClientOptions: copts})
+		case o.Type == TypeCert && f.certs == nil:
+			f.certs, err = azcertificates.NewClient(vaultURL, cred, &azcertificates.ClientOptions{ClientOptions: copts})
+		}
+		if err != nil {
+			return f, fmt.Errorf("vault %s: %w", vaultURL, err)
+		}
+	}
+	return f, nil
+}
+
+// ver is one version of an object in a version history.
+type ver struct {
+	id      string
+	created time.Time
+	enabled bool
+}
+
+func verOf(id string, enabled *bool, created *time.Time) ver {
+	v := ver{id: id, enabled: enabled == nil || *enabled}
+	if created != nil {
+		v.created = *created
+	}
+	return v
+}
+
+// versions lists the versions of an object (bounded) and names its
+// current one.
+func (f fetcher) versions(ctx context.Context, o Object) (all []ver, current string, err error) {
+	enough := func() bool { return len(all) > 10*maxVersionHistory*maxVersionHistory } // bounds a huge history
+	switch o.Type {
+	case TypeKey:
+		pager := f.keys.NewListKeyPropertiesVersionsPager(o.Name, nil)
+		for pager.More() && !enough() {
+			page, err := pager.NextPage(ctx)
+			if err != nil {
+				return nil, "", err
+			}
+			for _, p := range page.Value {
+				if p != nil && p.KID != nil && p.Attributes != nil {
+					all = append(all, verOf(p.KID.Version(), p.Attributes.Enabled, p.Attributes.Created))
+				}
+			}
+		}
+		cur, err := f.keys.GetKey(ctx, o.Name, "", nil)
+		if err != nil || cur.Key == nil || cur.Key.KID == nil {
+			return nil, "", err
+		}
+		return all, cur.Key.KID.Version(), nil
+	case TypeCert:
+		pager := f.certs.NewListCertificatePropertiesVersionsPager(o.Name, nil)
+		for pager.More() && !enough() {
+			page, err := pager.NextPage(ctx)
+			if err != nil {
+				return nil, "", err
+			}
+			for _, p := range page.Value {
+				if p != nil && p.ID != nil && p.Attributes != nil {
+					all = append(all, verOf(p.ID.Version(), p.Attributes.Enabled, p.Attributes.Created))
+				}
+			}
+		}
+		cur, err := f.certs.GetCertificate(ctx, o.Name, "", nil)
+		if err != nil || cur.ID == nil {
+			return nil, "", err
+		}
+		return all, cur.ID.Version(), nil
+	default:
+		pager := f.secrets.NewListSecretPropertiesVersionsPager(o.Name, nil)
+		for pager.More() && !enough() {
+			page, err := pager.NextPage(ctx)
+			if err != nil {
+				return nil, "", err
+			}
+			for _, p := range page.Value {
+				if p != nil && p.ID != nil && p.Attributes != nil {
+					all = append(all, verOf(p.ID.Version(), p.Attributes.Enabled, p.Attributes.Created))
+				}
+			}
+		}
+		cur, err := f.secrets.GetSecret(ctx, o.Name, "", nil)
+		if err != nil || cur.ID == nil {
+			return nil, "", err
+		}
+		return all, cur.ID.Version(), nil
+	}
 }
 
 // expand turns an object with objectVersionHistory > 1 into one entry per
@@ -245,45 +350,18 @@ func (f fetcher) expand(ctx context.Context, o Object) ([]entry, error) {
 	if o.VersionHistory <= 1 {
 		return []entry{{obj: o, file: o.FileName(), id: o.ID()}}, nil
 	}
-	type ver struct {
-		id      string
-		created time.Time
+	all, cur, err := f.versions(ctx, o)
+	if err != nil {
+		return nil, f.objectError(o, err)
 	}
-	var all []ver
-	pager := f.client.NewListSecretPropertiesVersionsPager(o.Name, nil)
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return nil, f.objectError(o, err)
-		}
-		for _, p := range page.Value {
-			if p == nil || p.ID == nil {
-				continue
-			}
-			if p.Attributes != nil && p.Attributes.Enabled != nil && !*p.Attributes.Enabled {
-				continue
-			}
-			v := ver{id: p.ID.Version()}
-			if p.Attributes != nil && p.Attributes.Created != nil {
-				v.created = *p.Attributes.Created
-			}
-			all = append(all, v)
-		}
-		if len(all) > 10*maxVersionHistory*maxVersionHistory {
-			break // enough to find the newest ones; bounds a huge history
-		}
-	}
+	all = slices.DeleteFunc(all, func(v ver) bool { return !v.enabled })
 	slices.SortStableFunc(all, func(a, b ver) int { return b.created.Compare(a.created) })
 	// Creation times are whole seconds: the current version goes first
 	// even when an older one was created in the same second.
-	if cur, err := f.client.GetSecret(ctx, o.Name, "", nil); err == nil && cur.ID != nil {
-		if i := slices.IndexFunc(all, func(v ver) bool { return v.id == cur.ID.Version() }); i > 0 {
-			v := all[i]
-			copy(all[1:i+1], all[:i])
-			all[0] = v
-		}
-	} else if err != nil {
-		return nil, f.objectError(o, err)
+	if i := slices.IndexFunc(all, func(v ver) bool { return v.id == cur }); i > 0 {
+		v := all[i]
+		copy(all[1:i+1], all[:i])
+		all[0] = v
 	}
 	var out []entry
 	found := o.latest()
@@ -301,10 +379,12 @@ func (f fetcher) expand(ctx context.Context, o Object) ([]entry, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, &ObjectError{Object: o, Code: "SecretNotFound", Msg: "no enabled version of the secret (from objectVersion on) exists"}
+		return nil, &ObjectError{Object: o, Code: notFoundCode[o.Type], Msg: "no enabled version of the object (from objectVersion on) exists"}
 	}
 	return out, nil
 }
+
+var notFoundCode = map[string]string{TypeSecret: "SecretNotFound", TypeKey: "KeyNotFound", TypeCert: "CertificateNotFound"}
 
 // get fetches one object and returns its file content and version.
 func (f fetcher) get(ctx context.Context, o Object) ([]byte, string, error) {
@@ -312,25 +392,65 @@ func (f fetcher) get(ctx context.Context, o Object) ([]byte, string, error) {
 	if !o.latest() {
 		version = o.Version
 	}
-	res, err := f.client.GetSecret(ctx, o.Name, version, nil)
+	switch o.Type {
+	case TypeKey:
+		res, err := f.keys.GetKey(ctx, o.Name, version, nil)
+		if err != nil {
+			return nil, "", f.objectError(o, err)
+		}
+		if res.Key == nil || res.Key.KID == nil {
+			return nil, "", &ObjectError{Object: o, Msg: "Key Vault answered without a key or key id"}
+		}
+		content, err := publicKeyPEM(res.Key)
+		if err != nil {
+			return nil, "", &ObjectError{Object: o, Msg: err.Error()}
+		}
+		return content, res.Key.KID.Version(), nil
+	case TypeCert:
+		res, err := f.certs.GetCertificate(ctx, o.Name, version, nil)
+		if err != nil {
+			return nil, "", f.objectError(o, err)
+		}
+		if len(res.CER) == 0 || res.ID == nil {
+			return nil, "", &ObjectError{Object: o, Msg: "Key Vault answered without a certificate or id"}
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.CER}), res.ID.Version(), nil
+	}
+	res, err := f.secrets.GetSecret(ctx, o.Name, version, nil)
 	if err != nil {
 		return nil, "", f.objectError(o, err)
 	}
 	if res.Value == nil || res.ID == nil {
 		return nil, "", &ObjectError{Object: o, Msg: "Key Vault answered without a value or id"}
 	}
-	content := []byte(*res.Value)
-	if res.KID != nil && res.ContentType != nil && strings.EqualFold(*res.ContentType, "application/x-pkcs12") &&
-		!strings.EqualFold(o.Format, FormatPFX) {
-		return nil, "", &ObjectError{Object: o, Msg: "is a certificate's PKCS#12 secret: set objectFormat: pfx (and objectEncoding: base64 for the binary file)"}
+	value := *res.Value
+	// A certificate's secret: its key and certificates, as PEM (the
+	// Azure provider's default), or the PKCS#12 file with objectFormat pfx.
+	if res.KID != nil && *res.KID != "" {
+		ct := ""
+		if res.ContentType != nil {
+			ct = *res.ContentType
+		}
+		switch {
+		case strings.EqualFold(ct, ContentTypePEM):
+		case strings.EqualFold(ct, ContentTypePFX):
+			if !strings.EqualFold(o.Format, FormatPFX) {
+				if value, err = pfxToPEM(value); err != nil {
+					return nil, "", &ObjectError{Object: o, Msg: "the certificate's PKCS#12 secret could not be read: " + err.Error()}
+				}
+			}
+		default:
+			return nil, "", &ObjectError{Object: o, Msg: fmt.Sprintf("is a certificate's secret of unknown content type %q", bounded(ct, 64))}
+		}
 	}
+	content := []byte(value)
 	switch strings.ToLower(o.Encoding) {
 	case EncodingBase64:
-		if content, err = base64.StdEncoding.DecodeString(*res.Value); err != nil {
+		if content, err = base64.StdEncoding.DecodeString(value); err != nil {
 			return nil, "", &ObjectError{Object: o, Msg: "objectEncoding base64: the value is not base64"}
 		}
 	case EncodingHex:
-		if content, err = hex.DecodeString(*res.Value); err != nil {
+		if content, err = hex.DecodeString(value); err != nil {
 			return nil, "", &ObjectError{Object: o, Msg: "objectEncoding hex: the value is not hex"}
 		}
 	}

@@ -163,9 +163,10 @@ type armIdentityBody struct {
 
 type armFICBody struct {
 	Properties *struct {
-		Issuer    string   `json:"issuer"`
-		Subject   string   `json:"subject"`
-		Audiences []string `json:"audiences"`
+		Issuer                   string                          `json:"issuer"`
+		Subject                  string                          `json:"subject"`
+		Audiences                []string                        `json:"audiences"`
+		ClaimsMatchingExpression *store.ClaimsMatchingExpression `json:"claimsMatchingExpression"`
 	} `json:"properties"`
 }
 
@@ -189,15 +190,20 @@ func identityJSON(p *store.Principal) map[string]any {
 }
 
 func ficJSON(p *store.Principal, f store.FederatedCredential) map[string]any {
+	props := map[string]any{
+		"issuer":    f.Issuer,
+		"subject":   f.Subject,
+		"audiences": f.Audiences,
+	}
+	if e := f.ClaimsMatchingExpression; e != nil {
+		props["subject"] = nil
+		props["claimsMatchingExpression"] = map[string]any{"value": e.Value, "languageVersion": e.LanguageVersion}
+	}
 	return map[string]any{
-		"id":   p.ResourceID + "/federatedIdentityCredentials/" + f.Name,
-		"name": f.Name,
-		"type": ficType,
-		"properties": map[string]any{
-			"issuer":    f.Issuer,
-			"subject":   f.Subject,
-			"audiences": f.Audiences,
-		},
+		"id":         p.ResourceID + "/federatedIdentityCredentials/" + f.Name,
+		"name":       f.Name,
+		"type":       ficType,
+		"properties": props,
 	}
 }
 
@@ -530,7 +536,8 @@ func (s *mgmt) serveFIC(w http.ResponseWriter, r *http.Request, p *store.Princip
 			writeARMError(w, armError{400, "BadRequest", "properties are required"})
 			return
 		}
-		f := store.FederatedCredential{Name: name, Issuer: body.Properties.Issuer, Subject: body.Properties.Subject, Audiences: body.Properties.Audiences}
+		f := store.FederatedCredential{Name: name, Issuer: body.Properties.Issuer, Subject: body.Properties.Subject, Audiences: body.Properties.Audiences,
+			ClaimsMatchingExpression: body.Properties.ClaimsMatchingExpression}
 		created, err := s.PutFederatedCredential(r.Context(), p.ClientID, f)
 		if err != nil {
 			writeARMError(w, armErrorFor(err))

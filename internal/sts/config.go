@@ -17,6 +17,7 @@ import (
 	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/keyvault"
+	"github.com/podid/podid/internal/sts/store"
 )
 
 // Config configures a Server. Zero values get the documented defaults.
@@ -238,8 +239,11 @@ type BootstrapIdentity struct {
 type BootstrapFederatedIdentity struct {
 	Name      string   `json:"name"`
 	Issuer    string   `json:"issuer"`
-	Subject   string   `json:"subject"`
+	Subject   string   `json:"subject,omitempty"`
 	Audiences []string `json:"audiences,omitempty"`
+	// ClaimsMatchingExpression instead of Subject: a flexible federated
+	// credential (e.g. every ServiceAccount of a namespace).
+	ClaimsMatchingExpression *store.ClaimsMatchingExpression `json:"claimsMatchingExpression,omitempty"`
 }
 
 // BootstrapRoleAssignment grants Role to the principal with client id

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podid/podid/internal/claimsexpr"
 	"github.com/podid/podid/internal/rbac"
 	"github.com/podid/podid/internal/sts/store"
 	"github.com/podid/podid/internal/workloadidentity"
@@ -502,7 +503,20 @@ func validateFIC(f *store.FederatedCredential) error {
 	if len(f.Audiences) != 1 {
 		return invalid("exactly one audience is allowed")
 	}
-	for field, v := range map[string]string{"issuer": f.Issuer, "subject": f.Subject, "audience": f.Audiences[0]} {
+	fields := map[string]string{"issuer": f.Issuer, "subject": f.Subject, "audience": f.Audiences[0]}
+	if e := f.ClaimsMatchingExpression; e != nil {
+		// Entra: subject and claimsMatchingExpression exclude each other.
+		if f.Subject != "" {
+			return invalid("subject and claimsMatchingExpression are mutually exclusive: set one")
+		}
+		x, err := claimsexpr.Parse(e.Value, e.LanguageVersion)
+		if err != nil {
+			return invalid("%v", err)
+		}
+		e.Value = x.String()
+		delete(fields, "subject")
+	}
+	for field, v := range fields {
 		if v == "" || len(v) > MaxFICFieldLen {
 			return invalid("%s must be 1..%d characters", field, MaxFICFieldLen)
 		}
@@ -548,7 +562,8 @@ func (d *Directory) PutFederatedCredential(ctx context.Context, clientID string,
 		}
 		i := slices.IndexFunc(cur.FederatedCreds, func(x store.FederatedCredential) bool { return strings.EqualFold(x.Name, f.Name) })
 		for j, x := range cur.FederatedCreds {
-			if j != i && x.Issuer == f.Issuer && x.Subject == f.Subject {
+			sameExpr := x.ClaimsMatchingExpression != nil && f.ClaimsMatchingExpression != nil && x.ClaimsMatchingExpression.Value == f.ClaimsMatchingExpression.Value
+			if j != i && x.Issuer == f.Issuer && ((x.Subject == f.Subject && f.Subject != "") || sameExpr) {
 				// Entra answers 400 here (ARM and Graph alike), not 409.
 				if cur.Kind == store.KindIdentity {
 					return nil, invalid("Issuer and subject combination already exists for this Managed Identity.")
@@ -821,7 +836,7 @@ func (d *Directory) applyRoleAssignment(ctx context.Context, tid string, ra Boot
 
 func (d *Directory) applyFICs(ctx context.Context, clientID string, fics []BootstrapFederatedIdentity) error {
 	for _, f := range fics {
-		if _, err := d.PutFederatedCredential(ctx, clientID, store.FederatedCredential{Name: f.Name, Issuer: f.Issuer, Subject: f.Subject, Audiences: f.Audiences}); err != nil {
+		if _, err := d.PutFederatedCredential(ctx, clientID, store.FederatedCredential{Name: f.Name, Issuer: f.Issuer, Subject: f.Subject, Audiences: f.Audiences, ClaimsMatchingExpression: f.ClaimsMatchingExpression}); err != nil {
 			return fmt.Errorf("federated credential %s: %w", f.Name, err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/podid/podid/internal/claimsexpr"
 	"github.com/podid/podid/internal/sts/jwks"
 	"github.com/podid/podid/internal/sts/store"
 )
@@ -343,6 +344,11 @@ func matchFederatedCredential(fics []store.FederatedCredential, a *assertion) *O
 	folded := false
 	for _, f := range byIssuer {
 		switch {
+		case f.ClaimsMatchingExpression != nil:
+			// Validated when stored; an expression that no longer parses matches nothing.
+			if x, err := claimsexpr.Parse(f.ClaimsMatchingExpression.Value, f.ClaimsMatchingExpression.LanguageVersion); err == nil && x.Match(map[string]string{"sub": c.Sub}) {
+				bySubject = append(bySubject, f)
+			}
 		case f.Subject == c.Sub:
 			bySubject = append(bySubject, f)
 		case strings.EqualFold(f.Subject, c.Sub):

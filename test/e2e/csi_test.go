@@ -3,10 +3,17 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/cli"
 	"github.com/podid/podid/test/e2e/framework"
 )
@@ -106,8 +114,15 @@ const csiRotation = 15 * time.Second
 //	02 the seed's steps 2-3 with podid's CLI, and the grant
 //	03 the seed's steps 4-6: the file holds demovalue, $demosecret too
 //	04 a pod of a ServiceAccount without a grant is refused, its event names the grant
-//	05 rotation: a new version reaches the file within the poll interval
-//	06 the provider's RSS on the node
+//	05 clientID (workload identity): the pod of the federated ServiceAccount
+//	   mounts a secret, a certificate, its public key and its secret (PEM);
+//	   a pod of another ServiceAccount is refused, its event says why
+//	06 usePodIdentity: the pod of the v1 binding mounts through the node
+//	   agent; a pod the binding does not select is refused, its event says why
+//	07 a namespace grant (podid fic create --namespace): a pod of any
+//	   ServiceAccount of it mounts; a pod of another namespace is refused
+//	08 rotation: a new version reaches the file within the poll interval
+//	09 the provider's RSS on the node
 func TestSecretsStoreCSI(t *testing.T) {
 	c := framework.Connect(t)
 	helmPath := framework.Helm(t)
@@ -119,8 +134,11 @@ func TestSecretsStoreCSI(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(dir, "admin-secret"), []byte(adminSecret), 0o600))
 	// The seed's step 3 identity (on AKS the add-on's) and the vault's name.
 	identityID := newUUID(t)
+	// The identities of the clientID and usePodIdentity pods (05, 06).
+	wiID, v1ID := newUUID(t), newUUID(t)
 	kv := "kvcsi" + strconv.FormatInt(time.Now().Unix()%100000, 10)
-	values := csiValues(t, c, dir, adminSecret, identityID, kv)
+	values := csiValues(t, c, dir, adminSecret, kv, map[string]string{
+		"azurekeyvaultsecretsprovider-e2e": identityID, csiWIIdentity: wiID, csiV1Identity: v1ID})
 	helm := func(args ...string) string {
 		t.Helper()
 		out, err := runHelm(ctx, helmPath, c.Kubeconfig, args...)
@@ -137,6 +155,20 @@ func TestSecretsStoreCSI(t *testing.T) {
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
 	deleteAndWait(ctx, t, c, objs)
+	// A release another run left behind would block the install, and the
+	// seed's Deployment or class that another test left in default (with
+	// its own image or vault) would be used instead of this test's: remove
+	// them now; their pods can only go once a driver unmounts their volumes
+	// (after the install below).
+	_, _ = runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait")
+	bg := metav1.DeletePropagationBackground
+	for _, o := range []client.Object{
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "secretpods"}},
+		&unstructured.Unstructured{Object: map[string]any{"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+			"metadata": map[string]any{"namespace": "default", "name": "demo-secret"}}},
+	} {
+		_ = c.Client.Delete(ctx, o, &client.DeleteOptions{PropagationPolicy: &bg})
+	}
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
 	t.Cleanup(func() {
@@ -148,6 +180,17 @@ func TestSecretsStoreCSI(t *testing.T) {
 		_ = c.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "demosecret"}})
 		_ = c.Client.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "nogrant"}})
 		_ = c.Client.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "nogrant"}})
+		for _, o := range csiModeObjects {
+			_ = c.Client.Delete(ctx, o)
+		}
+		// The driver must outlive the pods that mount with it: without it
+		// the kubelet cannot unmount their volumes and they never go.
+		if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := c.Clientset.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+			return err == nil && !slices.ContainsFunc(pods.Items, mountsSecretsStore), nil
+		}); err != nil {
+			t.Errorf("pods mounting secrets-store.csi.k8s.io volumes are still there: %v", err)
+		}
 		if _, err := runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait"); err != nil {
 			t.Errorf("helm uninstall: %v", err)
 		}
@@ -185,6 +228,14 @@ func TestSecretsStoreCSI(t *testing.T) {
 	helm(append([]string{"install", helmRelease, chart, "--wait", "--timeout", "5m"}, base...)...)
 	t.Logf("helm install --wait (with the CSI driver and provider): %s", time.Since(start).Round(time.Millisecond))
 	waitRegistered(ctx, t, c)
+	// The leftovers' pods are gone once the driver has unmounted them.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=secretpods"})
+		return err == nil && len(pods.Items) == 0, nil
+	})
+	if err != nil {
+		t.Fatal("pods app=secretpods that another run left in default did not go")
+	}
 
 	// 02: the vault, the secret and the grant with podid's CLI; the seed's
 	// role assignments at the vault are in the sts's bootstrap (csiValues).
@@ -233,7 +284,92 @@ func TestSecretsStoreCSI(t *testing.T) {
 		}
 	}
 
-	// 05: rotation.
+	// 05: clientID. The identity trusts ServiceAccount default/csi-wi only;
+	// its class mounts a certificate too: the certificate, its public key
+	// and its secret (key and certificate), as the Azure provider writes them.
+	certPEM, keyPEM := csiCertificate(t)
+	certFile := filepath.Join(dir, "democert.pem")
+	must(t, os.WriteFile(certFile, []byte(certPEM+keyPEM), 0o600))
+	podid("keyvault", "certificate", "import", "--vault-name", kv, "--name", "democert", "--file", certFile)
+	podid("fic", "create", "--identity", csiWIIdentity, "--service-account", "default/csi-wi")
+	wiClass := csiSPC(t, "wi-secret", kv, map[string]string{"clientID": wiID})
+	p := wiClass.(*unstructured.Unstructured).Object["spec"].(map[string]any)["parameters"].(map[string]any)
+	p["objects"] = p["objects"].(string) +
+		"  - |\n    objectName: democert\n    objectType: cert\n    objectAlias: democert.crt\n" +
+		"  - |\n    objectName: democert\n    objectType: key\n    objectAlias: democert.pub\n" +
+		"  - |\n    objectName: democert\n    objectType: secret\n    objectAlias: democert.pem\n"
+	csiCreate(ctx, t, c, wiClass, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "csi-wi"}})
+	csiCreate(ctx, t, c, csiPod(t, "wi-secret", "csi-wi", "wi-secret", nil))
+	csiMounted(ctx, t, c, "wi-secret")
+	if got := execOut(ctx, t, c, "wi-secret", "cat", "/mnt/secret-store/democert.crt"); got != strings.TrimSpace(certPEM) {
+		t.Errorf("democert.crt = %q, want the certificate", got)
+	}
+	if got := execOut(ctx, t, c, "wi-secret", "cat", "/mnt/secret-store/democert.pub"); !strings.HasPrefix(got, "-----BEGIN PUBLIC KEY-----") {
+		t.Errorf("democert.pub = %q, want the public key", got)
+	}
+	if got := execOut(ctx, t, c, "wi-secret", "cat", "/mnt/secret-store/democert.pem"); got != strings.TrimSpace(keyPEM+certPEM) {
+		t.Errorf("democert.pem = %q, want the private key and the certificate", got)
+	}
+	csiCreate(ctx, t, c, csiPod(t, "wi-refused", "nogrant", "wi-secret", nil))
+	ev = waitForEvent(ctx, t, c, "default", "wi-refused", "FailedMount")
+	for _, want := range []string{"ServiceAccount default/nogrant is not allowed this identity", "system:serviceaccount:default:nogrant", "AADSTS70021"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("clientID: FailedMount event %q lacks %q", ev, want)
+		}
+	}
+	t.Logf("clientID refused: %s", ev)
+
+	// 06: usePodIdentity. The v1 binding selects pods labelled
+	// aadpodidbinding=csi-v1; the agent exchanges the pod's own token, so
+	// the identity also trusts the pod's ServiceAccount.
+	podid("fic", "create", "--identity", csiV1Identity, "--service-account", "default/csi-v1")
+	csiCreate(ctx, t, c, csiSPC(t, "v1-secret", kv, map[string]string{"usePodIdentity": "true"}),
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "csi-v1"}},
+		&podidv1.AzureIdentity{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "csi-v1"},
+			Spec: podidv1.AzureIdentitySpec{Type: podidv1.UserAssignedMSI, ClientID: v1ID, TenantID: wiTenantID}},
+		&podidv1.AzureIdentityBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "csi-v1-binding"},
+			Spec: podidv1.AzureIdentityBindingSpec{AzureIdentity: "csi-v1", Selector: "csi-v1"}})
+	csiCreate(ctx, t, c, csiPod(t, "v1-secret", "csi-v1", "v1-secret", map[string]string{podidv1.PodLabelKey: "csi-v1"}))
+	csiMounted(ctx, t, c, "v1-secret")
+	// Same ServiceAccount (its federated credential exists), no binding label.
+	csiCreate(ctx, t, c, csiPod(t, "v1-refused", "csi-v1", "v1-secret", nil))
+	ev = waitForEvent(ctx, t, c, "default", "v1-refused", "FailedMount")
+	for _, want := range []string{"no identity is assigned to pod default/v1-refused", podidv1.PodLabelKey} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("usePodIdentity: FailedMount event %q lacks %q", ev, want)
+		}
+	}
+	t.Logf("usePodIdentity refused: %s", ev)
+
+	// 07: a grant for a whole namespace (a flexible federated credential):
+	// the seed's class and a pod of any ServiceAccount of that namespace
+	// mount; a pod of another namespace is refused, its event names the fix.
+	nsGrant, nsOther := c.Namespace(t), c.Namespace(t)
+	podid("fic", "create", "--identity", "azurekeyvaultsecretsprovider-e2e", "--namespace", nsGrant)
+	for _, ns := range []string{nsGrant, nsOther} {
+		spc := seedObjects(t, identityID, kv, wiTenantID)[0]
+		spc.SetNamespace(ns)
+		delete(spc.(*unstructured.Unstructured).Object["spec"].(map[string]any), "secretObjects") // no synced Secret here
+		must(t, c.Client.Create(ctx, spc))
+		must(t, c.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "any"}}))
+		p := csiPod(t, "ns-grant", "any", "demo-secret", nil)
+		p.Namespace = ns
+		must(t, c.Client.Create(ctx, p))
+	}
+	if _, err := c.WaitForPodReady(ctx, nsGrant, "ns-grant"); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, err := c.Exec(ctx, nsGrant, "ns-grant", "", "cat", "/mnt/secret-store/demosecret"); err != nil || out != "demovalue" {
+		t.Fatalf("namespace grant: mounted demosecret = %q (%v %s)", out, err, stderr)
+	}
+	ev = waitForEvent(ctx, t, c, nsOther, "ns-grant", "FailedMount")
+	for _, want := range []string{"NoSecretMountGrant", "ServiceAccount " + nsOther + "/any", "--namespace " + nsOther} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("namespace grant: FailedMount event in %s %q lacks %q", nsOther, ev, want)
+		}
+	}
+
+	// 08: rotation.
 	podid("keyvault", "secret", "set", "--vault-name", kv, "--name", "demosecret", "--value", "demovalue-2")
 	set := time.Now()
 	// The kubelet republishes the volume on its pod sync (about every minute);
@@ -248,7 +384,7 @@ func TestSecretsStoreCSI(t *testing.T) {
 	}
 	t.Logf("rotation: the new version was in the mounted file %s after it was set (poll interval %s)", time.Since(set).Round(time.Second), csiRotation)
 
-	// 06: what the provider costs on the node.
+	// 09: what the provider costs on the node.
 	if rss, err := processRSS("csi-provider"); err == nil {
 		t.Logf("podid csi-provider RSS on the node: %.1f MiB", float64(rss)/(1<<20))
 	} else {
@@ -257,6 +393,8 @@ func TestSecretsStoreCSI(t *testing.T) {
 }
 
 const (
+	csiWIIdentity    = "csi-wi-e2e"
+	csiV1Identity    = "csi-v1-e2e"
 	csiAdminClientID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 	csiSubscription  = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 )
@@ -266,22 +404,34 @@ func csiVaultScope(kv string) string {
 }
 
 // csiValues: the chart with the CSI component; in the sts, the operator
-// (Owner, as the seed's reader is), the seed's identity, and the seed's two
-// role assignments at the vault (Key Vault Administrator for both).
-func csiValues(t *testing.T, c *framework.Cluster, dir, adminSecret, identityID, kv string) string {
+// (Owner, as the seed's reader is), the identities (name → client id), and
+// the seed's role assignments at the vault (Key Vault Administrator for the
+// operator and the seed's identity, Secrets User for the others).
+func csiValues(t *testing.T, c *framework.Cluster, dir, adminSecret, kv string, identities map[string]string) string {
 	t.Helper()
+	ids := []any{}
+	ras := []any{
+		map[string]any{"principal": csiAdminClientID, "resource": "https://management.azure.com", "role": "Owner"},
+		map[string]any{"principal": csiAdminClientID, "scope": csiVaultScope(kv), "role": "Key Vault Administrator"},
+	}
+	for name, id := range identities {
+		ids = append(ids, map[string]any{"subscription": csiSubscription, "resourceGroup": "rg-csi", "name": name, "location": "westeurope", "clientId": id})
+		role := "Key Vault Secrets User"
+		switch name {
+		case "azurekeyvaultsecretsprovider-e2e":
+			role = "Key Vault Administrator" // the seed's
+		case csiWIIdentity:
+			role = "Key Vault Certificate User" // certificates, their keys and secrets
+		}
+		ras = append(ras, map[string]any{"principal": id, "scope": csiVaultScope(kv), "role": role})
+	}
 	b, err := yaml.Marshal(map[string]any{
 		"agent": map[string]any{"podCIDRs": []string{c.PodCIDR}},
 		"sts": map[string]any{"saIssuer": c.Issuer, "bootstrap": map[string]any{"tenants": []any{map[string]any{
 			"id": wiTenantID, "domains": []string{"podid.local"},
-			"applications": []any{map[string]any{"clientId": csiAdminClientID, "displayName": "e2e-admin", "secrets": []any{map[string]any{"value": adminSecret}}}},
-			"identities": []any{map[string]any{"subscription": csiSubscription, "resourceGroup": "rg-csi", "name": "azurekeyvaultsecretsprovider-e2e",
-				"location": "westeurope", "clientId": identityID}},
-			"roleAssignments": []any{
-				map[string]any{"principal": csiAdminClientID, "resource": "https://management.azure.com", "role": "Owner"},
-				map[string]any{"principal": csiAdminClientID, "scope": csiVaultScope(kv), "role": "Key Vault Administrator"},
-				map[string]any{"principal": identityID, "scope": csiVaultScope(kv), "role": "Key Vault Administrator"},
-			},
+			"applications":    []any{map[string]any{"clientId": csiAdminClientID, "displayName": "e2e-admin", "secrets": []any{map[string]any{"value": adminSecret}}}},
+			"identities":      ids,
+			"roleAssignments": ras,
 		}}}},
 		"csi": map[string]any{"enabled": true, "kubeletRootDir": c.KubeletDir,
 			"driver": map[string]any{"rotationPollInterval": csiRotation.String()}},
@@ -311,6 +461,81 @@ func seedDeployment(t *testing.T) *appsv1.Deployment {
 	ct.Image, ct.ImagePullPolicy, ct.Command = framework.TestClientImage, corev1.PullNever, []string{"/testclient", "sleep"}
 	d.Spec.Template.Spec.TerminationGracePeriodSeconds = new(int64)
 	return &d
+}
+
+// csiCertificate is a self-signed certificate and its PKCS#8 key, PEM.
+func csiCertificate(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	must(t, err)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "democert.podid.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, k.Public(), k)
+	must(t, err)
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	must(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
+}
+
+// mountsSecretsStore reports whether a pod has a volume of the Secrets
+// Store CSI driver.
+func mountsSecretsStore(p corev1.Pod) bool {
+	return slices.ContainsFunc(p.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.CSI != nil && v.CSI.Driver == "secrets-store.csi.k8s.io"
+	})
+}
+
+// csiModeObjects are what 05 and 06 created, for the cleanup.
+var csiModeObjects []client.Object
+
+// csiCreate creates objects (the cleanup deletes them).
+func csiCreate(ctx context.Context, t *testing.T, c *framework.Cluster, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		must(t, client.IgnoreAlreadyExists(c.Client.Create(ctx, o)))
+		csiModeObjects = append(csiModeObjects, o)
+	}
+}
+
+// csiSPC is a SecretProviderClass of the vault's demosecret with the
+// identity parameters params.
+func csiSPC(t *testing.T, name, kv string, params map[string]string) client.Object {
+	t.Helper()
+	p := map[string]any{"keyvaultName": kv, "tenantId": wiTenantID,
+		"objects": "array:\n  - |\n    objectName: demosecret\n    objectType: secret\n"}
+	for k, v := range params {
+		p[k] = v
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+		"metadata": map[string]any{"name": name, "namespace": "default"},
+		"spec":     map[string]any{"provider": "azure", "parameters": p},
+	}}
+	return u
+}
+
+// csiPod is the seed's pod of ServiceAccount sa mounting the class spc.
+func csiPod(t *testing.T, name, sa, spc string, labels map[string]string) *corev1.Pod {
+	t.Helper()
+	tpl := seedDeployment(t).Spec.Template
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Labels: labels}, Spec: tpl.Spec}
+	pod.Spec.ServiceAccountName = sa
+	pod.Spec.Containers[0].Env = nil // no synced Secret for these classes
+	pod.Spec.Volumes[0].CSI.VolumeAttributes = map[string]string{"secretProviderClass": spc}
+	return pod
+}
+
+// csiMounted waits for the pod and checks its mounted demosecret.
+func csiMounted(ctx context.Context, t *testing.T, c *framework.Cluster, name string) {
+	t.Helper()
+	start := time.Now()
+	if _, err := c.WaitForPodReady(ctx, "default", name); err != nil {
+		t.Fatal(err)
+	}
+	if got := execOut(ctx, t, c, name, "cat", "/mnt/secret-store/demosecret"); got != "demovalue" {
+		t.Fatalf("pod %s: mounted demosecret = %q", name, got)
+	}
+	t.Logf("pod %s: mounted demosecret, Ready %s after its creation", name, time.Since(start).Round(time.Millisecond))
 }
 
 // podidCLI runs podid's CLI in process, with its config in dir.

@@ -1,6 +1,6 @@
-// Package keyvault serves the Key Vault data-plane REST API for secrets, as
-// the Azure SDKs call it, for the vaults the sts keeps: one vault per host
-// name {vault}.{DNSSuffix}. It authenticates as Key Vault does (a bearer
+// Package keyvault serves the Key Vault data-plane REST API for secrets and
+// imported certificates with their keys, as the Azure SDKs call it, for the
+// vaults the sts keeps: one vault per host name {vault}.{DNSSuffix}. It authenticates as Key Vault does (a bearer
 // challenge naming the vault's tenant and the vault resource; tokens signed
 // by the sts, for that tenant and resource), authorizes every operation by
 // an Azure RBAC data action, and keeps secrets in the sts's state file.
@@ -87,7 +87,9 @@ type Config struct {
 	V2Issuer func(tid string) string
 	// Observe, if set, is told of every request: the operation (a bounded
 	// set: set, get, update, delete, list, versions, list-deleted,
-	// get-deleted, purge, recover, other), the result ("ok" or Key Vault's
+	// get-deleted, purge, recover, cert-import, cert-get, cert-list,
+	// cert-versions, cert-delete, cert-list-deleted, cert-get-deleted,
+	// cert-purge, cert-recover, key-get, key-list, key-versions, other), the result ("ok" or Key Vault's
 	// error code) and the handling time. Never names, values or tokens.
 	Observe func(operation, result string, d time.Duration)
 	Now     func() time.Time

@@ -44,6 +44,14 @@ func (o *operation) route(segs []string) {
 	if n := len(segs); n > 1 && segs[n-1] == "" {
 		segs = segs[:n-1] // the SDKs send secrets/{name}/ for "latest"
 	}
+	switch segs[0] {
+	case "certificates", "deletedcertificates":
+		o.certRoute(segs)
+		return
+	case "keys":
+		o.keyRoute(segs)
+		return
+	}
 	m := o.r.Method
 	switch {
 	case len(segs) == 1 && segs[0] == "secrets":
@@ -102,7 +110,7 @@ func (o *operation) route(segs []string) {
 			o.methodNotAllowed()
 		}
 	default:
-		o.fail(&kvError{http.StatusNotFound, "NotFound", "The requested path was not found. This vault serves secrets only.", ""})
+		o.fail(&kvError{http.StatusNotFound, "NotFound", "The requested path was not found. This vault serves secrets, certificates (imported) and their keys.", ""})
 	}
 }
 
@@ -265,6 +273,9 @@ func (o *operation) set(name string) {
 	case errors.Is(err, store.ErrLimit):
 		o.fail(&kvError{http.StatusForbidden, "Forbidden", strings.TrimPrefix(err.Error(), store.ErrLimit.Error()+": "), "QuotaExceeded"})
 		return
+	case errors.Is(err, store.ErrManaged):
+		o.fail(errManaged(name))
+		return
 	case errors.Is(err, store.ErrNotFound):
 		o.fail(&kvError{http.StatusNotFound, "VaultNotFound", "The vault " + o.v.Name + " does not exist.", ""})
 		return
@@ -323,6 +334,9 @@ func (o *operation) update(name, version string) {
 	}
 	now := o.now()
 	h, sv, err := o.h.cfg.Store.UpdateSecretVersion(o.v.Name, name, version, now, func(sv *store.SecretVersion) error {
+		if sv.Managed {
+			return errManaged(name)
+		}
 		if b.ContentType != nil {
 			sv.ContentType = *b.ContentType
 		}
@@ -358,6 +372,10 @@ func (o *operation) delete(name string) {
 		return
 	}
 	now := o.now()
+	if _, sv, err := o.h.cfg.Store.Secret(o.v.Name, name, "", now); err == nil && sv.Managed {
+		o.fail(errManaged(name))
+		return
+	}
 	h, sv, err := o.h.cfg.Store.DeleteSecret(o.v.Name, name, now, now.Add(time.Duration(o.v.SoftDeleteRetentionDays)*24*time.Hour))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -392,6 +410,10 @@ func (o *operation) deleted(name string, rest []string) {
 		if !o.allowed(name, ActionPurge) {
 			return
 		}
+		if _, sv, err := o.h.cfg.Store.DeletedSecret(o.v.Name, name, now); err == nil && sv.Managed {
+			o.fail(errManaged(name))
+			return
+		}
 		if o.v.PurgeProtection {
 			o.fail(&kvError{http.StatusForbidden, "Forbidden", "Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed.", "PurgeProtectionEnabled"})
 			return
@@ -405,6 +427,10 @@ func (o *operation) deleted(name string, rest []string) {
 	case len(rest) == 1 && rest[0] == "recover" && m == http.MethodPost:
 		named(o.w, "recover")
 		if !o.allowed(name, ActionRecover) {
+			return
+		}
+		if _, sv, err := o.h.cfg.Store.DeletedSecret(o.v.Name, name, now); err == nil && sv.Managed {
+			o.fail(errManaged(name))
 			return
 		}
 		h, sv, err := o.h.cfg.Store.RecoverSecret(o.v.Name, name, now)
@@ -560,12 +586,23 @@ func (o *operation) item(h *store.VaultSecret, sv *store.SecretVersion, version 
 	if sv.ContentType != "" {
 		it["contentType"] = sv.ContentType
 	}
+	if sv.Managed {
+		it["managed"] = true
+	}
 	return it
+}
+
+// errManaged refuses changing a certificate's secret as a secret.
+func errManaged(name string) *kvError {
+	return &kvError{http.StatusForbidden, "Forbidden", "Secret " + name + " is the secret of certificate " + name + ": import, delete or recover the certificate instead.", ""}
 }
 
 // bundle is a SecretBundle; the value only for set and get.
 func (o *operation) bundle(h *store.VaultSecret, sv *store.SecretVersion, withValue bool) map[string]any {
 	b := o.item(h, sv, sv.Version)
+	if sv.Managed {
+		b["kid"] = o.h.VaultURI(o.v.Name) + "keys/" + h.Name + "/" + sv.Version
+	}
 	if withValue {
 		b["value"] = sv.Value
 	}

@@ -67,6 +67,16 @@ type FederatedCredential struct {
 	Issuer    string   `json:"issuer"`
 	Subject   string   `json:"subject"`
 	Audiences []string `json:"audiences"`
+	// ClaimsMatchingExpression replaces Subject in a flexible federated
+	// credential (Entra's claimsMatchingExpression): exactly one is set.
+	ClaimsMatchingExpression *ClaimsMatchingExpression `json:"claimsMatchingExpression,omitempty"`
+}
+
+// ClaimsMatchingExpression is a flexible federated credential's expression
+// (package claimsexpr).
+type ClaimsMatchingExpression struct {
+	Value           string `json:"value"`
+	LanguageVersion int    `json:"languageVersion"`
 }
 
 // Principal is an application registration or a user-assigned identity; both

@@ -30,6 +30,9 @@ var (
 	ErrSecretNotDeleted = errors.New("secret is not deleted")
 	// ErrLimit: a per-vault or per-secret bound would be exceeded.
 	ErrLimit = errors.New("limit exceeded")
+	// ErrManaged: the secret belongs to a certificate; only the
+	// certificate's operations change it.
+	ErrManaged = errors.New("secret is managed by a certificate")
 )
 
 // Vault is a Key Vault (Microsoft.KeyVault/vaults).
@@ -75,6 +78,9 @@ type SecretVersion struct {
 	Expires     *time.Time        `json:"exp,omitempty"`
 	Created     time.Time         `json:"created"`
 	Updated     time.Time         `json:"updated"`
+	// Managed: the secret of a certificate (its key and certificate); only
+	// the certificate's operations change it.
+	Managed bool `json:"managed,omitempty"`
 }
 
 // SecretLimits bound what one vault holds.
@@ -84,7 +90,7 @@ type SecretLimits struct {
 }
 
 func vaultBuckets(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketVaults, bucketVaultSecrets, bucketVaultVersions} {
+	for _, b := range [][]byte{bucketVaults, bucketVaultSecrets, bucketVaultVersions, bucketVaultCerts} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -154,7 +160,7 @@ func (s *Store) DeleteVault(name string) error {
 		if tx.Bucket(bucketVaults).Get([]byte(name)) == nil {
 			return ErrNotFound
 		}
-		for _, b := range [][]byte{bucketVaultSecrets, bucketVaultVersions} {
+		for _, b := range [][]byte{bucketVaultSecrets, bucketVaultVersions, bucketVaultCerts} {
 			if err := deletePrefix(tx.Bucket(b), []byte(name+"/")); err != nil {
 				return err
 			}
@@ -197,45 +203,53 @@ func purge(tx *bolt.Tx, key string) error {
 // (creating the secret), in one transaction: ErrNotFound without the vault,
 // ErrSecretDeleted while a deleted secret holds the name, ErrLimit past
 // lim.
+// A secret a certificate manages is ErrManaged.
 func (s *Store) SetSecret(vault, name string, v SecretVersion, lim SecretLimits, now time.Time) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketVaults).Get([]byte(vault)) == nil {
 			return fmt.Errorf("vault %s: %w", vault, ErrNotFound)
 		}
-		key := secretKey(vault, name)
-		h, err := get[VaultSecret](tx, bucketVaultSecrets, key)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return err
+		if c, err := get[VaultCertificate](tx, bucketVaultCerts, certKey(vault, name)); err == nil && (c.Deleted == nil || now.Before(c.Deleted.ScheduledPurgeDate)) {
+			return ErrManaged
 		}
-		if purged, err := purgeIfDue(tx, key, h, now); err != nil {
-			return err
-		} else if purged {
-			h = nil
-		}
-		if h == nil {
-			n := 0
-			c := tx.Bucket(bucketVaultSecrets).Cursor()
-			for k, _ := c.Seek([]byte(vault + "/")); k != nil && bytes.HasPrefix(k, []byte(vault+"/")); k, _ = c.Next() {
-				n++
-			}
-			if n >= lim.SecretsPerVault {
-				return fmt.Errorf("%w: at most %d secrets per vault", ErrLimit, lim.SecretsPerVault)
-			}
-			h = &VaultSecret{Vault: vault, Name: name}
-		}
-		if h.Deleted != nil {
-			return ErrSecretDeleted
-		}
-		if len(h.Versions) >= lim.VersionsPerSecret {
-			return fmt.Errorf("%w: at most %d versions per secret", ErrLimit, lim.VersionsPerSecret)
-		}
-		h.Versions = append(h.Versions, v.Version)
-		h.Latest = v.Version
-		if err := put(tx, bucketVaultVersions, key+"/"+v.Version, v); err != nil {
-			return err
-		}
-		return put(tx, bucketVaultSecrets, key, h)
+		return setSecret(tx, vault, name, v, lim, now)
 	})
+}
+
+func setSecret(tx *bolt.Tx, vault, name string, v SecretVersion, lim SecretLimits, now time.Time) error {
+	key := secretKey(vault, name)
+	h, err := get[VaultSecret](tx, bucketVaultSecrets, key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if purged, err := purgeIfDue(tx, key, h, now); err != nil {
+		return err
+	} else if purged {
+		h = nil
+	}
+	if h == nil {
+		n := 0
+		c := tx.Bucket(bucketVaultSecrets).Cursor()
+		for k, _ := c.Seek([]byte(vault + "/")); k != nil && bytes.HasPrefix(k, []byte(vault+"/")); k, _ = c.Next() {
+			n++
+		}
+		if n >= lim.SecretsPerVault {
+			return fmt.Errorf("%w: at most %d secrets per vault", ErrLimit, lim.SecretsPerVault)
+		}
+		h = &VaultSecret{Vault: vault, Name: name}
+	}
+	if h.Deleted != nil {
+		return ErrSecretDeleted
+	}
+	if len(h.Versions) >= lim.VersionsPerSecret {
+		return fmt.Errorf("%w: at most %d versions per secret", ErrLimit, lim.VersionsPerSecret)
+	}
+	h.Versions = append(h.Versions, v.Version)
+	h.Latest = v.Version
+	if err := put(tx, bucketVaultVersions, key+"/"+v.Version, v); err != nil {
+		return err
+	}
+	return put(tx, bucketVaultSecrets, key, h)
 }
 
 // liveSecret reads a secret's head in tx: ErrNotFound when absent or
