@@ -2,8 +2,13 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	podidv1 "github.com/podid/podid/api/v1"
 	"github.com/podid/podid/internal/broker"
 	"github.com/podid/podid/internal/sts"
 	"github.com/podid/podid/internal/token"
@@ -59,13 +65,20 @@ func TestBroker(t *testing.T) {
 	}
 	chart := filepath.Join(framework.RepoRoot(), "deploy", "chart", "podid")
 	cid := newUUID(t)
+	// Types 1/2 (broker.secretIdentities): app registrations the broker
+	// authenticates as with the identity's own Secret.
+	spID, spSecret, certID := newUUID(t), newUUID(t), newUUID(t)
+	certPEM, keyPEM := selfSignedRSA(t, "podid-e2e-broker-cert-app")
 	brokerSubject := "system:serviceaccount:" + stsNamespace + ":podid-broker"
 
 	// Site values: the one federated credential, for the broker.
 	boot := sts.Bootstrap{Tenants: []sts.BootstrapTenant{{ID: wiTenantID, Domains: []string{"podid.local"}, Identities: []sts.BootstrapIdentity{{
 		Subscription: "0b1f6471-1bf0-4dda-aec3-cb9272f09590", ResourceGroup: "e2e", Name: "brokered", Location: "local", ClientID: cid,
 		FederatedCreds: []sts.BootstrapFederatedIdentity{{Name: "podid-broker", Issuer: c.Issuer, Subject: brokerSubject, Audiences: []string{framework.TokenExchangeAudience}}},
-	}}}}}
+	}}, Applications: []sts.BootstrapApplication{
+		{ClientID: spID, DisplayName: "e2e-broker-secret-app", Secrets: []sts.BootstrapSecret{{Value: spSecret}}},
+		{ClientID: certID, DisplayName: "e2e-broker-cert-app", Certificates: []sts.BootstrapCertificate{{PEM: string(certPEM)}}},
+	}}}}
 	bj, err := yaml.Marshal(boot)
 	must(t, err)
 	var bootstrap map[string]any
@@ -73,7 +86,7 @@ func TestBroker(t *testing.T) {
 	vb, err := yaml.Marshal(map[string]any{
 		"agent":  map[string]any{"podCIDRs": []string{c.PodCIDR}},
 		"sts":    map[string]any{"saIssuer": c.Issuer, "bootstrap": bootstrap},
-		"broker": map[string]any{"enabled": true, "service": map[string]any{"clusterIP": brokerServiceIP}},
+		"broker": map[string]any{"enabled": true, "secretIdentities": true, "service": map[string]any{"clusterIP": brokerServiceIP}},
 	})
 	must(t, err)
 	values := filepath.Join(t.TempDir(), "values-broker.yaml")
@@ -192,6 +205,83 @@ func TestBroker(t *testing.T) {
 		t.Logf("refused: %v", err)
 	})
 
+	t.Run("secret-identities", func(t *testing.T) {
+		// Types 1 and 2 through the broker, the one reader of their
+		// Secrets: the unmodified ManagedIdentityCredential in v1 pods gets
+		// tokens that verify; a missing or malformed Secret is an IMDS 404
+		// naming it; the agent's own credential cannot read any Secret.
+		ns := c.Namespace(t)
+		secret := func(name string, data map[string]string) {
+			t.Helper()
+			must(t, c.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, StringData: data}))
+		}
+		identity := func(name string, typ podidv1.IdentityType, clientID, secretName string) {
+			t.Helper()
+			must(t, c.Client.Create(ctx, &podidv1.AzureIdentity{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+				Spec: podidv1.AzureIdentitySpec{Type: typ, ClientID: clientID, TenantID: wiTenantID,
+					ClientPassword: corev1.SecretReference{Name: secretName, Namespace: ns}}}))
+			must(t, c.Client.Create(ctx, &podidv1.AzureIdentityBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+				Spec: podidv1.AzureIdentityBindingSpec{AzureIdentity: name, Selector: name}}))
+		}
+		secret("sp", map[string]string{token.SecretKeyClientSecret: spSecret})
+		secret("cert", map[string]string{token.SecretKeyCertificate: string(certPEM) + string(keyPEM)})
+		secret("nokey", map[string]string{"password": "x"})
+		secret("notpem", map[string]string{token.SecretKeyCertificate: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"})
+		identity("sp", podidv1.ServicePrincipal, spID, "sp")
+		identity("cert", podidv1.ServicePrincipalCertificate, certID, "cert")
+		identity("missing", podidv1.ServicePrincipal, newUUID(t), "absent")
+		identity("nokey", podidv1.ServicePrincipal, newUUID(t), "nokey")
+		identity("notpem", podidv1.ServicePrincipalCertificate, newUUID(t), "notpem")
+
+		for _, w := range []struct{ selector, clientID string }{{"sp", spID}, {"cert", certID}} {
+			p := c.CreatePod(ctx, t, miClientPod(ns, "type-"+w.selector, "", map[string]string{podidv1.PodLabelKey: w.selector}, "-client-id="+w.clientID))
+			verifyPodToken(ctx, t, c, stsTR, p, w.clientID)
+		}
+		for _, w := range []struct{ selector, says string }{
+			{"missing", "Secret " + ns + "/absent"},
+			{"nokey", `has no "` + token.SecretKeyClientSecret + `" key`},
+			{"notpem", "is not a PEM certificate with its private key"},
+		} {
+			p := framework.TestClientPod(ns, "bad-"+w.selector)
+			p.Labels[podidv1.PodLabelKey] = w.selector
+			p = c.CreatePod(ctx, t, p)
+			a := waitIMDSAnswer(ctx, t, c, ns, p.Name, "")
+			code, desc, err := imdsError(a.body)
+			if a.status != http.StatusNotFound || err != nil || !strings.Contains(desc, w.says) || !strings.Contains(desc, "podid broker") {
+				t.Fatalf("identity with Secret %q: status=%d %s %q (%v), want 404 from the podid broker saying %q", w.selector, a.status, code, desc, err, w.says)
+			}
+			t.Logf("%s: %d %s", w.selector, a.status, desc)
+		}
+
+		// The agent's credential, read from the node's disk: no Secret,
+		// here or anywhere (the broker's serving key included).
+		agent := agentCredential(ctx, t, c)
+		for _, try := range []struct {
+			what string
+			call func() error
+		}{
+			{"get Secret " + ns + "/sp", func() error { _, err := agent.CoreV1().Secrets(ns).Get(ctx, "sp", metav1.GetOptions{}); return err }},
+			{"get Secret " + stsNamespace + "/podid-broker-tls", func() error {
+				_, err := agent.CoreV1().Secrets(stsNamespace).Get(ctx, "podid-broker-tls", metav1.GetOptions{})
+				return err
+			}},
+			{"list Secrets of " + ns, func() error { _, err := agent.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }},
+			{"list Secrets cluster-wide", func() error { _, err := agent.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); return err }},
+			{"watch Secrets cluster-wide", func() error {
+				w, err := agent.CoreV1().Secrets("").Watch(ctx, metav1.ListOptions{})
+				if err == nil {
+					w.Stop()
+				}
+				return err
+			}},
+		} {
+			if err := try.call(); !apierrors.IsForbidden(err) {
+				t.Fatalf("agent credential: %s: %v, want Forbidden", try.what, err)
+			}
+		}
+		t.Logf("agent credential: get/list/watch Secrets forbidden")
+	})
+
 	t.Run("replica-killed-under-load", func(t *testing.T) {
 		// The agent's broker client (the same code), from the node, for
 		// four of the pods above, as fast as it goes; one broker replica is
@@ -265,4 +355,19 @@ func TestBroker(t *testing.T) {
 			t.Fatalf("%d requests lost with one replica left, e.g. %s", failed.Load(), failures[0])
 		}
 	})
+}
+
+// selfSignedRSA is an app registration's certificate and key (MSAL's
+// certificate credential signs with RSA).
+func selfSignedRSA(t *testing.T, cn string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	must(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	kd, err := x509.MarshalPKCS8PrivateKey(key)
+	must(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
 }
