@@ -59,7 +59,7 @@ func TestAgentThroughBroker(t *testing.T) {
 	if !informers.WaitForCacheSync(ctx) {
 		t.Fatal("informers not synced")
 	}
-	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}})
+	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}, AgentTokenFile: r.agentTokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}

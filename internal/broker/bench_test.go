@@ -50,7 +50,7 @@ func BenchmarkCachedToken(b *testing.B) {
 	b.Cleanup(stop)
 	go func() { _ = informers.Start(ictx) }()
 	informers.WaitForCacheSync(ctx)
-	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}})
+	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}, AgentTokenFile: r.agentTokenFile})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net/http"
 	"os"
@@ -23,6 +26,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -187,22 +191,55 @@ func TestBroker(t *testing.T) {
 	})
 
 	t.Run("other-nodes-pod-refused", func(t *testing.T) {
-		// The agent's credential, read from the node's disk, minting the
-		// broker's audience for a pod scheduled to another node: the token
-		// guard refuses it, as it refuses the exchange audience.
+		// A pod of another node, granted the identity like the 25 above.
 		ns := c.Namespace(t)
-		must(t, c.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns}}))
-		other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Namespace: ns},
+		workload(ns, "app", true)
+		other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Namespace: ns,
+			Labels:      map[string]string{workloadidentity.UseLabel: "true"},
+			Annotations: map[string]string{workloadidentity.UseIdentityBindingAnnotation: "true"}},
 			Spec: corev1.PodSpec{NodeName: "podid-e2e-other-node", ServiceAccountName: "app", Containers: []corev1.Container{{Name: "c", Image: framework.TestClientImage}}}}
 		must(t, c.Client.Create(ctx, other))
-		agent := agentCredential(ctx, t, c)
-		_, err := agent.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "app", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-			Audiences: []string{token.BrokerAudience}, ExpirationSeconds: ptr.To[int64](600),
-			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: other.Name, UID: other.UID}}}, metav1.CreateOptions{})
+		brokerToken := func(cs kubernetes.Interface) (string, error) {
+			tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "app", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+				Audiences: []string{token.BrokerAudience}, ExpirationSeconds: ptr.To[int64](600),
+				BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: other.Name, UID: other.UID}}}, metav1.CreateOptions{})
+			if err != nil {
+				return "", err
+			}
+			return tr.Status.Token, nil
+		}
+
+		// 1. The agent's credential, read from the node's disk, cannot mint
+		// the broker's audience for that pod: the token guard.
+		_, err := brokerToken(agentCredential(ctx, t, c))
 		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "own node") {
 			t.Fatalf("agent credential minted a broker token for a pod of another node: %v", err)
 		}
-		t.Logf("refused: %v", err)
+		t.Logf("minting refused: %v", err)
+
+		// 2. Such a token leaked (minted here by the admin) and presented by
+		// this node's agent, with its own broker credential from the node's
+		// disk: the broker refuses it, naming both nodes.
+		leaked, err := brokerToken(c.Clientset)
+		must(t, err)
+		agentTok, err := os.ReadFile(agentBrokerTokenFile(ctx, t, c))
+		must(t, err)
+		body, _ := json.Marshal(broker.TokenRequest{ClientID: cid, Resource: wiResource})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, brokerURL+broker.Path, bytes.NewReader(body))
+		must(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+leaked)
+		req.Header.Set(broker.AgentHeader, strings.TrimSpace(string(agentTok)))
+		res, err := brokerHTTPClient(ctx, t, c).Do(req)
+		must(t, err)
+		defer res.Body.Close()
+		var er broker.ErrorResponse
+		raw, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+		if err := json.Unmarshal(raw, &er); err != nil || res.StatusCode != http.StatusForbidden || er.Code != broker.CodeAccessDenied ||
+			!strings.Contains(er.Description, "runs on node podid-e2e-other-node, but the agent presenting its token") {
+			t.Fatalf("leaked token of another node's pod, presented by this node's agent: %d %s, want 403 %s naming both nodes", res.StatusCode, raw, broker.CodeAccessDenied)
+		}
+		t.Logf("presenting refused: %d %s", res.StatusCode, er.Description)
 	})
 
 	t.Run("secret-identities", func(t *testing.T) {
@@ -286,14 +323,8 @@ func TestBroker(t *testing.T) {
 		// The agent's broker client (the same code), from the node, for
 		// four of the pods above, as fast as it goes; one broker replica is
 		// killed (grace 0) in the middle.
-		var cm corev1.ConfigMap
-		must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: stsNamespace, Name: "podid-broker-ca"}, &cm))
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(cm.Data["ca.pem"])) {
-			t.Fatal("ConfigMap podid-broker-ca holds no CA")
-		}
-		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 8}}
-		bc, err := broker.NewClient(broker.ClientConfig{URL: brokerURL, HTTPClient: hc, Tokens: token.KubeTokenRequester{Client: c.Clientset}})
+		bc, err := broker.NewClient(broker.ClientConfig{URL: brokerURL, HTTPClient: brokerHTTPClient(ctx, t, c), Tokens: token.KubeTokenRequester{Client: c.Clientset},
+			AgentTokenFile: agentBrokerTokenFile(ctx, t, c)})
 		must(t, err)
 		var ok, failed atomic.Int64
 		var mu sync.Mutex
@@ -370,4 +401,27 @@ func selfSignedRSA(t *testing.T, cn string) (certPEM, keyPEM []byte) {
 	kd, err := x509.MarshalPKCS8PrivateKey(key)
 	must(t, err)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}
+
+// agentBrokerTokenFile is the agent pod's projected token for the broker
+// (audience broker.AgentAudience), where the kubelet keeps it on the node.
+func agentBrokerTokenFile(ctx context.Context, t *testing.T, c *framework.Cluster) string {
+	t.Helper()
+	f := filepath.Join(c.KubeletDir, "pods", string(agentPod(ctx, t, c).UID), "volumes", "kubernetes.io~projected", "broker-agent-token", "token")
+	if _, err := os.Stat(f); err != nil {
+		t.Fatalf("the agent's broker token: %v", err)
+	}
+	return f
+}
+
+// brokerHTTPClient trusts the broker's CA (ConfigMap podid-broker-ca).
+func brokerHTTPClient(ctx context.Context, t *testing.T, c *framework.Cluster) *http.Client {
+	t.Helper()
+	var cm corev1.ConfigMap
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: stsNamespace, Name: "podid-broker-ca"}, &cm))
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(cm.Data["ca.pem"])) {
+		t.Fatal("ConfigMap podid-broker-ca holds no CA")
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 8}}
 }
