@@ -112,6 +112,8 @@ func TestBroker(t *testing.T) {
 	must(t, err)
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
+	// A release left by hack/up.sh (same name) would refuse the install.
+	helm("uninstall", helmRelease, "--namespace", stsNamespace, "--ignore-not-found", "--wait", "--timeout", "3m")
 	deleteAndWait(ctx, t, c, objs)
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
