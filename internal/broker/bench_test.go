@@ -74,6 +74,7 @@ func BenchmarkCachedToken(b *testing.B) {
 		req, _ := http.NewRequest(http.MethodPost, r.url+Path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+podTok)
+		req.Header.Set(AgentHeader, r.agentToken)
 		return do(r.http, req)
 	}
 	if err := get(); err != nil {
