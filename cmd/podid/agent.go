@@ -41,6 +41,7 @@ type agentOptions struct {
 	maxCachedTokens    int
 	brokerURL          string
 	brokerCAFile       string
+	brokerAgentToken   string
 	brokerClientIDs    []string
 	brokerSecrets      bool
 	podTokenSocket     string
@@ -147,6 +148,7 @@ the node. See docs/agent.md.`,
 	f.IntVar(&o.maxCachedTokens, "max-cached-tokens", 10000, "bound on cached tokens")
 	f.StringVar(&o.brokerURL, "broker-url", "", "the podid broker (https://podid-broker.<namespace>.svc:8443); empty: no broker")
 	f.StringVar(&o.brokerCAFile, "broker-ca-file", "", "PEM CA bundle trusted for the broker")
+	f.StringVar(&o.brokerAgentToken, "broker-agent-token-file", broker.DefaultAgentTokenFile, "the agent's own projected token for audience "+broker.AgentAudience+", sent to the broker with every pod token (the broker then accepts only pods of this agent's node)")
 	f.StringSliceVar(&o.brokerClientIDs, "broker-client-id", nil, "identity (client id) obtained through the broker instead of per-pod federation (repeatable); pods annotated "+workloadidentity.UseIdentityBindingAnnotation+"=true use it for their service account's identity too")
 	f.BoolVar(&o.brokerSecrets, "broker-secret-identities", false, "obtain type 1/2 identities (client secret, certificate) through the broker, which reads their Secrets: the agent then needs no Secret access")
 	f.StringVar(&o.podTokenSocket, "pod-token-socket", "", "serve podid csi-provider's usePodIdentity mounts on this unix socket (mounted only into the provider; empty disables)")
@@ -220,7 +222,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		if err != nil {
 			return agent.Config{}, err
 		}
-		bc, err := broker.NewClient(broker.ClientConfig{URL: o.brokerURL, HTTPClient: bhc, Tokens: token.KubeTokenRequester{Client: cs}})
+		bc, err := broker.NewClient(broker.ClientConfig{URL: o.brokerURL, HTTPClient: bhc, Tokens: token.KubeTokenRequester{Client: cs}, AgentTokenFile: o.brokerAgentToken})
 		if err != nil {
 			return agent.Config{}, usageError{err}
 		}

@@ -19,6 +19,7 @@ type brokerOptions struct {
 	tlsCertFile        string
 	tlsKeyFile         string
 	tokenFile          string
+	agentSA            string
 	authority          string
 	authorityCAFile    string
 	allowedAuthorities []string
@@ -66,7 +67,7 @@ See docs/broker.md.`,
 				return err
 			}
 			return broker.Run(cmd.Context(), broker.Config{
-				RESTConfig: rc, ListenAddr: o.listenAddr, TLSCertFile: o.tlsCertFile, TLSKeyFile: o.tlsKeyFile, TokenFile: o.tokenFile,
+				RESTConfig: rc, ListenAddr: o.listenAddr, TLSCertFile: o.tlsCertFile, TLSKeyFile: o.tlsKeyFile, TokenFile: o.tokenFile, AgentServiceAccount: o.agentSA,
 				HealthAddr: o.healthAddr, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 				Authority: o.authority, AllowedAuthorities: o.allowedAuthorities, ProviderHTTPClient: hc,
 				DefaultTenantID: o.tenantID, ClusterWide: o.clusterWide, ServeSecretIdentities: o.serveSecrets, MaxCachedTokens: o.maxCachedTokens,
@@ -80,6 +81,7 @@ See docs/broker.md.`,
 	f.StringVar(&o.tlsCertFile, "tls-cert-file", "", "PEM serving certificate (re-read when it changes)")
 	f.StringVar(&o.tlsKeyFile, "tls-key-file", "", "PEM private key of the serving certificate")
 	f.StringVar(&o.tokenFile, "token-file", workloadidentity.TokenFile, "the broker's own projected service-account token (audience "+workloadidentity.TokenAudience+"): the assertion of every exchange")
+	f.StringVar(&o.agentSA, "agent-service-account", "", "the agents' service account, namespace/name (default podid-agent in the broker's namespace): a request must carry its pod-bound token for audience "+broker.AgentAudience+" in header "+broker.AgentHeader+", and the pod asked for must run on that agent's node")
 	f.StringVar(&o.authority, flagAuthority, token.DefaultAuthority, "identity provider base URL (Entra ID, or podid sts)")
 	f.StringVar(&o.authorityCAFile, "authority-ca-file", "", "PEM CA bundle trusted for the identity provider, added to the system roots (podid sts's CA)")
 	f.StringSliceVar(&o.allowedAuthorities, "allowed-authority", nil, "further authorities an AzureIdentity's adEndpoint may name (repeatable)")

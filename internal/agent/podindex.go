@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 // PodIndex is the agent's view of the pods on its node, indexed by IP. It
@@ -51,6 +53,7 @@ type podRecord struct {
 	phase             unique.Handle[string]
 	labels            []labelPair // sorted by key
 	defaultClientID   string
+	identityBinding   bool // annotated for AKS identity bindings: served through the broker
 	ips               []netip.Addr
 	deletionTimestamp *metav1.Time
 	hostNetwork       bool
@@ -68,6 +71,7 @@ func newRecord(p *corev1.Pod) *podRecord {
 		serviceAccount:    unique.Make(p.Spec.ServiceAccountName),
 		phase:             unique.Make(string(p.Status.Phase)),
 		defaultClientID:   p.Annotations[DefaultClientIDAnnot],
+		identityBinding:   p.Annotations[workloadidentity.UseIdentityBindingAnnotation] == "true",
 		ips:               podIPs(p),
 		deletionTimestamp: p.DeletionTimestamp,
 		hostNetwork:       p.Spec.HostNetwork,
@@ -101,8 +105,15 @@ func (r *podRecord) pod() *corev1.Pod {
 			p.Labels[l.key.Value()] = l.value.Value()
 		}
 	}
+	// The annotations a decision reads (decide.go), and only those.
+	if r.defaultClientID != "" || r.identityBinding {
+		p.Annotations = map[string]string{}
+	}
 	if r.defaultClientID != "" {
-		p.Annotations = map[string]string{DefaultClientIDAnnot: r.defaultClientID}
+		p.Annotations[DefaultClientIDAnnot] = r.defaultClientID
+	}
+	if r.identityBinding {
+		p.Annotations[workloadidentity.UseIdentityBindingAnnotation] = "true"
 	}
 	for i, ip := range r.ips {
 		if i == 0 {

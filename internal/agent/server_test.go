@@ -24,6 +24,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/podid/podid/internal/token"
+	"github.com/podid/podid/internal/workloadidentity"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -390,7 +391,7 @@ func TestPodIndexRecordRoundTrip(t *testing.T) {
 	now := metav1.Now()
 	p := testPod("a", "10.1.0.5", "uid-a")
 	p.Labels = map[string]string{"aadpodidbinding": "sel", "app": "web", "noaad": "true"}
-	p.Annotations = map[string]string{"big": strings.Repeat("x", 1000), DefaultClientIDAnnot: "cid-1"}
+	p.Annotations = map[string]string{"big": strings.Repeat("x", 1000), DefaultClientIDAnnot: "cid-1", workloadidentity.UseIdentityBindingAnnotation: "true"}
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "x"}}
 	p.Spec.Containers = []corev1.Container{{Name: "c", Image: "i"}}
 	p.Spec.ServiceAccountName = "sa"
@@ -406,7 +407,7 @@ func TestPodIndexRecordRoundTrip(t *testing.T) {
 			got := newRecord(tt.in).pod()
 			want := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: tt.in.Name, Namespace: tt.in.Namespace, UID: tt.in.UID, Labels: tt.in.Labels,
-					Annotations: map[string]string{DefaultClientIDAnnot: "cid-1"}, DeletionTimestamp: tt.in.DeletionTimestamp},
+					Annotations: map[string]string{DefaultClientIDAnnot: "cid-1", workloadidentity.UseIdentityBindingAnnotation: "true"}, DeletionTimestamp: tt.in.DeletionTimestamp},
 				Spec:   corev1.PodSpec{NodeName: tt.in.Spec.NodeName, ServiceAccountName: "sa"},
 				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.1.0.5", PodIPs: tt.in.Status.PodIPs},
 			}

@@ -19,19 +19,9 @@ import (
 	"github.com/podid/podid/internal/workloadidentity"
 )
 
-// podsByIP stands in for the agent's caller resolution (tested on its own
-// in internal/agent): each test address is one pod.
-type podsByIP map[netip.Addr]*corev1.Pod
-
-func (p podsByIP) Resolve(_ context.Context, ip netip.Addr) (*corev1.Pod, error) {
-	if pod, ok := p[ip]; ok {
-		return pod, nil
-	}
-	return nil, &agent.Denial{Reason: agent.DenyUnknownCaller, Msg: "unknown caller"}
-}
-
-// The agent's IMDS handler, its decision and token cache as the agent wires
-// them, with the broker client for broker identities: a pod annotated for
+// The agent's IMDS handler, its caller resolution (the compact PodIndex),
+// decision and token cache as the agent wires them, with the broker client
+// for broker identities: a pod annotated for
 // identity bindings gets an IMDS token from the broker; refusals and a
 // broker outage reach the pod as IMDS errors; cached tokens keep flowing.
 func TestAgentThroughBroker(t *testing.T) {
@@ -69,7 +59,7 @@ func TestAgentThroughBroker(t *testing.T) {
 	if !informers.WaitForCacheSync(ctx) {
 		t.Fatal("informers not synced")
 	}
-	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}})
+	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}, AgentTokenFile: r.agentTokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +68,18 @@ func TestAgentThroughBroker(t *testing.T) {
 		return token.Token{}, &token.Error{Reason: token.ReasonProviderRejected, Msg: "per-pod federation used"}
 	})
 	cache := token.NewCache(token.CacheConfig{Source: token.Routed{Direct: direct, Broker: client}})
-	addrGranted, addrUngranted := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+	// The pods as the agent's pod watch delivers them to its index (which
+	// keeps only what a decision reads: the identity-binding annotation
+	// must survive it).
+	index := agent.NewPodIndex()
+	addrGranted, addrUngranted := netip.MustParseAddr("10.244.9.1"), netip.MustParseAddr("10.244.9.2")
+	for ip, p := range map[netip.Addr]*corev1.Pod{addrGranted: granted, addrUngranted: ungranted} {
+		p = p.DeepCopy()
+		p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = corev1.PodRunning, ip.String(), []corev1.PodIP{{IP: ip.String()}}
+		index.Upsert(p)
+	}
 	h := agent.NewHandler(agent.HandlerConfig{
-		Resolver: podsByIP{addrGranted: granted, addrUngranted: ungranted},
+		Resolver: &agent.IndexResolver{Index: index, NodeName: node},
 		Decider:  &agent.BindingDecider{Reader: informers, DefaultTenantID: r.sts.TenantID, Authority: r.sts.URL},
 		Tokens:   cache,
 	})

@@ -20,6 +20,18 @@ const Path = "/v1/token"
 // broker (token.BrokerAudience).
 const Audience = token.BrokerAudience
 
+// AgentAudience is the audience of the agent's own token, sent in
+// AgentHeader with every request.
+const AgentAudience = token.BrokerAgentAudience
+
+// AgentHeader carries the presenting agent's own token (its projected
+// token for AgentAudience, bound to its pod).
+const AgentHeader = "Podid-Agent-Token"
+
+// DefaultAgentTokenFile is where the chart projects the agent's token for
+// AgentAudience.
+const DefaultAgentTokenFile = "/var/run/secrets/podid/broker-agent/token"
+
 // RBAC model of AKS identity bindings: a pod's service account may use
 // identity <client-id> if it may `use-managed-identity` the resource named
 // by the client id in this API group.
@@ -127,15 +139,28 @@ func bearer(h http.Header) (string, error) {
 	if !ok || tok == "" {
 		return "", errors.New("the Authorization header must be Bearer <pod token>")
 	}
+	return tok, compactJWT("pod token", tok)
+}
+
+// agentToken returns the token of the single AgentHeader.
+func agentToken(h http.Header) (string, error) {
+	v := h.Values(AgentHeader)
+	if len(v) != 1 || v[0] == "" {
+		return "", fmt.Errorf("exactly one %s header (the agent's own token for audience %s) is required", AgentHeader, AgentAudience)
+	}
+	return v[0], compactJWT("agent token", v[0])
+}
+
+func compactJWT(what, tok string) error {
 	if len(tok) > maxToken {
-		return "", fmt.Errorf("pod token longer than %d bytes", maxToken)
+		return fmt.Errorf("%s longer than %d bytes", what, maxToken)
 	}
 	if strings.IndexFunc(tok, func(c rune) bool {
 		return !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.')
 	}) >= 0 || strings.Count(tok, ".") != 2 {
-		return "", errors.New("pod token is not a compact JWT")
+		return fmt.Errorf("%s is not a compact JWT", what)
 	}
-	return tok, nil
+	return nil
 }
 
 func truncate(s string) string {

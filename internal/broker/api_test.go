@@ -70,3 +70,37 @@ func TestBearer(t *testing.T) {
 		})
 	}
 }
+
+func TestAgentTokenHeader(t *testing.T) {
+	cases := []struct {
+		name    string
+		values  []string
+		wantErr string
+	}{
+		{"ok", []string{"aa.bb.cc"}, ""},
+		{"none", nil, "exactly one"},
+		{"empty", []string{""}, "exactly one"},
+		{"two", []string{"a.b.c", "a.b.c"}, "exactly one"},
+		{"bearer prefix", []string{"Bearer a.b.c"}, "not a compact JWT"},
+		{"not jwt", []string{"abc"}, "not a compact JWT"},
+		{"too long", []string{"a.b." + strings.Repeat("c", maxToken)}, "longer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := http.Header{}
+			for _, v := range c.values {
+				h.Add(AgentHeader, v)
+			}
+			got, err := agentToken(h)
+			if c.wantErr == "" {
+				if err != nil || got != c.values[0] {
+					t.Fatalf("got %q, %v", got, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("err %v, want %q", err, c.wantErr)
+			}
+		})
+	}
+}

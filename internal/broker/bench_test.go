@@ -50,7 +50,7 @@ func BenchmarkCachedToken(b *testing.B) {
 	b.Cleanup(stop)
 	go func() { _ = informers.Start(ictx) }()
 	informers.WaitForCacheSync(ctx)
-	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}})
+	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}, AgentTokenFile: r.agentTokenFile})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -74,6 +74,7 @@ func BenchmarkCachedToken(b *testing.B) {
 		req, _ := http.NewRequest(http.MethodPost, r.url+Path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+podTok)
+		req.Header.Set(AgentHeader, r.agentToken)
 		return do(r.http, req)
 	}
 	if err := get(); err != nil {

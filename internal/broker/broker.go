@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,10 @@ type Config struct {
 	// TokenFile is the broker's own projected service-account token for
 	// the exchange audience. Required.
 	TokenFile string
+	// AgentServiceAccount is the agents' service account, namespace/name
+	// (default: podid-agent in the broker's own namespace): only its pod
+	// tokens (AgentHeader) are accepted as the presenting agent.
+	AgentServiceAccount string
 
 	HealthAddr, MetricsAddr, DebugAddr string
 
@@ -85,6 +90,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("broker's own token: %w", err)
 	}
+	agentUser := "system:serviceaccount:" + self.Namespace + ":podid-agent"
+	if cfg.AgentServiceAccount != "" {
+		ns, name, ok := strings.Cut(cfg.AgentServiceAccount, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("broker config: agent service account %q is not namespace/name", cfg.AgentServiceAccount)
+		}
+		agentUser = "system:serviceaccount:" + ns + ":" + name
+	}
 	certs := &certFiles{cert: cfg.TLSCertFile, key: cfg.TLSKeyFile}
 	if _, err := certs.get(nil); err != nil {
 		return err
@@ -124,13 +137,15 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 	})
 	handler := NewHandler(HandlerConfig{
-		Reviewer: &Reviewer{Client: cs, TTL: cfg.ReviewTTL, OnReview: func(r string) { metrics.reviews.WithLabelValues(r).Inc() }},
+		Reviewer:  &Reviewer{Client: cs, TTL: cfg.ReviewTTL, OnReview: func(r string) { metrics.reviews.WithLabelValues(r).Inc() }},
+		Agents:    &Reviewer{Client: cs, Audience: AgentAudience, TTL: cfg.ReviewTTL, OnReview: func(r string) { metrics.reviews.WithLabelValues("agent_" + r).Inc() }},
+		AgentUser: agentUser,
 		Decider: &agent.BindingDecider{Reader: informers, Rules: binding.Rules{ClusterWide: cfg.ClusterWide},
 			DefaultTenantID: cfg.DefaultTenantID, Authority: cfg.Authority, AllowedAuthorities: cfg.AllowedAuthorities},
 		Access: &Access{Client: cs, TTL: cfg.AccessTTL},
 		Tokens: tokens, Self: self, SecretIdentities: cfg.ServeSecretIdentities, Metrics: metrics, Logger: log,
 	})
-	log.Info("broker exchanges as", "subject", self.Subject(), "pod", self.Namespace+"/"+self.Name)
+	log.Info("broker exchanges as", "subject", self.Subject(), "pod", self.Namespace+"/"+self.Name, "agents", agentUser)
 
 	var ready atomic.Bool
 	synced := func(ctx context.Context) error {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,10 @@ type ClientConfig struct {
 	// Tokens mints the calling pod's token for Audience (the agent's
 	// TokenRequest, bound to the pod). Required.
 	Tokens token.TokenRequester
+	// AgentTokenFile is the agent's own projected token for AgentAudience
+	// (kubelet-rotated; re-read for every request), sent in AgentHeader.
+	// Required.
+	AgentTokenFile string
 	// PodTokenLifetime is asked for each pod token (default 10m, the API
 	// server's minimum); one is reused for 2/3 of it.
 	PodTokenLifetime time.Duration
@@ -61,6 +66,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.HTTPClient == nil || cfg.Tokens == nil {
 		return nil, errors.New("broker client needs an HTTP client and a token requester")
+	}
+	if cfg.AgentTokenFile == "" {
+		return nil, errors.New("broker client needs the agent's own token file (audience " + AgentAudience + ")")
 	}
 	cfg.URL = strings.TrimRight(cfg.URL, "/")
 	if cfg.PodTokenLifetime < 10*time.Minute {
@@ -101,8 +109,12 @@ func (c *Client) try(ctx context.Context, r token.Request, fresh bool) (token.To
 	if err != nil {
 		return token.Token{}, err
 	}
+	at, err := readAgentToken(c.cfg.AgentTokenFile)
+	if err != nil {
+		return token.Token{}, &token.Error{Reason: token.ReasonBrokerUnavailable, Msg: "the agent cannot read its own token for the podid broker", Err: err}
+	}
 	body, _ := json.Marshal(TokenRequest{ClientID: r.Identity.ClientID, Resource: r.Resource})
-	res, err := c.post(ctx, pt, body)
+	res, err := c.post(ctx, pt, at, body)
 	if err != nil {
 		return token.Token{}, &token.Error{Reason: token.ReasonBrokerUnavailable, Msg: fmt.Sprintf("podid broker %s is unreachable; retry later", c.cfg.URL), Err: err}
 	}
@@ -131,7 +143,7 @@ var retryDelays = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond,
 
 // post sends one token request, on a new connection again when the
 // previous attempt failed below HTTP.
-func (c *Client) post(ctx context.Context, podToken string, body []byte) (*http.Response, error) {
+func (c *Client) post(ctx context.Context, podToken, agentToken string, body []byte) (*http.Response, error) {
 	var err error
 	for attempt := 0; ; attempt++ {
 		var req *http.Request
@@ -141,6 +153,7 @@ func (c *Client) post(ctx context.Context, podToken string, body []byte) (*http.
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+podToken)
+		req.Header.Set(AgentHeader, agentToken)
 		// Lets net/http itself retry on a kept-alive connection the server
 		// closed (not sent: a nil value).
 		req.Header["Idempotency-Key"] = nil
@@ -159,6 +172,25 @@ func (c *Client) post(ctx context.Context, podToken string, body []byte) (*http.
 		case <-tm.C:
 		}
 	}
+}
+
+// readAgentToken reads the agent's projected token (bounded; the kubelet
+// rotates the file, so it is read for every request: a tmpfs read).
+func readAgentToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxToken+1))
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if err := compactJWT("agent token file "+path, tok); err != nil {
+		return "", err
+	}
+	return tok, nil
 }
 
 // failure maps a broker refusal to a token error.

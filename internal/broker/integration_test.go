@@ -63,17 +63,20 @@ const (
 // rig is a running broker on the envtest API server, exchanging at a real
 // podid sts that trusts the API server's service-account issuer.
 type rig struct {
-	t       testing.TB
-	e       *testenv.Env
-	admin   *kubernetes.Clientset
-	sts     *ststest.Server
-	issuer  string
-	url     string
-	http    *http.Client
-	verify  *tokenverify.Verifier
-	idp     atomic.Int64 // token requests the sts received from the broker
-	reviews atomic.Int64 // TokenReviews the broker created
-	stop    func()       // stops the broker
+	t      testing.TB
+	e      *testenv.Env
+	admin  *kubernetes.Clientset
+	sts    *ststest.Server
+	issuer string
+	url    string
+	http   *http.Client
+	verify *tokenverify.Verifier
+	// agentToken is the node's agent's own token (AgentAudience), in the
+	// file agentTokenFile as the kubelet projects it.
+	agentToken, agentTokenFile string
+	idp                        atomic.Int64 // token requests the sts received from the broker
+	reviews                    atomic.Int64 // TokenReviews the broker created
+	stop                       func()       // stops the broker
 }
 
 func newRig(t testing.TB) *rig {
@@ -123,6 +126,12 @@ func newRigWith(t testing.TB, rc rigConfig) *rig {
 		t.Fatal(err)
 	}
 	r.issuer = issuerOf(t, own)
+	// The agent of node: its pod and its projected token for the broker.
+	r.agentToken = r.agentOn(node)
+	r.agentTokenFile = filepath.Join(dir, "agent-token")
+	if err := os.WriteFile(r.agentTokenFile, []byte(r.agentToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The broker's API credential: its pod's default projected token.
 	brokerRC := credentialOf(t, r.admin, self)
 
@@ -207,6 +216,23 @@ func newRigWith(t testing.TB, rc rigConfig) *rig {
 	return r
 }
 
+// agentOn runs an agent pod (service account podid-agent) on nodeName and
+// returns its token for AgentAudience.
+func (r *rig) agentOn(nodeName string) string {
+	r.t.Helper()
+	ensureServiceAccount(r.t, r.admin, brokerNS, "podid-agent")
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "podid-agent-", Namespace: brokerNS},
+		Spec: corev1.PodSpec{NodeName: nodeName, ServiceAccountName: "podid-agent", HostNetwork: true, Containers: []corev1.Container{{Name: "agent", Image: "localhost/podid:dev"}}}}
+	p, err := r.admin.CoreV1().Pods(brokerNS).Create(r.t.Context(), p, metav1.CreateOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() {
+		_ = r.admin.CoreV1().Pods(brokerNS).Delete(context.Background(), p.Name, metav1.DeleteOptions{})
+	})
+	return mint(r.t, r.admin, p, AgentAudience, 3600)
+}
+
 // identity creates an identity at the sts whose one federated credential
 // names the broker's service account.
 func (r *rig) identity(name string) string {
@@ -262,8 +288,15 @@ func (r *rig) pod(ns, name, sa string, labels map[string]string) *corev1.Pod {
 	return p
 }
 
-// ask posts a raw request to the broker and returns status and body.
+// ask posts a raw request to the broker, as the agent of node, and returns
+// status and body.
 func (r *rig) ask(bearer string, body string) (int, []byte) {
+	r.t.Helper()
+	return r.askAs(r.agentToken, bearer, body)
+}
+
+// askAs posts a raw request with agent as the agent's token (none: "").
+func (r *rig) askAs(agent, bearer string, body string) (int, []byte) {
 	r.t.Helper()
 	req, err := http.NewRequestWithContext(r.t.Context(), http.MethodPost, r.url+Path, strings.NewReader(body))
 	if err != nil {
@@ -272,6 +305,9 @@ func (r *rig) ask(bearer string, body string) (int, []byte) {
 	req.Header.Set("Content-Type", "application/json")
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if agent != "" {
+		req.Header.Set(AgentHeader, agent)
 	}
 	res, err := r.http.Do(req)
 	if err != nil {
@@ -402,6 +438,45 @@ func TestBroker(t *testing.T) {
 		})
 	}
 
+	// The presenting agent: only the podid agent's own pod-bound token
+	// for AgentAudience, and only for pods of its node.
+	agentOfNode2 := r.agentOn("node-2")
+	agentPods, _ := r.admin.CoreV1().Pods(brokerNS).List(ctx, metav1.ListOptions{})
+	var agentPod *corev1.Pod
+	for i := range agentPods.Items {
+		if p := &agentPods.Items[i]; p.Spec.ServiceAccountName == "podid-agent" && p.Spec.NodeName == node {
+			agentPod = p
+		}
+	}
+	if agentPod == nil {
+		t.Fatal("the rig's agent pod is missing")
+	}
+	agents := []struct {
+		name   string
+		agent  func() string
+		status int
+		code   string
+		says   string
+	}{
+		{"no-agent-token", func() string { return "" }, 401, CodeInvalidToken, AgentHeader},
+		{"agent-token-of-a-workload", func() string { return mint(t, r.admin, podV2, AgentAudience, 600) }, 403, CodeAccessDenied, "not the podid agent's"},
+		{"agent-token-for-the-pod-audience", func() string { return mint(t, r.admin, agentPod, Audience, 600) }, 401, CodeInvalidToken, "agent token rejected"},
+		{"agent-token-not-pod-bound", func() string { return unboundFor(t, r.admin, brokerNS, "podid-agent", AgentAudience) }, 401, CodeInvalidToken, "not bound to a pod"},
+		{"agent-of-another-node", func() string { return agentOfNode2 }, 403, CodeAccessDenied, "runs on node " + node + ", but the agent presenting its token"},
+	}
+	for _, c := range agents {
+		t.Run(c.name, func(t *testing.T) {
+			st, b := r.askAs(c.agent(), mint(t, r.admin, podV2, Audience, 600), r.body(cidV2, vault))
+			var er ErrorResponse
+			if err := json.Unmarshal(b, &er); err != nil {
+				t.Fatalf("status %d, body not JSON: %s", st, b)
+			}
+			if st != c.status || er.Code != c.code || !strings.Contains(er.Description, c.says) {
+				t.Fatalf("got %d %s %q, want %d %s containing %q", st, er.Code, er.Description, c.status, c.code, c.says)
+			}
+		})
+	}
+
 	t.Run("pod-gone-and-replaced", func(t *testing.T) {
 		p := r.pod(ns, "shortlived", "app", wi)
 		tok := mint(t, r.admin, p, Audience, 600)
@@ -462,8 +537,10 @@ func TestBrokerCaches(t *testing.T) {
 	if got := r.idp.Load() - idp0; got != 1 {
 		t.Errorf("identity-provider calls for %d pods x 3 rounds of one identity: %d, want 1", pods, got)
 	}
-	if got := r.reviews.Load() - rev0; got != pods {
-		t.Errorf("TokenReviews for %d pod tokens x 3 rounds: %d, want %d", pods, got, pods)
+	// One per pod token, and one for the agent's own token (the same for
+	// every request of the node's agent).
+	if got := r.reviews.Load() - rev0; got != pods+1 {
+		t.Errorf("TokenReviews for %d pod tokens x 3 rounds from one agent: %d, want %d", pods, got, pods+1)
 	}
 	// Another resource is another token: one more call.
 	if st, b := r.ask(toks[0], r.body(cid, "https://vault.azure.net")); st != http.StatusOK {
@@ -486,7 +563,7 @@ func TestClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := r.pod(ns, "p", "app", map[string]string{workloadidentity.UseLabel: "true"})
-	c, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}})
+	c, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}, AgentTokenFile: r.agentTokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +594,7 @@ func TestClient(t *testing.T) {
 	}
 
 	// Broker unreachable: a typed error naming the broker.
-	dead, _ := NewClient(ClientConfig{URL: "https://" + freeAddr(t), HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}})
+	dead, _ := NewClient(ClientConfig{URL: "https://" + freeAddr(t), HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}, AgentTokenFile: r.agentTokenFile})
 	_, err = dead.Token(ctx, req)
 	if token.ReasonOf(err) != token.ReasonBrokerUnavailable || !strings.Contains(err.Error(), "podid broker") {
 		t.Fatalf("dead broker: %v", err)
@@ -577,9 +654,15 @@ func applyManifest(t testing.TB, e *testenv.Env, rel string) {
 
 func unbound(t testing.TB, cs kubernetes.Interface, ns, sa string) string {
 	t.Helper()
+	return unboundFor(t, cs, ns, sa, Audience)
+}
+
+// unboundFor is a token of sa for aud bound to no pod.
+func unboundFor(t testing.TB, cs kubernetes.Interface, ns, sa, aud string) string {
+	t.Helper()
 	exp := int64(600)
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(t.Context(), sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{Audience}, ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+		Audiences: []string{aud}, ExpirationSeconds: &exp}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("TokenRequest: %v", err)
 	}

@@ -17,7 +17,7 @@ type Metrics struct {
 func newMetrics() *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "podid_broker_requests_total", Help: "Broker token requests by outcome code."}, []string{"code"}),
-		reviews:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "podid_broker_token_reviews_total", Help: "Pod-token validations by result (cached: remembered)."}, []string{"result"}),
+		reviews:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "podid_broker_token_reviews_total", Help: "Token validations by result (cached: remembered; agent_*: the agents' own tokens)."}, []string{"result"}),
 		lookups:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "podid_broker_token_cache_lookups_total", Help: "Token cache lookups by result."}, []string{"result"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "podid_broker_upstream_requests_total", Help: "Exchanges at the identity provider by result."}, []string{"result"}),
 	}

@@ -53,6 +53,9 @@ func refuse(code, format string, args ...any) *refusal {
 // TTL passes, so a pod costs ~one TokenReview per token lifetime.
 type Reviewer struct {
 	Client kubernetes.Interface
+	// Audience the tokens must be for (default Audience, the pod tokens;
+	// AgentAudience for the agents' own).
+	Audience string
 	// TTL caps how long a validation is remembered (default 5m): a pod
 	// deleted meanwhile is seen at the latest then (the agent stops asking
 	// for it at once).
@@ -147,7 +150,7 @@ func (rv *Reviewer) Forget() {
 
 func (rv *Reviewer) review(ctx context.Context, tok string) (caller, error) {
 	tr, err := rv.Client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
-		Spec: authenticationv1.TokenReviewSpec{Token: tok, Audiences: []string{Audience}},
+		Spec: authenticationv1.TokenReviewSpec{Token: tok, Audiences: []string{rv.audience()}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return caller{}, refuse(CodeUnavailable, "TokenReview failed: %v", err)
@@ -158,10 +161,10 @@ func (rv *Reviewer) review(ctx context.Context, tok string) (caller, error) {
 		if why == "" {
 			why = "not authenticated"
 		}
-		return caller{}, refuse(CodeInvalidToken, "pod token rejected by the API server for audience %s: %s", Audience, truncate(why))
+		return caller{}, refuse(CodeInvalidToken, "%s rejected by the API server for audience %s: %s", rv.what(), rv.audience(), truncate(why))
 	}
-	if !hasAudience(st.Audiences, Audience) {
-		return caller{}, refuse(CodeInvalidToken, "pod token is not for audience %s", Audience)
+	if !hasAudience(st.Audiences, rv.audience()) {
+		return caller{}, refuse(CodeInvalidToken, "%s is not for audience %s", rv.what(), rv.audience())
 	}
 	ns, sa, ok := splitServiceAccount(st.User.Username)
 	if !ok {
@@ -194,6 +197,21 @@ func (rv *Reviewer) review(ctx context.Context, tok string) (caller, error) {
 		until = exp
 	}
 	return caller{User: st.User, Pod: pod, Until: until}, nil
+}
+
+func (rv *Reviewer) audience() string {
+	if rv.Audience != "" {
+		return rv.Audience
+	}
+	return Audience
+}
+
+// what names the reviewed tokens in refusals.
+func (rv *Reviewer) what() string {
+	if rv.audience() == AgentAudience {
+		return "agent token"
+	}
+	return "pod token"
 }
 
 func (rv *Reviewer) ttl() time.Duration {

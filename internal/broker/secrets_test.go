@@ -113,7 +113,7 @@ func TestBrokerSecretIdentities(t *testing.T) {
 	t.Cleanup(stopInformers)
 	go func() { _ = informers.Start(ictx) }()
 	informers.WaitForCacheSync(ctx)
-	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}})
+	client, err := NewClient(ClientConfig{URL: r.url, HTTPClient: r.http, Tokens: token.KubeTokenRequester{Client: r.admin}, AgentTokenFile: r.agentTokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}

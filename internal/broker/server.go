@@ -30,10 +30,16 @@ type Tokens interface {
 
 // HandlerConfig assembles a Handler.
 type HandlerConfig struct {
+	// Reviewer validates pod tokens (Audience).
 	Reviewer *Reviewer
-	Decider  Decider
-	Access   *Access
-	Tokens   Tokens
+	// Agents validates the presenting agent's own token (AgentAudience,
+	// in AgentHeader), which must be AgentUser's: the pod of the pod
+	// token must run on that agent's node.
+	Agents    *Reviewer
+	AgentUser string
+	Decider   Decider
+	Access    *Access
+	Tokens    Tokens
 	// Self is the broker's own pod: its service account is the subject of
 	// every identity's one federated credential.
 	Self token.Pod
@@ -86,17 +92,35 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, []slog.
 	if err != nil {
 		return fail(CodeInvalidToken, err.Error())
 	}
+	atok, err := agentToken(r.Header)
+	if err != nil {
+		return fail(CodeInvalidToken, err.Error())
+	}
 	req, err := parseTokenRequest(r)
 	if err != nil {
 		return fail(CodeInvalidRequest, err.Error())
 	}
 	ctx := r.Context()
+	// The agent first: a pod token is considered only from an agent.
+	a, err := h.cfg.Agents.Review(ctx, atok)
+	if err != nil {
+		return fail(refusalCode(err), err.Error())
+	}
+	if a.User.Username != h.cfg.AgentUser {
+		return fail(CodeAccessDenied, "the agent token is "+a.User.Username+"'s, not the podid agent's ("+h.cfg.AgentUser+")")
+	}
 	c, err := h.cfg.Reviewer.Review(ctx, tok)
 	if err != nil {
 		return fail(refusalCode(err), err.Error())
 	}
 	pod := c.Pod
 	podAttr := slog.String("pod", pod.Namespace+"/"+pod.Name)
+	if agentNode := a.Pod.Spec.NodeName; agentNode == "" || pod.Spec.NodeName != agentNode {
+		// An agent serves the pods of its node only (the token guard keeps
+		// it from minting others'); a pod token of another node's pod in
+		// its hands was leaked.
+		return fail(CodeAccessDenied, "pod "+pod.Namespace+"/"+pod.Name+" runs on node "+pod.Spec.NodeName+", but the agent presenting its token ("+a.Pod.Name+") runs on node "+agentNode+": an agent may present only tokens of pods on its own node", podAttr)
+	}
 	idAttr := slog.String("identity", req.ClientID)
 	ids, err := h.cfg.Decider.Identities(ctx, pod)
 	if err != nil {

@@ -137,6 +137,12 @@ func (t Token) LogValue() slog.Value {
 // TokenRequest policy (chart: agent/token-policy.yaml) allows exactly these two.
 const BrokerAudience = "podid.dev/broker"
 
+// BrokerAgentAudience is the audience of the agent's own projected token
+// (kubelet-rotated, bound to the agent's pod) that it sends the broker with
+// every pod token: the broker learns which node's agent is asking and
+// refuses a pod token of a pod on another node.
+const BrokerAgentAudience = "podid.dev/broker-agent"
+
 // Source obtains tokens from the identity provider.
 type Source interface {
 	Token(ctx context.Context, r Request) (Token, error)

@@ -632,10 +632,25 @@ func TestBroker(t *testing.T) {
 	}
 	ds := r.find("DaemonSet", "podid-agent").(*appsv1.DaemonSet)
 	args := strings.Join(ds.Spec.Template.Spec.Containers[0].Args, " ")
-	for _, want := range []string{"--broker-url=https://10.96.0.101:8443", "--broker-ca-file=/etc/podid/broker-ca/ca.pem", "--broker-client-id=" + cid} {
+	for _, want := range []string{"--broker-url=https://10.96.0.101:8443", "--broker-ca-file=/etc/podid/broker-ca/ca.pem", "--broker-client-id=" + cid,
+		"--broker-agent-token-file=/var/run/secrets/podid/broker-agent/token"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("agent args lack %s: %s", want, args)
 		}
+	}
+	// The agent's own credential for the broker: projected for the
+	// broker's agent audience only, mounted where the flag says.
+	var agentToken, agentMount bool
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if p := v.Projected; v.Name == "broker-agent-token" && p != nil && len(p.Sources) == 1 && p.Sources[0].ServiceAccountToken != nil {
+			agentToken = p.Sources[0].ServiceAccountToken.Audience == "podid.dev/broker-agent" && p.Sources[0].ServiceAccountToken.Path == "token"
+		}
+	}
+	for _, m := range ds.Spec.Template.Spec.Containers[0].VolumeMounts {
+		agentMount = agentMount || m.Name == "broker-agent-token" && m.MountPath == "/var/run/secrets/podid/broker-agent" && m.ReadOnly
+	}
+	if !agentToken || !agentMount {
+		t.Errorf("the agent has no projected token for audience podid.dev/broker-agent at /var/run/secrets/podid/broker-agent/token (volume %v, mount %v)", agentToken, agentMount)
 	}
 	cm := r.find("ConfigMap", "podid-broker-ca").(*corev1.ConfigMap)
 	sec := r.find("Secret", "podid-broker-tls").(*corev1.Secret)
