@@ -36,9 +36,11 @@ const (
 	release        = "podid"
 )
 
-// upImages are the images podid up runs: podid itself and the demo
-// programs of deploy/examples/up (pause and CoreDNS are hack/cluster.sh's).
-func upImages() []string { return []string{"podid", "wiclient", "miclient", "queueclient"} }
+// upImages are the images podid up runs: podid itself, the Secrets Store
+// CSI driver (built from the module proxy by hack/install-csi-driver.sh) and
+// the demo programs of deploy/examples/up (pause and CoreDNS are
+// hack/cluster.sh's).
+func upImages() []string { return []string{"podid", "csidriver", "wiclient", "miclient", "queueclient"} }
 
 // session is one run of Up or Down.
 type session struct {
@@ -147,7 +149,7 @@ func (s *session) clusterEnv(ctx context.Context) error {
 			s.env[k] = v
 		}
 	}
-	for _, k := range []string{"KUBECONFIG", "PODID_SA_ISSUER", "PODID_POD_CIDR", "PODID_NODE_IP", "PODID_NODE_NAME"} {
+	for _, k := range []string{"KUBECONFIG", "PODID_SA_ISSUER", "PODID_POD_CIDR", "PODID_NODE_IP", "PODID_NODE_NAME", "PODID_KUBELET_DIR"} {
 		if s.env[k] == "" {
 			return fmt.Errorf("hack/cluster.sh env has no %s", k)
 		}
@@ -179,7 +181,7 @@ func (s *session) installChart(ctx context.Context) error {
 	}
 	s.p.redact(secret)
 	imageID, _ := os.ReadFile(filepath.Join(s.o.Cache, "images", "podid", "image.tar.imported"))
-	values, err := upValues(s.tenant, secret, s.env["PODID_SA_ISSUER"], strings.TrimSpace(string(imageID)))
+	values, err := upValues(s.tenant, secret, s.env["PODID_SA_ISSUER"], s.env["PODID_KUBELET_DIR"], strings.TrimSpace(string(imageID)))
 	if err != nil {
 		return err
 	}
@@ -291,7 +293,7 @@ func (s *session) adminSecret() (string, error) {
 }
 
 // upValues are the run's values on top of values-local.yaml.
-func upValues(tenant, secret, issuer, imageID string) ([]byte, error) {
+func upValues(tenant, secret, issuer, kubeletDir, imageID string) ([]byte, error) {
 	ann := map[string]any{}
 	if imageID != "" {
 		ann["podid.dev/image-id"] = imageID
@@ -302,6 +304,9 @@ func upValues(tenant, secret, issuer, imageID string) ([]byte, error) {
 		// legacy cluster-wide matching (namespaced identities stay namespaced).
 		"clusterWide": true,
 		"controller":  comp, "webhook": comp, "agent": comp,
+		// Seed 003's Key Vault mount: the Secrets Store CSI driver and
+		// podid's provider, registered with this node's kubelet.
+		"csi": map[string]any{"enabled": true, "kubeletRootDir": kubeletDir, "provider": comp},
 		"sts": map[string]any{
 			"podAnnotations": ann,
 			"saIssuer":       issuer,
@@ -402,7 +407,7 @@ func (s *session) startBackends(ctx context.Context) error {
 
 // vars are the values a user fills into the seed manifests.
 func (s *session) vars() map[string]string {
-	v := map[string]string{"TENANT_ID": s.tenant, "SUBSCRIPTION_ID": subscriptionID, "RESOURCE_GROUP": resourceGroup}
+	v := map[string]string{"TENANT_ID": s.tenant, "SUBSCRIPTION_ID": subscriptionID, "RESOURCE_GROUP": resourceGroup, "KEYVAULT_NAME": demoVault}
 	for name, id := range s.created {
 		key := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		v[key+"_CLIENT_ID"] = id.ClientID

@@ -136,6 +136,9 @@ func TestSecretsStoreCSI(t *testing.T) {
 	must(t, err)
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
+	// podid up's copy of the seed (same names in default) goes first,
+	// while the driver that unmounts its volume is still there.
+	deleteAndWait(ctx, t, c, seedLeftovers(t, c))
 	deleteAndWait(ctx, t, c, objs)
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
@@ -290,6 +293,26 @@ func csiValues(t *testing.T, c *framework.Cluster, dir, adminSecret, identityID,
 	p := filepath.Join(dir, "values-csi.yaml")
 	must(t, os.WriteFile(p, b, 0o600))
 	return p
+}
+
+// seedLeftovers are the seed's objects in default that another run (podid
+// up's seed-003-csi.yaml) may have left: the Deployment, the class (when its
+// CRD is installed) and the synced Secret.
+func seedLeftovers(t *testing.T, c *framework.Cluster) []*unstructured.Unstructured {
+	t.Helper()
+	obj := func(apiVersion, kind, name string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion(apiVersion)
+		u.SetKind(kind)
+		u.SetNamespace("default")
+		u.SetName(name)
+		return u
+	}
+	objs := []*unstructured.Unstructured{obj("apps/v1", "Deployment", "secretpods"), obj("v1", "Secret", "demosecret")}
+	if _, err := c.Clientset.Discovery().ServerResourcesForGroupVersion("secrets-store.csi.x-k8s.io/v1"); err == nil {
+		objs = append(objs, obj("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass", "demo-secret"))
+	}
+	return objs
 }
 
 // seedObjects are the seed's two manifests with the article's variables
