@@ -40,7 +40,9 @@ const (
 // CSI driver (built from the module proxy by hack/install-csi-driver.sh) and
 // the demo programs of deploy/examples/up (pause and CoreDNS are
 // hack/cluster.sh's).
-func upImages() []string { return []string{"podid", "csidriver", "wiclient", "miclient", "queueclient"} }
+func upImages() []string {
+	return []string{"podid", "csidriver", "wiclient", "miclient", "queueclient"}
+}
 
 // session is one run of Up or Down.
 type session struct {
