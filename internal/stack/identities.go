@@ -95,20 +95,25 @@ func (s *session) setupIdentities(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := s.grant(ctx, spec.Name, spec.Roles); err != nil {
+		if err := s.grant(ctx, spec.Name, "", spec.Roles); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// grant gives the assignee (an identity's name, or a client id) the roles
-// it does not hold yet.
-func (s *session) grant(ctx context.Context, assignee string, roles []RoleSpec) error {
+// grant gives the assignee (an identity's name; or, with objectID, a
+// principal's object id, as --assignee-object-id) the roles it does not
+// hold yet.
+func (s *session) grant(ctx context.Context, assignee, objectID string, roles []RoleSpec) error {
 	if len(roles) == 0 {
 		return nil
 	}
-	out, err := s.podidCLI(ctx, "role-assignment", "list", "--assignee", assignee, "-o", "json")
+	who := []string{"--assignee", assignee}
+	if objectID != "" {
+		who = []string{"--assignee-object-id", objectID}
+	}
+	out, err := s.podidCLI(ctx, append([]string{"role-assignment", "list", "-o", "json"}, who...)...)
 	if err != nil {
 		return err
 	}
@@ -120,7 +125,7 @@ func (s *session) grant(ctx context.Context, assignee string, roles []RoleSpec) 
 		if hasRole(have, r) {
 			continue
 		}
-		args := []string{"role-assignment", "create", "--assignee", assignee, "--role", r.Role, "-o", "json"}
+		args := append([]string{"role-assignment", "create", "--role", r.Role, "-o", "json"}, who...)
 		if r.Scope != "" {
 			args = append(args, "--scope", r.Scope)
 		}
@@ -146,7 +151,7 @@ func (s *session) setupVaults(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := s.grant(ctx, adminClientID, []RoleSpec{{Role: "Key Vault Administrator", Scope: vaultScope(v.Name)}}); err != nil {
+		if err := s.grant(ctx, "", adminObjectID, []RoleSpec{{Role: "Key Vault Administrator", Scope: vaultScope(v.Name)}}); err != nil {
 			return err
 		}
 		for _, sec := range v.Secrets {

@@ -28,7 +28,10 @@ import (
 // operator's admin application (Owner on ARM, like `az login` as an admin),
 // the subscription and resource group the identities live in.
 const (
-	adminClientID  = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+	adminClientID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+	// adminObjectID is the operator's object id in the directory: what seed
+	// 003 reads with `az ad signed-in-user show` and grants Key Vault roles to.
+	adminObjectID  = "5d2b8a1e-3c4f-4e6a-9b7d-0f1e2a3b4c5d"
 	subscriptionID = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 	resourceGroup  = "demo"
 	location       = "westeurope"
@@ -315,7 +318,7 @@ func upValues(tenant, secret, issuer, kubeletDir, imageID string) ([]byte, error
 			"bootstrap": map[string]any{"tenants": []any{map[string]any{
 				"id": tenant, "domains": []string{"podid.local"},
 				"applications": []any{map[string]any{
-					"clientId": adminClientID, "displayName": "podid-up-admin",
+					"clientId": adminClientID, "objectId": adminObjectID, "displayName": "podid-up-admin",
 					"secrets": []any{map[string]any{"value": secret}},
 				}},
 				"roleAssignments": []any{map[string]any{
