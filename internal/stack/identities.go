@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,6 +57,7 @@ func (s *session) podidCLI(ctx context.Context, args ...string) ([]byte, error) 
 // the identities, trust the service accounts, grant the roles. Every verb
 // is idempotent (PUT), so a second run changes nothing.
 func (s *session) setupIdentities(ctx context.Context) error {
+	s.identitiesAt = time.Now()
 	svc, err := s.k.cs.CoreV1().Services(podidNamespace).Get(ctx, "podid-sts", metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("the sts's Service: %w", err)
@@ -81,6 +83,15 @@ func (s *session) setupIdentities(ctx context.Context) error {
 		return err
 	}
 	for _, spec := range Identities {
+		// A new identity (a first run, or an sts whose state went with its
+		// pod) makes every demo pod's token stale: restartStale.
+		if _, err := s.podidCLI(ctx, "identity", "show", spec.Name, "-o", "json"); err != nil {
+			var nf *cli.NotFoundError
+			if !errors.As(err, &nf) {
+				return err
+			}
+			s.newIdentities = true
+		}
 		out, err := s.podidCLI(ctx, "identity", "create", spec.Name, "-o", "json")
 		if err != nil {
 			return err

@@ -19,7 +19,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -63,7 +65,11 @@ type session struct {
 	ready        []workload
 	results      []demoRow
 	changed      int // objects the demo manifests changed
-	upgraded     bool
+	// newIdentities: this run created an identity; demo pods started
+	// before it hold tokens of identities that no longer exist.
+	newIdentities bool
+	identitiesAt  time.Time
+	upgraded      bool
 }
 
 // Up runs the main job and prints its summary to o.Out.
@@ -383,7 +389,52 @@ func (s *session) applyManifests(ctx context.Context) error {
 			s.changed += n
 		}
 	}
+	if s.newIdentities {
+		if err := s.restartStale(ctx, dir, vars); err != nil {
+			return err
+		}
+	}
 	s.p.setStatus(fmt.Sprintf("%d objects changed", s.changed))
+	return nil
+}
+
+// restartStale restarts the demo pods created before this run's identities
+// (their tokens are for identities the sts no longer has, e.g. after its
+// pod was replaced): a controller's pod is deleted and its controller makes
+// a new one from the same template; a bare pod is deleted and its manifests
+// applied again.
+func (s *session) restartStale(ctx context.Context, dir string, vars map[string]string) error {
+	for _, d := range Demos {
+		pods, err := s.k.cs.CoreV1().Pods(d.Namespace).List(ctx, metav1.ListOptions{LabelSelector: d.Selector})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil || !p.CreationTimestamp.Time.Before(s.identitiesAt) {
+				continue
+			}
+			s.p.line(fmt.Sprintf("restarting %s/%s: its token predates the identities this run created", p.Namespace, p.Name))
+			grace := int64(0)
+			if err := s.k.cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			if metav1.GetControllerOf(&p) != nil {
+				continue
+			}
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				_, err := s.k.cs.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+				return apierrors.IsNotFound(err), nil
+			})
+			if err != nil {
+				return fmt.Errorf("pod %s/%s was not deleted: %w", p.Namespace, p.Name, err)
+			}
+			for _, m := range d.Manifests {
+				if _, err := s.k.applyFile(ctx, filepath.Join(dir, m.File), m.Namespace, vars); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	return nil
 }
 
