@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -36,6 +37,8 @@ var phases = []phase{
 	{"kubelet", "kubelet_runtime_operations_duration_seconds", map[string]string{"operation_type": "create_container"}, "containerd: create the container"},
 	{"kubelet", "kubelet_runtime_operations_duration_seconds", map[string]string{"operation_type": "start_container"}, "containerd: start the container"},
 	{"kubelet", "kubelet_pod_start_sli_duration_seconds", nil, "kubelet: pod created → running, seen by the kubelet's watch (its SLI)"},
+	{"agent", "podid_agent_request_duration_seconds", map[string]string{"cache": "miss"}, "agent: an IMDS request it had no token for (resolve, guard, decide, fetch)"},
+	{"agent", "podid_agent_upstream_duration_seconds", map[string]string{"result": "ok"}, "agent: of that, the fetch (TokenRequest + the sts's exchange)"},
 }
 
 // sample is the sum and count of each phase's series.
@@ -44,9 +47,17 @@ type sample map[int][2]float64
 // scrape reads both sources' metrics.
 func scrape(ctx context.Context, cs kubernetes.Interface, node string) (sample, error) {
 	fams := map[string]map[string]*dto.MetricFamily{}
-	for src, path := range map[string]string{"apiserver": "/metrics", "kubelet": "/api/v1/nodes/" + node + "/proxy/metrics"} {
+	paths := map[string]string{"apiserver": "/metrics", "kubelet": "/api/v1/nodes/" + node + "/proxy/metrics"}
+	// The agent serves /metrics on its health port (chart: agent.healthPort).
+	if ps, err := cs.CoreV1().Pods("podid-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podid-agent"}); err == nil && len(ps.Items) == 1 {
+		paths["agent"] = "/api/v1/namespaces/podid-system/pods/" + ps.Items[0].Name + ":9102/proxy/metrics"
+	}
+	for src, path := range paths {
 		b, err := cs.CoreV1().RESTClient().Get().AbsPath(path).DoRaw(ctx)
 		if err != nil {
+			if src == "agent" {
+				continue // the breakdown lacks the agent's lines
+			}
 			return nil, fmt.Errorf("%s metrics: %w", src, err)
 		}
 		f, err := parse(bytes.NewReader(b))
