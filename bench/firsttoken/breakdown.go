@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"sort"
 	"strings"
 
@@ -49,14 +50,21 @@ func scrape(ctx context.Context, cs kubernetes.Interface, node string) (sample, 
 	fams := map[string]map[string]*dto.MetricFamily{}
 	paths := map[string]string{"apiserver": "/metrics", "kubelet": "/api/v1/nodes/" + node + "/proxy/metrics"}
 	// The agent serves /metrics on its health port (chart: agent.healthPort).
-	if ps, err := cs.CoreV1().Pods("podid-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podid-agent"}); err == nil && len(ps.Items) == 1 {
+	ps, err := cs.CoreV1().Pods("podid-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podid-agent"})
+	switch {
+	case err != nil:
+		log.Printf("no agent metrics: %v", err)
+	case len(ps.Items) != 1:
+		log.Printf("no agent metrics: %d agent pods", len(ps.Items))
+	default:
 		paths["agent"] = "/api/v1/namespaces/podid-system/pods/" + ps.Items[0].Name + ":9102/proxy/metrics"
 	}
 	for src, path := range paths {
 		b, err := cs.CoreV1().RESTClient().Get().AbsPath(path).DoRaw(ctx)
 		if err != nil {
 			if src == "agent" {
-				continue // the breakdown lacks the agent's lines
+				log.Printf("no agent metrics: %v", err) // the breakdown lacks the agent's lines
+				continue
 			}
 			return nil, fmt.Errorf("%s metrics: %w", src, err)
 		}
