@@ -59,7 +59,7 @@ func (s *session) runDemos(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			for i := range rows {
 				if !rows[i].ok && rows[i].problem == "" {
-					rows[i].problem = fmt.Sprintf("no token in %s (last log line: %q)", demoTimeout, rows[i].lastLine)
+					rows[i].problem = fmt.Sprintf("no result in %s (last log line: %q)", demoTimeout, rows[i].lastLine)
 				}
 			}
 			break
