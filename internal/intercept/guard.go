@@ -454,10 +454,10 @@ func (g *Guard) Ensure(ctx context.Context, ip netip.Addr, fresh bool) (Sandbox,
 // removed rules), until ctx ends. It never removes
 // the rules on return: they keep protecting the pods while the agent is away.
 func (g *Guard) Run(ctx context.Context) error {
-	t := time.NewTicker(g.cfg.Interval)
-	defer t.Stop()
 	stopWatch := g.watchResults(ctx)
 	defer stopWatch()
+	t := time.NewTicker(g.cfg.Interval)
+	defer t.Stop()
 	force, lastErr := true, ""
 	for {
 		covers := g.requested.Load()
