@@ -364,7 +364,8 @@ func TestGuardWatchesRecords(t *testing.T) {
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "podid-c1-eth0"), []byte(cniRecord("c1", "ns", "p", "uid-1", "vethx", "02:00:00:00:00:01", "10.244.0.5/24")), 0o600); err != nil {
+	// The host side is "lo": an interface every network namespace has.
+	if err := os.WriteFile(filepath.Join(dir, "podid-c1-eth0"), []byte(cniRecord("c1", "ns", "p", "uid-1", "lo", "02:00:00:00:00:01", "10.244.0.5/24")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	owned(true)
