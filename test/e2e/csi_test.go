@@ -136,9 +136,6 @@ func TestSecretsStoreCSI(t *testing.T) {
 	must(t, err)
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
-	// podid up's copy of the seed (same names in default) goes first,
-	// while the driver that unmounts its volume is still there.
-	deleteAndWait(ctx, t, c, seedLeftovers(t, c))
 	deleteAndWait(ctx, t, c, objs)
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
@@ -188,6 +185,10 @@ func TestSecretsStoreCSI(t *testing.T) {
 	helm(append([]string{"install", helmRelease, chart, "--wait", "--timeout", "5m"}, base...)...)
 	t.Logf("helm install --wait (with the CSI driver and provider): %s", time.Since(start).Round(time.Millisecond))
 	waitRegistered(ctx, t, c)
+	// podid up's copy of the seed (the same names in default) goes before
+	// the test's objects are created, now that a driver is there to unmount
+	// its pod's volume (without one, that pod stays terminating).
+	deleteAndWait(ctx, t, c, seedLeftovers(t, c))
 
 	// 02: the vault, the secret and the grant with podid's CLI; the seed's
 	// role assignments at the vault are in the sts's bootstrap (csiValues).
