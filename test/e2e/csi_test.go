@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -383,8 +384,9 @@ func execOut(ctx context.Context, t *testing.T, c *framework.Cluster, pod string
 	return strings.TrimSpace(out)
 }
 
-// waitForEvent waits for an event of reason on a pod whose name starts with
-// prefix and returns its message.
+// waitForEvent waits for an event of reason on an existing pod whose name
+// starts with prefix and returns its message. Events of pods that are gone
+// (an earlier run's, kept for an hour) do not count.
 func waitForEvent(ctx context.Context, t *testing.T, c *framework.Cluster, ns, prefix, reason string) string {
 	t.Helper()
 	var msg string
@@ -393,8 +395,16 @@ func waitForEvent(ctx context.Context, t *testing.T, c *framework.Cluster, ns, p
 		if err != nil {
 			return false, nil
 		}
+		pods, err := c.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		live := map[types.UID]bool{}
+		for _, p := range pods.Items {
+			live[p.UID] = true
+		}
 		for _, e := range evs.Items {
-			if strings.HasPrefix(e.InvolvedObject.Name, prefix) {
+			if strings.HasPrefix(e.InvolvedObject.Name, prefix) && live[e.InvolvedObject.UID] {
 				msg = e.Message
 				return true, nil
 			}
