@@ -137,6 +137,9 @@ func TestSecretsStoreCSI(t *testing.T) {
 	must(t, err)
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
+	// A release left on the node (podid up's) would make the install fail
+	// ("cannot re-use a name"); then whatever of the chart's objects remain.
+	_, _ = runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait")
 	deleteAndWait(ctx, t, c, objs)
 	privilegedNamespace(ctx, t, c, stsNamespace)
 	rules := nodeInterceptor(t, c)
