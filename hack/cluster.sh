@@ -73,12 +73,14 @@ fail_with_log() { # DAEMON MESSAGE
 # (bash execs into CMD, so $$ is the daemon's PID). The daemon keeps no inherited
 # descriptor but stdio: `flock /tmp/podid-node.lock cmd` hands its lock to cmd as
 # fd 3, and a daemon holding it would keep the node locked for as long as the
-# cluster runs (every later flock waits forever).
+# cluster runs (every later flock waits forever). Each close has its own 2>/dev/null:
+# one on the whole loop would save stderr in a descriptor the loop then closes, and
+# the daemon's stderr (klog's, containerd's log) would stay /dev/null.
 start() {
   local n=$1; shift
   : >"$K/logs/$n.log"
   # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
-  setsid bash -c 'echo $$ >"$0"; for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; exec "$@"' \
+  setsid bash -c 'echo $$ >"$0"; for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && { eval "exec $fd>&-"; } 2>/dev/null; done; exec "$@"' \
     "$K/pids/$n.pid" "$@" >>"$K/logs/$n.log" 2>&1 </dev/null 9>&- &
   for _ in $(seq 50); do [ -s "$K/pids/$n.pid" ] && return 0; sleep 0.02; done
   fail_with_log "$n" "$n did not start"

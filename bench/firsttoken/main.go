@@ -6,11 +6,19 @@
 // reports
 //
 //	apply→token   client's Create call → the demo program's first token
+//	create        the Create call (admission, podid's webhook among it)
+//	→scheduled    Create returned → the pod bound to the node (a watch)
+//	→asked        bound → the program's first GetToken: the kubelet's part
+//	              (pod worker, volumes, sandbox and CNI, container create
+//	              and start) and the program's start
 //	ask→token     the program's first GetToken → its token (podid's part:
 //	              the agent / webhook-injected env and the sts, with the
 //	              SDK's retries)
 //
-// as p50/p99/max. The pods are the demos' images and deleted afterwards.
+// as p50/p99/max; then where the kubelet's part goes, from the kubelet's and
+// the API server's own histograms over the same run (the mean per operation:
+// sum and count before and after). The pods are the demos' images and
+// deleted afterwards.
 //
 //	go run ./bench/firsttoken -n 20 -kind v1,v2
 package main
@@ -48,27 +56,58 @@ func main() {
 	if err != nil {
 		log.Fatalf("kubeconfig (run podid up, then export KUBECONFIG): %v", err)
 	}
+	// client-go's default rate limit (5 requests/s) would make the bench's
+	// own log polling delay the next pod's Create by ~200 ms and count it.
+	cfg.QPS, cfg.Burst = 200, 400
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		log.Fatalf("want the one node of podid up's cluster: %v", err)
+	}
+	node := nodes.Items[0].Name
 	for _, kind := range strings.Split(*kinds, ",") {
 		if kind != "v1" && kind != "v2" {
 			log.Fatalf("-kind %q: want v1 or v2", kind)
 		}
-		var applyTo, askTo []time.Duration
+		before, err := scrape(ctx, cs, node)
+		if err != nil {
+			log.Fatal(err)
+		}
+		var ts timings
 		for i := range *n {
 			p := pod(kind, *ns, i)
-			a, k, err := measure(ctx, cs, p, *timeout)
+			t, err := measure(ctx, cs, p, *timeout)
 			if err != nil {
 				log.Fatalf("%s pod %d: %v", kind, i, err)
 			}
-			applyTo, askTo = append(applyTo, a), append(askTo, k)
+			ts.add(t)
 		}
-		fmt.Printf("%s  %d pods  apply→token %s   ask→token %s\n", kind, *n, stats(applyTo), stats(askTo))
+		after, err := scrape(ctx, cs, node)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s  %d pods  apply→token %s   ask→token %s\n", kind, *n, stats(ts.applyTo), stats(ts.askTo))
+		fmt.Printf("  per pod:  create %s | →scheduled %s | →asked %s | ask→token %s\n", stats(ts.create), stats(ts.sched), stats(ts.start), stats(ts.askTo))
+		fmt.Printf("  the same pods from the kubelet's and API server's histograms:\n")
+		report(os.Stdout, before, after, *n)
 	}
 }
 
-// measure creates p, waits for its result line and deletes it.
-func measure(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod, timeout time.Duration) (applyTo, askTo time.Duration, err error) {
+// timing is one pod's timeline, each phase from the end of the previous.
+type timing struct{ applyTo, create, sched, start, askTo time.Duration }
+
+type timings struct{ applyTo, create, sched, start, askTo []time.Duration }
+
+func (ts *timings) add(t timing) {
+	ts.applyTo, ts.create, ts.sched = append(ts.applyTo, t.applyTo), append(ts.create, t.create), append(ts.sched, t.sched)
+	ts.start, ts.askTo = append(ts.start, t.start), append(ts.askTo, t.askTo)
+}
+
+// measure creates p, watches it until it is bound, waits for its result
+// line and deletes it.
+func measure(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod, timeout time.Duration) (timing, error) {
+	var t timing
 	pods := cs.CoreV1().Pods(p.Namespace)
 	zero := int64(0)
 	defer func() { _ = pods.Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}) }()
@@ -79,25 +118,51 @@ func measure(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod, timeou
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	w, err := pods.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + p.Name})
+	if err != nil {
+		return t, err
+	}
+	bound := make(chan time.Time, 1)
+	done := make(chan struct{})
+	go func() { // owned by measure: w.Stop ends it
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if q, ok := ev.Object.(*corev1.Pod); ok && q.Spec.NodeName != "" {
+				bound <- time.Now()
+				return
+			}
+		}
+	}()
+	defer func() { w.Stop(); <-done }()
 	applied := time.Now()
 	if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
-		return 0, 0, err
+		return t, err
 	}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	created := time.Now()
+	var scheduled time.Time
+	select {
+	case scheduled = <-bound:
+	case <-ctx.Done():
+		return t, fmt.Errorf("not bound to the node within %s", timeout)
+	}
+	for ctx.Err() == nil {
 		b, err := pods.GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
 		if err == nil {
 			r, err := demoresult.Find(b)
 			if err == nil {
-				return r.TokenAt.Sub(applied), r.TokenAt.Sub(r.AskedAt), nil
+				t = timing{applyTo: r.TokenAt.Sub(applied), create: created.Sub(applied), sched: scheduled.Sub(created),
+					start: r.AskedAt.Sub(scheduled), askTo: r.TokenAt.Sub(r.AskedAt)}
+				return t, nil
 			}
 			if !errors.Is(err, demoresult.ErrNoResult) {
-				return 0, 0, err
+				return t, err
 			}
 		}
 		time.Sleep(50 * time.Millisecond) // polling the log: the measured pod does not wait on this
 	}
-	return 0, 0, fmt.Errorf("no token within %s", timeout)
+	return t, fmt.Errorf("no token within %s", timeout)
 }
 
 func pod(kind, ns string, i int) *corev1.Pod {

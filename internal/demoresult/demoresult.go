@@ -32,7 +32,8 @@ type Result struct {
 	Roles []string  `json:"roles,omitempty"`
 	// AskedAt is when the program first asked for a token, TokenAt when it
 	// got one (retries in between); the figures compare them with the
-	// pod's creation.
+	// pod's creation. Zero for a pod that gets no token itself (its secret
+	// is mounted by a volume driver).
 	AskedAt time.Time `json:"askedAt"`
 	TokenAt time.Time `json:"tokenAt"`
 	// Resource is what the resource call returned, in a few words (e.g. the
@@ -71,8 +72,10 @@ func Find(log []byte) (Result, error) {
 		if err := d.Decode(&r); err != nil {
 			return Result{}, fmt.Errorf("result line: %w", err)
 		}
-		if r.Program == "" || r.TokenAt.IsZero() {
-			return Result{}, errors.New("result line without program or tokenAt")
+		// A pod that gets no token itself (a mounted secret) reports only
+		// what it got.
+		if r.Program == "" || r.TokenAt.IsZero() && r.Resource == "" && r.Error == "" {
+			return Result{}, errors.New("result line without program, or without tokenAt and resource")
 		}
 		return r, nil
 	}

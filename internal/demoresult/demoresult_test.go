@@ -20,6 +20,15 @@ func TestLineRoundTrip(t *testing.T) {
 	}
 }
 
+// A pod whose secret is mounted gets no token itself: its line has none.
+func TestFindMounted(t *testing.T) {
+	r := Result{Program: "wiclient", Resource: `demosecret and $demosecret = "demovalue" (demo data)`}
+	got, err := Find([]byte(r.Line() + "\n"))
+	if err != nil || got.Resource != r.Resource || !got.TokenAt.IsZero() {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+}
+
 func TestFindRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name, log string
@@ -29,6 +38,7 @@ func TestFindRefuses(t *testing.T) {
 		{"not json", Prefix + "{nope\n", "result line"},
 		{"unknown field", Prefix + `{"program":"x","tokenAt":"2026-12-07T18:00:00Z","token":"eyJ"}` + "\n", "unknown field"},
 		{"no program", Prefix + `{"tokenAt":"2026-12-07T18:00:00Z"}` + "\n", "without program"},
+		{"no token, no resource", Prefix + `{"program":"x"}` + "\n", "without tokenAt and resource"},
 		{"too long", Prefix + `{"program":"` + strings.Repeat("x", 5000) + `"}` + "\n", "at most"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

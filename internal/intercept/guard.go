@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 )
 
 // GuardConfig configures the per-pod anti-spoofing rules.
@@ -499,10 +501,13 @@ func (g *Guard) Ensure(ctx context.Context, ip netip.Addr, fresh bool) (Sandbox,
 }
 
 // Run syncs the rules with the node's CNI records at once, whenever asked
-// (Refresh, Ensure) and every Interval (then re-applying them whatever the
-// last state, to repair removed rules), until ctx ends. It never removes
+// (Refresh, Ensure), whenever a record is written or removed, and every
+// Interval (then re-applying them whatever the last state, to repair
+// removed rules), until ctx ends. It never removes
 // the rules on return: they keep protecting the pods while the agent is away.
 func (g *Guard) Run(ctx context.Context) error {
+	stopWatch := g.watchResults(ctx)
+	defer stopWatch()
 	t := time.NewTicker(g.cfg.Interval)
 	defer t.Stop()
 	force, lastErr, lastStale := true, "", 0
@@ -537,6 +542,49 @@ func (g *Guard) Run(ctx context.Context) error {
 		case <-g.kick:
 		}
 	}
+}
+
+// watchResults asks for a sync whenever a CNI record is written or
+// removed: the runtime writes a pod's record when its network is set up,
+// before its containers start, so the pod is guarded by the time its first
+// request comes (which otherwise waits for that sync: Ensure). Records
+// being created are not acted on until written (a sync would read them
+// empty). Without inotify, syncs happen on request and every Interval, as
+// before. The returned func stops the watch and waits for its goroutine.
+func (g *Guard) watchResults(ctx context.Context) func() {
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		err = w.Add(g.cfg.ResultsDir)
+		if err != nil {
+			_ = w.Close()
+		}
+	}
+	if err != nil {
+		g.cfg.Logger.Info("not watching the CNI records; new pods are guarded on their first request", "dir", g.cfg.ResultsDir, "error", err)
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if ev.Has(fsnotify.Write) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+					g.Refresh()
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	return func() { _ = w.Close(); <-done }
 }
 
 func hasJump(listing []byte, chain string) bool {

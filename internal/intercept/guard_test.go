@@ -384,6 +384,52 @@ func TestGuardEnsureSyncsOnDemand(t *testing.T) {
 	}
 }
 
+// A pod's record written after the agent started is guarded without any
+// request asking (the watch on the records), so its first request finds
+// the rules in place; its removal drops them.
+func TestGuardWatchesRecords(t *testing.T) {
+	dir := t.TempDir()
+	r := &recorder{}
+	g, _ := NewGuard(GuardConfig{Exec: r.exec, ResultsDir: dir, Interval: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// The first sync (at start) has run once the on-demand sync returns.
+	ip := netip.MustParseAddr("10.244.0.5")
+	if _, ok := g.Ensure(ctx, ip, true); ok {
+		t.Fatal("guarded without a record")
+	}
+	owned := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, ok := g.Owner(ip); ok == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Owner(%s) did not become %v without a request", ip, want)
+			}
+			g.wmu.Lock()
+			ch := g.synced
+			g.wmu.Unlock()
+			select { // the next sync, or a recheck
+			case <-ch:
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	// The host side is "lo": an interface every network namespace has.
+	if err := os.WriteFile(filepath.Join(dir, "podid-c1-eth0"), []byte(cniRecord("c1", "ns", "p", "uid-1", "lo", "02:00:00:00:00:01", "10.244.0.5/24")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	owned(true)
+	if err := os.Remove(filepath.Join(dir, "podid-c1-eth0")); err != nil {
+		t.Fatal(err)
+	}
+	owned(false)
+}
+
 func TestReadCNIResultsSkipsBadRecords(t *testing.T) {
 	dir := t.TempDir()
 	_ = os.WriteFile(filepath.Join(dir, "good"), []byte(cniRecord("c1", "ns", "p", "uid-1", "vethx", "02:00:00:00:00:01", "10.244.0.5/24")), 0o600)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,7 +59,7 @@ func (s *session) runDemos(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			for i := range rows {
 				if !rows[i].ok && rows[i].problem == "" {
-					rows[i].problem = fmt.Sprintf("no token in %s (last log line: %q)", demoTimeout, rows[i].lastLine)
+					rows[i].problem = fmt.Sprintf("no result in %s (last log line: %q)", demoTimeout, rows[i].lastLine)
 				}
 			}
 			break
@@ -105,7 +106,9 @@ func (s *session) poll(ctx context.Context, row *demoRow) {
 		return
 	}
 	row.r = r
-	row.after = r.TokenAt.Sub(pod.CreationTimestamp.Time)
+	if !r.TokenAt.IsZero() {
+		row.after = r.TokenAt.Sub(pod.CreationTimestamp.Time)
+	}
 	row.problem = s.check(d, r)
 	row.ok = row.problem == ""
 }
@@ -115,6 +118,16 @@ func (s *session) poll(ctx context.Context, row *demoRow) {
 func (s *session) check(d Demo, r demoresult.Result) string {
 	id, ok := s.created[d.Identity]
 	var p []string
+	if d.NoToken {
+		// The driver got the token; the pod shows what it was given.
+		switch {
+		case r.Error != "":
+			p = append(p, "mounted secret: "+r.Error)
+		case d.Want == "" || !strings.Contains(r.Resource, strconv.Quote(d.Want)):
+			p = append(p, fmt.Sprintf("the pod reported %q, not the secret's value %q", r.Resource, d.Want))
+		}
+		return strings.Join(p, "; ")
+	}
 	if !ok {
 		p = append(p, "unknown identity "+d.Identity)
 	} else if r.Oid != id.PrincipalID {
@@ -133,6 +146,8 @@ func (s *session) check(d Demo, r demoresult.Result) string {
 		p = append(p, "resource call failed: "+r.Error)
 	} else if d.Resource && r.Resource == "" {
 		p = append(p, "no resource call result")
+	} else if d.Want != "" && !strings.Contains(r.Resource, strconv.Quote(d.Want)) {
+		p = append(p, fmt.Sprintf("the resource returned %q, not %q", r.Resource, d.Want))
 	}
 	return strings.Join(p, "; ")
 }

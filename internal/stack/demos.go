@@ -41,6 +41,38 @@ type Demo struct {
 	// Resource: the demo also calls a resource and must report what it
 	// returned (demoresult.Result.Resource, no Error).
 	Resource bool
+	// Want, when set, is a value the resource's answer must hold, quoted
+	// (a vault secret's demo value).
+	Want string
+	// NoToken: the pod gets no token itself; a volume driver gets one for
+	// the pod's identity and mounts the secret, and the pod reports what it
+	// got (no claims to check; Want is required).
+	NoToken bool
+}
+
+// VaultSpec is a Key Vault podid up creates with the CLI (`podid keyvault
+// create`) in the demo resource group, with its secrets (`podid keyvault
+// secret set`, once: a second run leaves them). As in seed 003, the operator
+// grants itself Key Vault Administrator on the vault to set them; the
+// identities' Roles grant them reading.
+type VaultSpec struct {
+	Name    string
+	Secrets []SecretSpec
+}
+
+// SecretSpec is one secret of the demo data.
+type SecretSpec struct{ Name, Value string }
+
+// demoVault is seed 003's $KV (a fixed name: the local sts is this
+// machine's own, so no $RANDOM is needed to make it unique).
+const demoVault = "podid-demo-kv"
+
+// Vaults the demos read.
+var Vaults = []VaultSpec{{Name: demoVault, Secrets: []SecretSpec{{Name: "demosecret", Value: "demovalue"}}}}
+
+// vaultScope is a vault's ARM id, the scope of its role assignments.
+func vaultScope(name string) string {
+	return "/subscriptions/" + subscriptionID + "/resourceGroups/" + resourceGroup + "/providers/Microsoft.KeyVault/vaults/" + name
 }
 
 // Backend is a service the demos call (a storage emulator, a vault):
@@ -67,9 +99,21 @@ var Identities = []IdentitySpec{
 		Roles: []RoleSpec{{Role: "Storage Queue Data Contributor"}},
 	},
 	{
-		// v2 (workload identity): seed 003's ServiceAccount.
+		// v2 (workload identity): seed 003's ServiceAccount; it reads the
+		// vault's secrets (the least role that does).
 		Name:            "demo-workload-identity",
 		ServiceAccounts: []string{"demo/sademo"},
+		Roles:           []RoleSpec{{Role: "Key Vault Secrets User", Scope: vaultScope(demoVault)}},
+	},
+	{
+		// Seed 003's Secrets Store CSI identity (on AKS the add-on's
+		// azurekeyvaultsecretsprovider-<cluster>, attached to the nodes). podid
+		// attaches no identity to nodes: the grant is a federated credential
+		// for the ServiceAccount of the pods that mount with it (docs/csi.md),
+		// the seed's Deployment's default/default.
+		Name:            "azurekeyvaultsecretsprovider-local",
+		ServiceAccounts: []string{"default/default"},
+		Roles:           []RoleSpec{{Role: "Key Vault Secrets User", Scope: vaultScope(demoVault)}},
 	},
 }
 
@@ -97,15 +141,23 @@ var Demos = []Demo{
 		Identity: "demo-pod-identity", Audience: "https://storage.azure.com",
 	},
 	{
-		Name: "v2 seed 003", Path: "workload identity → federated token → sts",
+		Name: "v2 seed 003", Path: "workload identity → federated token → sts; GetSecret from https://" + demoVault + ".vault.azure.net",
 		Manifests: []Manifest{{"seed-003.yaml", "demo"}},
 		Namespace: "demo", Selector: "app=azcli", Container: "azcli",
 		Identity: "demo-workload-identity", Audience: "https://vault.azure.net",
+		Resource: true, Want: "demovalue",
 	},
 	{
 		Name: "v2, IMDS-only SDK", Path: "workload identity → IMDS → agent",
 		Manifests: []Manifest{{"seed-003.yaml", "demo"}},
 		Namespace: "demo", Selector: "app=imds-app", Container: "app",
 		Identity: "demo-workload-identity", Audience: "https://management.azure.com",
+	},
+	{
+		Name: "v2 seed 003 CSI mount", Path: "SecretProviderClass → CSI driver → podid csi-provider (the pod's own token) → vault",
+		// The seed applies both in namespace default.
+		Manifests: []Manifest{{"seed-003-csi.yaml", "default"}},
+		Namespace: "default", Selector: "app=secretpods", Container: "nginx",
+		Identity: "azurekeyvaultsecretsprovider-local", NoToken: true, Resource: true, Want: "demovalue",
 	},
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,6 +57,7 @@ func (s *session) podidCLI(ctx context.Context, args ...string) ([]byte, error) 
 // the identities, trust the service accounts, grant the roles. Every verb
 // is idempotent (PUT), so a second run changes nothing.
 func (s *session) setupIdentities(ctx context.Context) error {
+	s.identitiesAt = time.Now()
 	svc, err := s.k.cs.CoreV1().Services(podidNamespace).Get(ctx, "podid-sts", metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("the sts's Service: %w", err)
@@ -75,7 +78,20 @@ func (s *session) setupIdentities(ctx context.Context) error {
 		"--subscription", subscriptionID, "--resource-group", resourceGroup, "--location", location); err != nil {
 		return err
 	}
+	// Vaults first: the identities' roles are granted at their scopes.
+	if err := s.setupVaults(ctx); err != nil {
+		return err
+	}
 	for _, spec := range Identities {
+		// A new identity (a first run, or an sts whose state went with its
+		// pod) makes every demo pod's token stale: restartStale.
+		if _, err := s.podidCLI(ctx, "identity", "show", spec.Name, "-o", "json"); err != nil {
+			var nf *cli.NotFoundError
+			if !errors.As(err, &nf) {
+				return err
+			}
+			s.newIdentities = true
+		}
 		out, err := s.podidCLI(ctx, "identity", "create", spec.Name, "-o", "json")
 		if err != nil {
 			return err
@@ -90,26 +106,75 @@ func (s *session) setupIdentities(ctx context.Context) error {
 				return err
 			}
 		}
-		if len(spec.Roles) == 0 {
-			continue
-		}
-		out, err = s.podidCLI(ctx, "role-assignment", "list", "--assignee", spec.Name, "-o", "json")
-		if err != nil {
+		if err := s.grant(ctx, spec.Name, "", spec.Roles); err != nil {
 			return err
 		}
-		var have []map[string]any
-		if err := json.Unmarshal(out, &have); err != nil {
-			return fmt.Errorf("podid role-assignment list: %w", err)
+	}
+	return nil
+}
+
+// grant gives the assignee (an identity's name; or, with objectID, a
+// principal's object id, as --assignee-object-id) the roles it does not
+// hold yet.
+func (s *session) grant(ctx context.Context, assignee, objectID string, roles []RoleSpec) error {
+	if len(roles) == 0 {
+		return nil
+	}
+	who := []string{"--assignee", assignee}
+	if objectID != "" {
+		who = []string{"--assignee-object-id", objectID}
+	}
+	out, err := s.podidCLI(ctx, append([]string{"role-assignment", "list", "-o", "json"}, who...)...)
+	if err != nil {
+		return err
+	}
+	var have []map[string]any
+	if err := json.Unmarshal(out, &have); err != nil {
+		return fmt.Errorf("podid role-assignment list: %w", err)
+	}
+	for _, r := range roles {
+		if hasRole(have, r) {
+			continue
 		}
-		for _, r := range spec.Roles {
-			if hasRole(have, r) {
+		args := append([]string{"role-assignment", "create", "--role", r.Role, "-o", "json"}, who...)
+		if r.Scope != "" {
+			args = append(args, "--scope", r.Scope)
+		}
+		if _, err := s.podidCLI(ctx, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setupVaults does seed 003's step 2 with podid's CLI: the vault (created
+// when missing), the operator's Key Vault Administrator role on it, and
+// each secret, set when the vault has none of that name — a second run
+// adds no version.
+func (s *session) setupVaults(ctx context.Context) error {
+	for _, v := range Vaults {
+		if _, err := s.podidCLI(ctx, "keyvault", "show", v.Name, "-o", "json"); err != nil {
+			var nf *cli.NotFoundError
+			if !errors.As(err, &nf) {
+				return err
+			}
+			if _, err := s.podidCLI(ctx, "keyvault", "create", v.Name, "-o", "json"); err != nil {
+				return err
+			}
+		}
+		if err := s.grant(ctx, "", adminObjectID, []RoleSpec{{Role: "Key Vault Administrator", Scope: vaultScope(v.Name)}}); err != nil {
+			return err
+		}
+		for _, sec := range v.Secrets {
+			_, err := s.podidCLI(ctx, "keyvault", "secret", "show", "--vault-name", v.Name, "--name", sec.Name, "-o", "json")
+			var nf *cli.NotFoundError
+			if err == nil {
 				continue
 			}
-			args := []string{"role-assignment", "create", "--assignee", spec.Name, "--role", r.Role, "-o", "json"}
-			if r.Scope != "" {
-				args = append(args, "--scope", r.Scope)
+			if !errors.As(err, &nf) {
+				return err
 			}
-			if _, err := s.podidCLI(ctx, args...); err != nil {
+			if _, err := s.podidCLI(ctx, "keyvault", "secret", "set", "--vault-name", v.Name, "--name", sec.Name, "--value", sec.Value, "-o", "json"); err != nil {
 				return err
 			}
 		}

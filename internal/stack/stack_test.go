@@ -109,8 +109,11 @@ func TestDemosAndManifestsAgree(t *testing.T) {
 		if !ids[d.Identity] {
 			t.Errorf("demo %q: identity %q is not in Identities", d.Name, d.Identity)
 		}
-		if d.Namespace == "" || d.Selector == "" || d.Container == "" || d.Audience == "" || len(d.Manifests) == 0 {
-			t.Errorf("demo %q: namespace, selector, container, audience and manifests are required", d.Name)
+		if d.Namespace == "" || d.Selector == "" || d.Container == "" || (d.Audience == "") != d.NoToken || len(d.Manifests) == 0 {
+			t.Errorf("demo %q: namespace, selector, container, manifests, and an audience unless NoToken are required", d.Name)
+		}
+		if d.NoToken && d.Want == "" {
+			t.Errorf("demo %q: NoToken needs Want (what the pod must report)", d.Name)
 		}
 		files = append(files, d.Manifests...)
 	}
@@ -156,6 +159,10 @@ func TestCheck(t *testing.T) {
 	if p := s.check(d, good); p != "" {
 		t.Fatalf("good result refused: %s", p)
 	}
+	mount := Demo{Identity: "id", NoToken: true, Resource: true, Want: "demovalue"}
+	if p := s.check(mount, demoresult.Result{Program: "p", Resource: `demosecret and $demosecret = "demovalue" (demo data)`}); p != "" {
+		t.Fatalf("good mount refused: %s", p)
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(*demoresult.Result, *Demo)
@@ -167,6 +174,18 @@ func TestCheck(t *testing.T) {
 		{"expired", func(r *demoresult.Result, _ *Demo) { r.Exp = time.Now().Add(-time.Minute) }, "expired"},
 		{"resource failed", func(r *demoresult.Result, _ *Demo) { r.Error = "403" }, "resource call failed: 403"},
 		{"resource missing", func(_ *demoresult.Result, d *Demo) { d.Resource = true }, "no resource call result"},
+		{"another secret value", func(r *demoresult.Result, d *Demo) {
+			d.Resource, d.Want, r.Resource = true, "demovalue", `demosecret 1a2b3c4d… = "other" (demo data)`
+		}, `not "demovalue"`},
+		{"a value only inside another", func(r *demoresult.Result, d *Demo) {
+			d.Resource, d.Want, r.Resource = true, "demovalue", `demosecret = "demovalue-2"`
+		}, `not "demovalue"`},
+		{"mounted: another value", func(r *demoresult.Result, d *Demo) {
+			d.NoToken, d.Want, r.Resource = true, "demovalue", `demosecret and $demosecret = "x"`
+		}, "not the secret's value"},
+		{"mounted: nothing", func(r *demoresult.Result, d *Demo) {
+			d.NoToken, d.Want, r.Resource, r.Error = true, "demovalue", "", "open /mnt/secret-store/demosecret: no such file"
+		}, "mounted secret: open"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, dd := good, d

@@ -42,16 +42,17 @@ func (s *session) printSummary(w io.Writer, components []string) {
 		if !r.ok {
 			mark = "✗"
 		}
-		if r.r.Program != "" && r.r.Program != "?" {
+		if r.r.Program != "" && r.r.Program != "?" && !r.d.NoToken {
 			aud, tid, oid, exp = r.r.Aud, short(r.r.Tid), short(r.r.Oid), r.r.Exp.Format("Jan 2 15:04Z")
 			after = round(r.after).String()
 		}
 		if r.r.Resource != "" {
 			res = r.r.Resource
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, r.d.Name, r.d.Identity, aud, tid, oid, exp, after, clip(res, 40))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, r.d.Name, r.d.Identity, aud, tid, oid, exp, after, clip(res, 52))
 	}
 	tw.Flush()
+	fmt.Fprintf(w, "  (secret values shown are the demo's own data, set by podid up; podid never prints a real secret)\n")
 	fmt.Fprintf(w, "  where they run, and how the token got there:\n")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, r := range s.results {

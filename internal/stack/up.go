@@ -19,7 +19,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -28,7 +30,10 @@ import (
 // operator's admin application (Owner on ARM, like `az login` as an admin),
 // the subscription and resource group the identities live in.
 const (
-	adminClientID  = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+	adminClientID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+	// adminObjectID is the operator's object id in the directory: what seed
+	// 003 reads with `az ad signed-in-user show` and grants Key Vault roles to.
+	adminObjectID  = "5d2b8a1e-3c4f-4e6a-9b7d-0f1e2a3b4c5d"
 	subscriptionID = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 	resourceGroup  = "demo"
 	location       = "westeurope"
@@ -36,9 +41,13 @@ const (
 	release        = "podid"
 )
 
-// upImages are the images podid up runs: podid itself and the demo
-// programs of deploy/examples/up (pause and CoreDNS are hack/cluster.sh's).
-func upImages() []string { return []string{"podid", "wiclient", "miclient", "queueclient"} }
+// upImages are the images podid up runs: podid itself, the Secrets Store
+// CSI driver (built from the module proxy by hack/install-csi-driver.sh) and
+// the demo programs of deploy/examples/up (pause and CoreDNS are
+// hack/cluster.sh's).
+func upImages() []string {
+	return []string{"podid", "csidriver", "wiclient", "miclient", "queueclient"}
+}
 
 // session is one run of Up or Down.
 type session struct {
@@ -56,7 +65,11 @@ type session struct {
 	ready        []workload
 	results      []demoRow
 	changed      int // objects the demo manifests changed
-	upgraded     bool
+	// newIdentities: this run created an identity; demo pods started
+	// before it hold tokens of identities that no longer exist.
+	newIdentities bool
+	identitiesAt  time.Time
+	upgraded      bool
 }
 
 // Up runs the main job and prints its summary to o.Out.
@@ -147,7 +160,7 @@ func (s *session) clusterEnv(ctx context.Context) error {
 			s.env[k] = v
 		}
 	}
-	for _, k := range []string{"KUBECONFIG", "PODID_SA_ISSUER", "PODID_POD_CIDR", "PODID_NODE_IP", "PODID_NODE_NAME"} {
+	for _, k := range []string{"KUBECONFIG", "PODID_SA_ISSUER", "PODID_POD_CIDR", "PODID_NODE_IP", "PODID_NODE_NAME", "PODID_KUBELET_DIR"} {
 		if s.env[k] == "" {
 			return fmt.Errorf("hack/cluster.sh env has no %s", k)
 		}
@@ -179,7 +192,7 @@ func (s *session) installChart(ctx context.Context) error {
 	}
 	s.p.redact(secret)
 	imageID, _ := os.ReadFile(filepath.Join(s.o.Cache, "images", "podid", "image.tar.imported"))
-	values, err := upValues(s.tenant, secret, s.env["PODID_SA_ISSUER"], strings.TrimSpace(string(imageID)))
+	values, err := upValues(s.tenant, secret, s.env["PODID_SA_ISSUER"], s.env["PODID_KUBELET_DIR"], strings.TrimSpace(string(imageID)))
 	if err != nil {
 		return err
 	}
@@ -291,7 +304,7 @@ func (s *session) adminSecret() (string, error) {
 }
 
 // upValues are the run's values on top of values-local.yaml.
-func upValues(tenant, secret, issuer, imageID string) ([]byte, error) {
+func upValues(tenant, secret, issuer, kubeletDir, imageID string) ([]byte, error) {
 	ann := map[string]any{}
 	if imageID != "" {
 		ann["podid.dev/image-id"] = imageID
@@ -302,13 +315,16 @@ func upValues(tenant, secret, issuer, imageID string) ([]byte, error) {
 		// legacy cluster-wide matching (namespaced identities stay namespaced).
 		"clusterWide": true,
 		"controller":  comp, "webhook": comp, "agent": comp,
+		// Seed 003's Key Vault mount: the Secrets Store CSI driver and
+		// podid's provider, registered with this node's kubelet.
+		"csi": map[string]any{"enabled": true, "kubeletRootDir": kubeletDir, "provider": comp},
 		"sts": map[string]any{
 			"podAnnotations": ann,
 			"saIssuer":       issuer,
 			"bootstrap": map[string]any{"tenants": []any{map[string]any{
 				"id": tenant, "domains": []string{"podid.local"},
 				"applications": []any{map[string]any{
-					"clientId": adminClientID, "displayName": "podid-up-admin",
+					"clientId": adminClientID, "objectId": adminObjectID, "displayName": "podid-up-admin",
 					"secrets": []any{map[string]any{"value": secret}},
 				}},
 				"roleAssignments": []any{map[string]any{
@@ -373,7 +389,52 @@ func (s *session) applyManifests(ctx context.Context) error {
 			s.changed += n
 		}
 	}
+	if s.newIdentities {
+		if err := s.restartStale(ctx, dir, vars); err != nil {
+			return err
+		}
+	}
 	s.p.setStatus(fmt.Sprintf("%d objects changed", s.changed))
+	return nil
+}
+
+// restartStale restarts the demo pods created before this run's identities
+// (their tokens are for identities the sts no longer has, e.g. after its
+// pod was replaced): a controller's pod is deleted and its controller makes
+// a new one from the same template; a bare pod is deleted and its manifests
+// applied again.
+func (s *session) restartStale(ctx context.Context, dir string, vars map[string]string) error {
+	for _, d := range Demos {
+		pods, err := s.k.cs.CoreV1().Pods(d.Namespace).List(ctx, metav1.ListOptions{LabelSelector: d.Selector})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil || !p.CreationTimestamp.Time.Before(s.identitiesAt) {
+				continue
+			}
+			s.p.line(fmt.Sprintf("restarting %s/%s: its token predates the identities this run created", p.Namespace, p.Name))
+			grace := int64(0)
+			if err := s.k.cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			if metav1.GetControllerOf(&p) != nil {
+				continue
+			}
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				_, err := s.k.cs.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+				return apierrors.IsNotFound(err), nil
+			})
+			if err != nil {
+				return fmt.Errorf("pod %s/%s was not deleted: %w", p.Namespace, p.Name, err)
+			}
+			for _, m := range d.Manifests {
+				if _, err := s.k.applyFile(ctx, filepath.Join(dir, m.File), m.Namespace, vars); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	return nil
 }
 
@@ -402,7 +463,7 @@ func (s *session) startBackends(ctx context.Context) error {
 
 // vars are the values a user fills into the seed manifests.
 func (s *session) vars() map[string]string {
-	v := map[string]string{"TENANT_ID": s.tenant, "SUBSCRIPTION_ID": subscriptionID, "RESOURCE_GROUP": resourceGroup}
+	v := map[string]string{"TENANT_ID": s.tenant, "SUBSCRIPTION_ID": subscriptionID, "RESOURCE_GROUP": resourceGroup, "KEYVAULT_NAME": demoVault}
 	for name, id := range s.created {
 		key := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		v[key+"_CLIENT_ID"] = id.ClientID

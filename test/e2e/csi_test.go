@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -154,13 +155,14 @@ func TestSecretsStoreCSI(t *testing.T) {
 	must(t, err)
 	objs, err := framework.DecodeManifest([]byte(helm(append([]string{"template", helmRelease, chart, "--kube-version", sv.GitVersion}, base...)...)))
 	must(t, err)
-	deleteAndWait(ctx, t, c, objs)
-	// A release another run left behind would block the install, and the
-	// seed's Deployment or class that another test left in default (with
-	// its own image or vault) would be used instead of this test's: remove
-	// them now; their pods can only go once a driver unmounts their volumes
-	// (after the install below).
+	// A release left on the node (podid up's) would make the install fail
+	// ("cannot re-use a name"); then whatever of the chart's objects remain.
 	_, _ = runHelm(ctx, helmPath, c.Kubeconfig, "uninstall", helmRelease, "--namespace", stsNamespace, "--wait")
+	deleteAndWait(ctx, t, c, objs)
+	// The seed's Deployment or class that another run left in default
+	// (with its own image or vault) would be used instead of this test's:
+	// remove them now; their pods can only go once a driver unmounts their
+	// volumes (after the install below).
 	bg := metav1.DeletePropagationBackground
 	for _, o := range []client.Object{
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "secretpods"}},
@@ -228,6 +230,10 @@ func TestSecretsStoreCSI(t *testing.T) {
 	helm(append([]string{"install", helmRelease, chart, "--wait", "--timeout", "5m"}, base...)...)
 	t.Logf("helm install --wait (with the CSI driver and provider): %s", time.Since(start).Round(time.Millisecond))
 	waitRegistered(ctx, t, c)
+	// podid up's copy of the seed (the same names in default) goes before
+	// the test's objects are created, now that a driver is there to unmount
+	// its pod's volume (without one, that pod stays terminating).
+	deleteAndWait(ctx, t, c, seedLeftovers(t, c))
 	// The leftovers' pods are gone once the driver has unmounted them.
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		pods, err := c.Clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=secretpods"})
@@ -442,6 +448,26 @@ func csiValues(t *testing.T, c *framework.Cluster, dir, adminSecret, kv string, 
 	return p
 }
 
+// seedLeftovers are the seed's objects in default that another run (podid
+// up's seed-003-csi.yaml) may have left: the Deployment, the class (when its
+// CRD is installed) and the synced Secret.
+func seedLeftovers(t *testing.T, c *framework.Cluster) []*unstructured.Unstructured {
+	t.Helper()
+	obj := func(apiVersion, kind, name string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion(apiVersion)
+		u.SetKind(kind)
+		u.SetNamespace("default")
+		u.SetName(name)
+		return u
+	}
+	objs := []*unstructured.Unstructured{obj("apps/v1", "Deployment", "secretpods"), obj("v1", "Secret", "demosecret")}
+	if _, err := c.Clientset.Discovery().ServerResourcesForGroupVersion("secrets-store.csi.x-k8s.io/v1"); err == nil {
+		objs = append(objs, obj("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass", "demo-secret"))
+	}
+	return objs
+}
+
 // seedObjects are the seed's two manifests with the article's variables
 // set; the Deployment's image is the e2e client (nginx is not available).
 func seedObjects(t *testing.T, clientID, kv, tenant string) []client.Object {
@@ -584,8 +610,9 @@ func execOut(ctx context.Context, t *testing.T, c *framework.Cluster, pod string
 	return strings.TrimSpace(out)
 }
 
-// waitForEvent waits for an event of reason on a pod whose name starts with
-// prefix and returns its message.
+// waitForEvent waits for an event of reason on an existing pod whose name
+// starts with prefix and returns its message. Events of pods that are gone
+// (an earlier run's, kept for an hour) do not count.
 func waitForEvent(ctx context.Context, t *testing.T, c *framework.Cluster, ns, prefix, reason string) string {
 	t.Helper()
 	var msg string
@@ -594,8 +621,16 @@ func waitForEvent(ctx context.Context, t *testing.T, c *framework.Cluster, ns, p
 		if err != nil {
 			return false, nil
 		}
+		pods, err := c.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		live := map[types.UID]bool{}
+		for _, p := range pods.Items {
+			live[p.UID] = true
+		}
 		for _, e := range evs.Items {
-			if strings.HasPrefix(e.InvolvedObject.Name, prefix) {
+			if strings.HasPrefix(e.InvolvedObject.Name, prefix) && live[e.InvolvedObject.UID] {
 				msg = e.Message
 				return true, nil
 			}

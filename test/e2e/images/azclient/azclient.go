@@ -5,7 +5,10 @@
 // -out file (0600; tests read it with exec and verify it), prints
 // "<name>: token acquired" with the token's unverified claims — never the
 // token — and waits for SIGTERM, or with -once exits 0 (a Helm test pod).
-// "<name> cat FILE" prints FILE (the images have no shell).
+// "<name> cat FILE" prints FILE (the images have no shell). "<name> mounted
+// -file FILE -env NAME" is a pod that gets no token itself: it reports what
+// a volume (the Secrets Store CSI driver's) put in FILE and the Secret put in
+// $NAME, as a result line without claims, then waits for SIGTERM.
 //
 // It then prints the machine-readable result line (internal/demoresult)
 // that `podid up` reads; a Program with a Resource call makes it with the
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -72,6 +76,9 @@ func run(ctx context.Context, name string, p Program, args []string) error {
 		}
 		_, err = os.Stdout.Write(b)
 		return err
+	}
+	if len(args) > 0 && args[0] == "mounted" {
+		return mounted(ctx, name, args[1:])
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	scope := fs.String("scope", "https://storage.azure.com/.default", "scope to ask a token for")
@@ -194,4 +201,36 @@ func KeyClaims(token string) string {
 		roles = strings.Join(c.Roles, ",")
 	}
 	return fmt.Sprintf("aud=%v tid=%s oid=%s exp=%s roles=%s", c.Aud, c.Tid, c.Oid, time.Unix(c.Exp, 0).UTC().Format(time.RFC3339), roles)
+}
+
+// mounted prints the result line of a pod whose secret a volume provides:
+// FILE's content and $ENV, which must agree (the driver syncs both from
+// one answer). The value is printed: these are demo secrets.
+func mounted(ctx context.Context, name string, args []string) error {
+	fs := flag.NewFlagSet(name+" mounted", flag.ContinueOnError)
+	file := fs.String("file", "", "the mounted secret's file")
+	env := fs.String("env", "", "the environment variable the synced Secret fills")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *file == "" || *env == "" || fs.NArg() > 0 {
+		return errors.New("usage: " + name + " mounted -file FILE -env NAME")
+	}
+	r := demoresult.Result{Program: name}
+	b, err := os.ReadFile(*file)
+	switch ev, ok := os.LookupEnv(*env); {
+	case err != nil:
+		r.Error = err.Error()
+	case len(b) > 256:
+		r.Error = fmt.Sprintf("%s holds %d bytes, not a demo value", *file, len(b))
+	case !ok:
+		r.Error = "$" + *env + " is not set"
+	case ev != string(b):
+		r.Error = fmt.Sprintf("%s holds %q but $%s %q", *file, b, *env, ev)
+	default:
+		r.Resource = fmt.Sprintf("%s and $%s = %q (demo data)", filepath.Base(*file), *env, b)
+	}
+	fmt.Println(r.Line())
+	<-ctx.Done()
+	return nil
 }
