@@ -217,6 +217,12 @@ func (s *session) installChart(ctx context.Context) error {
 		s.p.setStatus("release podid is deployed with these values; helm not run")
 		return nil
 	}
+	if ip := local.STS.Service.ClusterIP; ip != "" {
+		s.p.setStatus("waiting for ClusterIP " + ip + " (the sts Service's) to be free")
+		if err := waitClusterIP(ctx, s.k, ip, podidNamespace, "podid-sts", clusterIPWait); err != nil {
+			return err
+		}
+	}
 	helm := s.o.helmBin()
 	s.p.setStatus("helm upgrade --install podid deploy/chart/podid")
 	if _, err := s.run(ctx, helm, "upgrade", "--install", release, chart, "--namespace", podidNamespace,
@@ -226,6 +232,47 @@ func (s *session) installChart(ctx context.Context) error {
 	}
 	s.upgraded = true
 	return os.WriteFile(fpFile, []byte(fp), 0o600)
+}
+
+// clusterIPWait bounds how long podid up waits for the sts's fixed
+// ClusterIP to be released.
+const clusterIPWait = time.Minute
+
+// waitClusterIP waits (at most limit) until ip is free or held by the
+// Service ns/name itself. The API server releases a deleted Service's
+// ClusterIP after the Service is gone (its IPAddress object goes later):
+// right after a helm uninstall, an install in that window fails with
+// "provided IP is already allocated".
+func waitClusterIP(ctx context.Context, k *kube, ip, ns, name string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	holder := "?"
+	err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		a, err := k.cs.NetworkingV1().IPAddresses().Get(ctx, ip, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		if err != nil {
+			holder = err.Error()
+			return false, nil // transient: ask again
+		}
+		p := a.Spec.ParentRef
+		if p == nil || p.Resource != "services" {
+			holder = "an IPAddress object without a Service"
+			return false, nil
+		}
+		holder = "Service " + p.Namespace + "/" + p.Name
+		if p.Namespace != ns || p.Name != name {
+			return false, nil
+		}
+		// Ours — unless that Service is the one just deleted.
+		svc, err := k.cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && svc.DeletionTimestamp == nil && svc.Spec.ClusterIP == ip, nil
+	})
+	if err != nil {
+		return fmt.Errorf("ClusterIP %s (values-local.yaml's sts.service.clusterIP) is still held by %s after %s: delete what holds it, or pick another free address in the service range", ip, holder, limit)
+	}
+	return nil
 }
 
 // releaseDeployed: helm list says the release is deployed. (Not helm
@@ -245,7 +292,12 @@ func (s *session) releaseDeployed(ctx context.Context) bool {
 }
 
 type localValues struct {
-	TenantID   string `json:"tenantID"`
+	TenantID string `json:"tenantID"`
+	STS      struct {
+		Service struct {
+			ClusterIP string `json:"clusterIP"`
+		} `json:"service"`
+	} `json:"sts"`
 	LocalCloud struct {
 		Enabled   bool   `json:"enabled"`
 		Authority string `json:"authority"`
