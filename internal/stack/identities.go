@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/podid/podid/internal/cli"
 )
@@ -63,6 +65,11 @@ func (s *session) setupIdentities(ctx context.Context) error {
 		return fmt.Errorf("the sts's Service: %w", err)
 	}
 	s.stsURL = "https://" + svc.Spec.ClusterIP
+	// The rollout is done, but kube-proxy programs the Service's rules a
+	// moment later; until then the address refuses connections.
+	if err := waitAccepts(ctx, net.JoinHostPort(svc.Spec.ClusterIP, "443"), time.Minute); err != nil {
+		return fmt.Errorf("the sts's Service: %w (its pod is ready: is kube-proxy running? see podid doctor)", err)
+	}
 	ca, err := s.k.cs.CoreV1().ConfigMaps(podidNamespace).Get(ctx, "podid-sts-ca", metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("the sts's CA: %w", err)
@@ -203,4 +210,22 @@ func hasRole(have []map[string]any, r RoleSpec) bool {
 		}
 	}
 	return false
+}
+
+// waitAccepts waits (at most limit) until addr accepts a TCP connection.
+func waitAccepts(ctx context.Context, addr string, limit time.Duration) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, limit, true, func(ctx context.Context) (bool, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		_ = c.Close()
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s accepted no connection in %s: %v", addr, limit, last)
+	}
+	return nil
 }

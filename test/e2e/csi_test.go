@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -241,6 +242,12 @@ func TestSecretsStoreCSI(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal("pods app=secretpods that another run left in default did not go")
+	}
+
+	// The sts's pod is Ready (helm --wait), but kube-proxy programs its
+	// Service a moment later: the CLI's first call must not race that.
+	if err := framework.WaitAccepts(ctx, net.JoinHostPort(stsServiceIP, "443"), time.Minute); err != nil {
+		t.Fatalf("the sts's Service after the install: %v", err)
 	}
 
 	// 02: the vault, the secret and the grant with podid's CLI; the seed's

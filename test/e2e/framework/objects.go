@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -149,3 +151,23 @@ func (c *Cluster) DumpNamespace(ctx context.Context, t testing.TB, namespace str
 }
 
 func describe(o client.Object) string { return fmt.Sprintf("%s/%s", o.GetNamespace(), o.GetName()) }
+
+// WaitAccepts waits (at most limit) until addr accepts a TCP connection: a
+// Service whose pods are Ready is reachable only once kube-proxy has
+// programmed it.
+func WaitAccepts(ctx context.Context, addr string, limit time.Duration) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, limit, true, func(ctx context.Context) (bool, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		_ = c.Close()
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s accepted no connection in %s: %v", addr, limit, last)
+	}
+	return nil
+}
