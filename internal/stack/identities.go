@@ -68,7 +68,7 @@ func (s *session) setupIdentities(ctx context.Context) error {
 	// The rollout is done, but kube-proxy programs the Service's rules a
 	// moment later; until then the address refuses connections.
 	if err := waitAccepts(ctx, net.JoinHostPort(svc.Spec.ClusterIP, "443"), time.Minute); err != nil {
-		return fmt.Errorf("the sts's Service: %w (its pod is ready: is kube-proxy running? see podid doctor)", err)
+		return fmt.Errorf("the sts's Service: %w (its pod is ready, so kube-proxy has not programmed the Service: see %s)", err, filepath.Join(s.o.Cache, "cluster", "logs", "kube-proxy.log"))
 	}
 	ca, err := s.k.cs.CoreV1().ConfigMaps(podidNamespace).Get(ctx, "podid-sts-ca", metav1.GetOptions{})
 	if err != nil {
